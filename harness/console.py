@@ -1,0 +1,217 @@
+"""The guest's serial console.
+
+A reader thread drains QEMU's side of the console socket continuously, so the
+guest never stalls on a full buffer while nobody is expecting anything.  Every
+byte goes to the console log; lines are scanned for panics and oopses; and a
+pexpect spawn reads from the same stream for interactive use and the command
+runner.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pexpect
+from pexpect.spawnbase import SpawnBase
+
+from .errors import GuestPanic, WaitTimeout
+
+# Console lines that mean the kernel under test is broken.  The first such line
+# makes every wait on this machine fail, quoting it and what follows.
+FATAL = re.compile(r"Kernel panic - not syncing|\bOops\b|^\s*(\[[ \d.]+\] )?BUG: |"
+                   r"Internal error: |general protection fault|Unable to handle kernel")
+CONTEXT_LINES = 40
+
+
+class ConsoleSpawn(SpawnBase):
+    """pexpect over a queue fed by the console's reader thread (cf. PopenSpawn,
+    but blocking on the queue instead of polling it)."""
+
+    def __init__(self, console: "Console", timeout: float = 30):
+        super().__init__(timeout=timeout, encoding="utf-8", codec_errors="replace",
+                         maxread=65536)
+        self._console = console
+        self._queue: queue.Queue[bytes | None] = queue.Queue()
+        self._eof = False
+        self._buf = ""
+
+    def read_nonblocking(self, size: int = 1, timeout: float | None = -1) -> str:
+        if timeout == -1:
+            timeout = self.timeout
+        buf = self._buf
+        if not buf:
+            if self._eof:
+                self.flag_eof = True
+                raise pexpect.EOF("console closed (QEMU exited)")
+            try:
+                chunk = self._queue.get(timeout=timeout if timeout is not None else 1e6)
+            except queue.Empty:
+                raise pexpect.TIMEOUT("no console output") from None
+            if chunk is None:
+                self._eof = True
+                self.flag_eof = True
+                raise pexpect.EOF("console closed (QEMU exited)")
+            buf = self._decoder.decode(chunk, final=False)
+            while True:          # take whatever else is already queued
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._eof = True
+                    break
+                buf += self._decoder.decode(more, final=False)
+        r, self._buf = buf[:size], buf[size:]
+        self._log(r, "read")
+        return r
+
+    def send(self, s: str | bytes) -> int:
+        data = s.encode() if isinstance(s, str) else s
+        self._log(s, "send")
+        self._console.write(data)
+        return len(data)
+
+    def sendline(self, s: str = "") -> int:
+        return self.send(s + "\n")
+
+
+@dataclass
+class CommandResult:
+    command: str
+    status: int
+    output: str
+    stderr: str = ""     # separate only over ssh; the console merges it into output
+
+    def check(self) -> "CommandResult":
+        if self.status != 0:
+            raise AssertionError(f"`{self.command}` exited {self.status}:\n{self.output}"
+                                 f"{self.stderr}")
+        return self
+
+
+class Console:
+    def __init__(self, sock: socket.socket, log_path: Path):
+        self._sock = sock
+        self.log_path = log_path
+        self._log = open(log_path, "ab", buffering=0)
+        self._lock = threading.Lock()
+        self._lines: list[str] = []          # complete lines, for tails and fatal context
+        self._partial = b""
+        self.fatal_index: int | None = None
+        self.closed = threading.Event()
+        self.spawn = ConsoleSpawn(self)
+        self._thread = threading.Thread(target=self._reader, name="console-reader", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ reader thread
+    def _reader(self) -> None:
+        try:
+            while True:
+                try:
+                    data = self._sock.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                self._log.write(data)
+                self.spawn._queue.put(data)
+                self._scan(data)
+        finally:
+            self.spawn._queue.put(None)
+            self.closed.set()
+
+    def _scan(self, data: bytes) -> None:
+        text = (self._partial + data).decode(errors="replace").replace("\r", "")
+        *complete, rest = text.split("\n")
+        self._partial = rest.encode()
+        with self._lock:
+            for line in complete:
+                if self.fatal_index is None and FATAL.search(line):
+                    self.fatal_index = len(self._lines)
+                self._lines.append(line)
+
+    # ------------------------------------------------------------ queries
+    @property
+    def size(self) -> int:
+        """Bytes logged so far (an offset for slicing the log per test)."""
+        return self.log_path.stat().st_size
+
+    def tail(self, n: int = 25) -> str:
+        with self._lock:
+            lines = self._lines[-n:] + ([self._partial.decode(errors="replace")]
+                                        if self._partial else [])
+        return "\n".join(lines)
+
+    def fatal(self) -> str | None:
+        """The panic/oops lines if one was seen (waits briefly for the rest of the trace)."""
+        if self.fatal_index is None:
+            return None
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and not self.closed.is_set():
+            with self._lock:
+                if len(self._lines) - self.fatal_index >= CONTEXT_LINES:
+                    break
+            time.sleep(0.1)
+        with self._lock:
+            return "\n".join(self._lines[self.fatal_index:self.fatal_index + CONTEXT_LINES])
+
+    def check_fatal(self) -> None:
+        text = self.fatal()
+        if text is not None:
+            raise GuestPanic(f"the guest kernel crashed (console log {self.log_path}):\n{text}")
+
+    # ------------------------------------------------------------ writing
+    def write(self, data: bytes) -> None:
+        self._sock.sendall(data)
+
+    # ------------------------------------------------------------ expecting
+    def expect(self, pattern: str | re.Pattern, timeout: float, what: str,
+               alive=lambda: True) -> re.Match:
+        """Wait for `pattern` on the console; fail fast on a panic or a dead QEMU."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_fatal()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; "
+                                  f"console tail ({self.log_path}):\n{self.tail()}")
+            try:
+                self.spawn.expect(pattern, timeout=min(0.5, remaining))
+                return self.spawn.match
+            except pexpect.TIMEOUT:
+                if not alive():
+                    raise WaitTimeout(f"QEMU exited while waiting for {what}; console tail "
+                                      f"({self.log_path}):\n{self.tail()}") from None
+            except pexpect.EOF:
+                self.check_fatal()
+                raise WaitTimeout(f"console closed (QEMU exited) while waiting for {what}; "
+                                  f"console tail ({self.log_path}):\n{self.tail()}") from None
+
+    def run(self, command: str, timeout: float = 60, alive=lambda: True) -> CommandResult:
+        """Run a shell command on the console; returns its exit status and output.
+
+        The markers are split by quoting in the command line we send, so an echo
+        of our own input can never be mistaken for them."""
+        nonce = secrets.token_hex(6)
+        self.spawn.sendline(f"echo '@@B'{nonce}; {command}; printf '@@E%s:%d\\n' {nonce} $?")
+        self.expect(f"@@B{nonce}\r?\n", timeout, f"the console to start `{command}`", alive)
+        m = self.expect(re.compile(rf"@@E{nonce}:(\d+)\r?\n"), timeout,
+                        f"`{command}` to finish on the console", alive)
+        output = self.spawn.before.replace("\r\n", "\n")
+        return CommandResult(command, int(m.group(1)), output)
+
+    def close(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._thread.join(timeout=5)
+        self._sock.close()
+        self._log.close()

@@ -1,0 +1,25 @@
+"""Errors a user can act on.  Each prints as one line that says what to do."""
+
+
+class GuestpmError(Exception):
+    """Base class: the message is complete and meant for the user."""
+
+
+class SetupError(GuestpmError):
+    """Something the host lacks (package, cache entry, registry)."""
+
+
+class KernelError(GuestpmError):
+    """A kernel spec that cannot be resolved or an image that cannot boot here."""
+
+
+class BootError(GuestpmError):
+    """The machine did not come up, or died."""
+
+
+class GuestPanic(BootError):
+    """The guest kernel panicked or oopsed; the message quotes the console."""
+
+
+class WaitTimeout(GuestpmError):
+    """A bounded wait expired; the message names what was awaited."""

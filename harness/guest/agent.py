@@ -1,0 +1,91 @@
+"""The guest agent: runs a named scenario and prints its result as one JSON line.
+
+    python3 -m harness.guest.agent SCENARIO ['{"json": "args"}']
+
+Exit status 0 when the scenario ran (whatever it found), 2 when it raised: the
+host side decides verdicts from the data, the agent only gathers evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import traceback
+from typing import Callable
+
+from . import kvm
+
+SCENARIOS: dict[str, Callable[..., dict]] = {}
+
+
+def scenario(fn: Callable[..., dict]) -> Callable[..., dict]:
+    SCENARIOS[fn.__name__.replace("_", "-")] = fn
+    return fn
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def kernel_log() -> list[str]:
+    """The kernel ring buffer, read without blocking from /dev/kmsg."""
+    lines = []
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return lines
+    try:
+        while True:
+            try:
+                rec = os.read(fd, 8192).decode(errors="replace")
+            except BlockingIOError:
+                break
+            except OSError:      # EPIPE: record overwritten while reading; go on
+                continue
+            lines.append(rec.split(";", 1)[-1].split("\n", 1)[0])
+    finally:
+        os.close(fd)
+    return lines
+
+
+@scenario
+def facts() -> dict:
+    """Who is running: kernel release, machine, uptime, modules, kvm."""
+    return {
+        "release": platform.release(),
+        "machine": platform.machine(),
+        "uptime": float((_read("/proc/uptime") or "0").split()[0]),
+        "cmdline": _read("/proc/cmdline"),
+        "modules": sorted(line.split()[0] for line in (_read("/proc/modules") or "").splitlines()),
+        "kvm": kvm.probe(),
+    }
+
+
+@scenario
+def dmesg(grep: str = "") -> dict:
+    return {"lines": [ln for ln in kernel_log() if grep in ln]}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in SCENARIOS:
+        print(json.dumps({"error": f"unknown scenario; known: {sorted(SCENARIOS)}"}))
+        return 2
+    kwargs = json.loads(argv[1]) if len(argv) > 1 else {}
+    try:
+        result = SCENARIOS[argv[0]](**kwargs)
+    except Exception as e:  # report, don't crash: the host shows it as the actual value
+        print(json.dumps({"scenario": argv[0], "error": repr(e),
+                          "traceback": traceback.format_exc()}))
+        return 2
+    print(json.dumps({"scenario": argv[0], "result": result}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,238 @@
+"""A Machine owns one QEMU: the process, QMP, the console and ssh.
+
+Lifetime guarantees (every QEMU dies with whoever started it):
+  * QEMU gets PR_SET_PDEATHSIG=SIGKILL, so it dies even if the harness is
+    SIGKILLed (the kernel does it; nothing has to run in Python);
+  * `with Machine(...)`, `close()` and an atexit hook kill it on exceptions,
+    Ctrl-C (KeyboardInterrupt) and pytest-timeout's signal method;
+  * only our own child is ever signalled, by pid.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import cmdline
+from .console import CommandResult, Console
+from .errors import BootError, SetupError, WaitTimeout
+from .kernels import Kernel
+from .profiles import Profile
+from .qmp import QMP
+from .ssh import SSH, KeyPair
+
+_LIVE: "weakref.WeakSet[Machine]" = weakref.WeakSet()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:   # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    os.setpgid(0, 0)   # Ctrl-C on the terminal goes to the harness, which then kills us
+
+
+@atexit.register
+def _kill_all() -> None:
+    for m in list(_LIVE):
+        m.kill()
+
+
+@dataclass
+class BootInfo:
+    wall_s: float            # QEMU start -> shell ready, measured by the harness
+    guest_uptime_s: float    # the guest's /proc/uptime when it printed the ready line
+    release: str
+
+
+# Anchored at the line end: pexpect may see a line before all of it has arrived.
+READY = re.compile(r"guestpm: ready uptime=([\d.]+) release=(\S+)\r?\n")
+HOSTKEY = re.compile(r"guestpm: hostkey (ssh-\S+ \S+)[^\n]*\n")
+
+
+class Machine:
+    def __init__(self, profile: Profile, kernel: Kernel, initrd: Path, workdir: Path,
+                 append: tuple[str, ...] = (), qemu_args: tuple[str, ...] = (),
+                 memory_mb: int | None = None, boot_timeout: float = 180,
+                 extra_qmp_socket: str | None = None):
+        if not shutil.which(profile.qemu_binary):
+            raise SetupError(f"{profile.qemu_binary} not found: apt-get install "
+                             f"{profile.qemu_package} (or run `guestpm setup`)")
+        self.profile, self.kernel, self.initrd = profile, kernel, initrd
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.append, self.extra_qemu_args, self.memory_mb = append, qemu_args, memory_mb
+        self.boot_timeout = boot_timeout
+        self.extra_qmp_socket = extra_qmp_socket
+        self.keys = KeyPair.generate()
+        self.proc: subprocess.Popen | None = None
+        self.console: Console | None = None
+        self.qmp: QMP | None = None
+        self._ssh: SSH | None = None
+        self.ssh_port: int | None = None
+        self.host_key: str | None = None
+        self.boot: BootInfo | None = None
+        self.started_at = 0.0
+        self._closed = False
+
+    # ------------------------------------------------------------ paths
+    @property
+    def console_log(self) -> Path:
+        return self.workdir / "console.log"
+
+    @property
+    def qmp_log(self) -> Path:
+        return self.workdir / "qmp-events.jsonl"
+
+    @property
+    def stderr_log(self) -> Path:
+        return self.workdir / "qemu-stderr.log"
+
+    @property
+    def cmdline_file(self) -> Path:
+        return self.workdir / "qemu-cmdline.txt"
+
+    def artifacts(self) -> str:
+        return f"artifacts in {self.workdir}"
+
+    # ------------------------------------------------------------ lifecycle
+    def launch(self) -> "Machine":
+        qmp_ours, qmp_theirs = socket.socketpair()
+        con_ours, con_theirs = socket.socketpair()
+        spec = cmdline.BootSpec(
+            kernel_image=str(self.kernel.image), initrd=str(self.initrd),
+            qmp_fd=qmp_theirs.fileno(), console_fd=con_theirs.fileno(),
+            append=(f"guestpm.authkey={self.keys.cmdline_value}", *self.append),
+            qemu_args=self.extra_qemu_args, memory_mb=self.memory_mb,
+            extra_qmp_socket=self.extra_qmp_socket)
+        args = cmdline.qemu_args(self.profile, spec)
+        self.cmdline_file.write_text(shlex.join(args) + "\n")
+        self.started_at = time.monotonic()
+        with open(self.stderr_log, "wb") as err:
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                         pass_fds=(qmp_theirs.fileno(), con_theirs.fileno()),
+                                         preexec_fn=_die_with_parent, cwd=self.workdir)
+        _LIVE.add(self)
+        qmp_theirs.close()
+        con_theirs.close()
+        self.console = Console(con_ours, self.console_log)
+        try:
+            self.qmp = QMP(qmp_ours, self.qmp_log)
+        except Exception:
+            self.kill()
+            raise BootError(f"QEMU did not answer on QMP: {self._stderr_tail()} "
+                            f"({self.artifacts()})") from None
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _stderr_tail(self) -> str:
+        try:
+            return " | ".join(self.stderr_log.read_text(errors="replace").strip()
+                              .splitlines()[-3:]) or "(no stderr)"
+        except OSError:
+            return "(no stderr)"
+
+    def wait_ready(self, timeout: float | None = None) -> BootInfo:
+        """Wait for the guest's /init to report a shell, then for ssh."""
+        timeout = timeout or self.boot_timeout
+        assert self.console is not None
+        try:
+            key = self.console.expect(HOSTKEY, timeout, "the guest's ssh host key line "
+                                      "(printed by /init after dropbear starts)", self.alive)
+            self.host_key = key.group(1)
+            m = self.console.expect(READY, timeout, "the guest's 'guestpm: ready' line",
+                                    self.alive)
+        except WaitTimeout as e:
+            if not self.alive():
+                raise BootError(f"QEMU exited with status {self.proc.returncode} during boot: "
+                                f"{self._stderr_tail()}\n{e}") from None
+            raise
+        self.boot = BootInfo(time.monotonic() - self.started_at, float(m.group(1)), m.group(2))
+        self.ssh_port = self._forwarded_port()
+        return self.boot
+
+    def _forwarded_port(self) -> int:
+        """The host port QEMU picked for hostfwd ...:0-:22 (race-free under xdist)."""
+        usernet = self.qmp.hmp("info usernet")
+        m = re.search(r"HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+\S+\s+22\b", usernet)
+        if not m:
+            raise BootError(f"no ssh port forward in `info usernet`:\n{usernet}")
+        return int(m.group(1))
+
+    @property
+    def ssh(self) -> SSH:
+        if self._ssh is None:
+            if self.ssh_port is None:
+                raise BootError("ssh used before wait_ready()")
+            ssh = SSH("127.0.0.1", self.ssh_port, self.keys, self.host_key)
+            try:
+                ssh.connect(timeout=60, alive=self.alive)
+            except WaitTimeout as e:
+                self.console.check_fatal()
+                raise WaitTimeout(f"{e}; console tail ({self.console_log}):\n"
+                                  f"{self.console.tail()}") from None
+            self._ssh = ssh
+        return self._ssh
+
+    def run(self, command: str, timeout: float = 60) -> CommandResult:
+        """Run on the serial console (works without network)."""
+        return self.console.run(command, timeout, self.alive)
+
+    def kill(self) -> None:
+        """Kill our QEMU (by pid) now.  Safe to call more than once, from any thread."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def close(self, graceful: bool = True) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._ssh:
+                self._ssh.close()
+            if graceful and self.alive() and self.qmp:
+                try:
+                    self.qmp.execute("quit", timeout=5)
+                    self.proc.wait(5)
+                except Exception:
+                    pass
+        finally:
+            self.kill()
+            if self.qmp:
+                self.qmp.close()
+            if self.console:
+                self.console.close()
+            _LIVE.discard(self)
+
+    def __enter__(self) -> "Machine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(graceful=exc[0] is None)
+
+
+def install_signal_handlers() -> None:
+    """Make SIGTERM/SIGHUP unwind like Ctrl-C so every `finally` runs (CLI use)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, handler)

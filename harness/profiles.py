@@ -1,0 +1,99 @@
+"""Per-architecture machine profiles: data, not code (like kunit's qemu_configs/).
+
+A profile says which QEMU to run and how, what the kernel's console is called,
+which kernel modules the guest needs when they are not built in, and how the
+kernel under test proves that KVM works inside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import GuestpmError
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str                 # what --arch takes
+    arch: str                 # kernel architecture (uname -m spelling: x86_64, aarch64 -> arm64)
+    deb_arch: str             # Debian architecture
+    qemu_binary: str
+    qemu_package: str         # Debian package that ships qemu_binary
+    machine: str
+    cpu: str
+    memory_mb: int
+    console: str              # kernel console device
+    image_format: str         # what harness.kernels.identify_image must report
+    accel: str = "tcg,thread=multi"
+    smp: int = 2
+    globals: tuple[str, ...] = ()
+    nic: str = "virtio-net-pci"
+    # Loaded in this order when the kernel has them as modules (dependencies are
+    # added automatically); a module that is built in is skipped.
+    modules: tuple[str, ...] = ()
+    # Console lines that show KVM came up in the kernel under test.
+    kvm_evidence: tuple[str, ...] = ()
+    extra_append: tuple[str, ...] = field(default_factory=tuple)
+
+
+_COMMON_MODULES = ("virtio_pci", "virtio_net", "virtio_blk")
+
+X86_64_Q35 = Profile(
+    name="x86_64",
+    arch="x86_64",
+    deb_arch="amd64",
+    qemu_binary="qemu-system-x86_64",
+    qemu_package="qemu-system-x86",
+    machine="q35",
+    cpu="max",          # TCG's max CPU is AMD-flavoured and emulates SVM: kvm_amd loads nested
+    memory_mb=1024,
+    console="ttyS0",
+    image_format="bzImage",
+    globals=("ICH9-LPC.disable_s3=0", "ICH9-LPC.disable_s4=0"),
+    modules=_COMMON_MODULES + ("kvm", "kvm_amd"),
+    kvm_evidence=("kvm_amd: Nested Virtualization enabled",),
+    extra_append=("no_console_suspend",),
+)
+
+X86_64_PC = Profile(
+    name="x86_64-pc",
+    arch="x86_64",
+    deb_arch="amd64",
+    qemu_binary="qemu-system-x86_64",
+    qemu_package="qemu-system-x86",
+    machine="pc",
+    cpu="max",
+    memory_mb=1024,
+    console="ttyS0",
+    image_format="bzImage",
+    globals=("PIIX4_PM.disable_s3=0", "PIIX4_PM.disable_s4=0"),
+    modules=X86_64_Q35.modules,
+    kvm_evidence=X86_64_Q35.kvm_evidence,
+    extra_append=("no_console_suspend",),
+)
+
+ARM64_VIRT = Profile(
+    name="arm64",
+    arch="arm64",
+    deb_arch="arm64",
+    qemu_binary="qemu-system-aarch64",
+    qemu_package="qemu-system-arm",
+    machine="virt,virtualization=on,gic-version=3",   # EL2 emulated: KVM runs nested
+    cpu="max,pauth-impdef=on",                         # ~2.5x faster TCG than plain max
+    memory_mb=2048,
+    console="ttyAMA0",
+    image_format="arm64-Image",
+    modules=_COMMON_MODULES,                           # KVM is built in on arm64
+    kvm_evidence=("CPU: All CPU(s) started at EL2",),
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (X86_64_Q35, X86_64_PC, ARM64_VIRT)}
+DEFAULT_ARCHES = ("x86_64", "arm64")
+
+
+def get(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise GuestpmError(
+            f"unknown arch {name!r}: known are {', '.join(sorted(PROFILES))}") from None

@@ -1,0 +1,117 @@
+"""The guest's initramfs, built in three cached layers and concatenated.
+
+  userland  Debian bookworm packages (guest-rootfs/packages.txt) for the guest arch,
+            extracted by `mmdebstrap --variant=extract` (no maintainer scripts, so no
+            qemu-user).  Rebuilt only when the package list or mirror changes.
+  guestpm   /init, /etc files, the guest agent (harness/guest).  Small; hashed.
+  modules   the modules the profile needs that this kernel does not build in.
+
+Layers are left uncompressed: gunzip of ~60 MB under TCG costs more guest time
+than QEMU copying the bytes into guest RAM.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+from . import aptrepo, cache
+from .cpio import CpioWriter
+from .errors import SetupError
+from .kernels import Kernel, Progress
+from .modules import ModuleTree
+from .profiles import Profile
+
+ROOT = Path(__file__).resolve().parent.parent
+GUEST_ROOTFS = ROOT / "guest-rootfs"
+GUEST_PACKAGE = Path(__file__).resolve().parent / "guest"
+USERLAND_SUITE = "bookworm"          # python3.11 on both arches, whatever the kernel
+_TRIM = ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info",
+         "usr/share/lintian", "var/cache/apt", "var/lib/apt/lists", "usr/lib/python3.11/ensurepip",
+         "usr/lib/python3.11/idlelib", "usr/lib/python3.11/pydoc_data",
+         "usr/lib/python3.11/lib2to3")
+
+
+def packages() -> list[str]:
+    return [ln.strip() for ln in (GUEST_ROOTFS / "packages.txt").read_text().splitlines()
+            if ln.strip() and not ln.startswith("#")]
+
+
+def userland(profile: Profile, progress: Progress = lambda s: None) -> Path:
+    mirror = aptrepo.system_mirror()
+    key = cache.digest(USERLAND_SUITE, profile.deb_arch, mirror.uri, *packages(), *_TRIM)[:16]
+    out = cache.cache_dir() / "rootfs" / f"userland-{profile.deb_arch}-{key}.cpio"
+    if out.exists():
+        return out
+    if not shutil.which("mmdebstrap"):
+        raise SetupError("mmdebstrap not found: run `guestpm setup` or apt-get install mmdebstrap")
+    with cache.locked(out):
+        if out.exists():
+            return out
+        progress(f"userland {profile.deb_arch}: mmdebstrap {USERLAND_SUITE} "
+                 f"({', '.join(packages())})")
+        with cache.staging_dir(out.with_suffix(".d")) as tmp:
+            root = tmp / "root"
+            cmd = ["mmdebstrap", "--quiet", "--variant=extract", f"--arch={profile.deb_arch}",
+                   f"--include={','.join(packages())}", f"--keyring={mirror.keyring}",
+                   USERLAND_SUITE, str(root), f"deb {mirror.uri} {USERLAND_SUITE} main"]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SetupError(f"mmdebstrap failed for {profile.deb_arch}: "
+                                 + " | ".join(proc.stderr.strip().splitlines()[-3:]))
+            for rel in _TRIM:
+                shutil.rmtree(root / rel, ignore_errors=True)
+            buf = io.BytesIO()
+            w = CpioWriter(buf)
+            w.tree(root)
+            w.close()
+            cache.write_atomic(out, buf.getvalue())
+    return out
+
+
+def guestpm_layer(authorized: bool = True) -> bytes:
+    buf = io.BytesIO()
+    w = CpioWriter(buf)
+    for d in ("dev", "proc", "sys", "run", "root", "etc/guestpm", "opt/guestpm/harness",
+              "lib/modules/guestpm"):
+        w.directory(d)
+    w.directory("tmp", 0o1777)
+    w.chardev("dev/console", 5, 1)
+    w.chardev("dev/null", 1, 3, 0o666)
+    w.file("init", (GUEST_ROOTFS / "init").read_bytes(), 0o755)
+    for name in ("passwd", "group", "profile"):
+        w.file(f"etc/{name}", (GUEST_ROOTFS / name).read_bytes())
+    w.file("opt/guestpm/harness/__init__.py", (GUEST_PACKAGE.parent / "__init__.py").read_bytes())
+    for path in sorted(GUEST_PACKAGE.rglob("*.py")):
+        rel = path.relative_to(GUEST_PACKAGE.parent)
+        w.directory(f"opt/guestpm/harness/{rel.parent}")
+        w.file(f"opt/guestpm/harness/{rel}", path.read_bytes())
+    w.close()
+    return buf.getvalue()
+
+
+def modules_layer(kernel: Kernel, profile: Profile) -> bytes:
+    """Modules in load order, plus /etc/guestpm/modules naming that order."""
+    buf = io.BytesIO()
+    w = CpioWriter(buf)
+    order = ModuleTree(kernel.modules).closure(list(profile.modules)) if kernel.modules else []
+    for name, data in order:
+        w.file(f"lib/modules/guestpm/{name}.ko", data)
+    w.file("etc/guestpm/modules", "".join(f"{n}\n" for n, _ in order).encode())
+    w.close()
+    return buf.getvalue()
+
+
+def initramfs(kernel: Kernel, profile: Profile, progress: Progress = lambda s: None) -> Path:
+    """The concatenated initramfs for this kernel and profile (cached by content)."""
+    base = userland(profile, progress)
+    layers = [guestpm_layer(), modules_layer(kernel, profile)]
+    key = cache.digest(base.name, *layers)[:16]
+    out = cache.cache_dir() / "initramfs" / f"{profile.deb_arch}-{key}.cpio"
+    if not out.exists():
+        with cache.locked(out):
+            if not out.exists():
+                cache.write_atomic(out, base.read_bytes() + b"".join(layers))
+    return out
