@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import json
 import os
 import re
 import shlex
@@ -190,6 +191,23 @@ class Machine:
     def run(self, command: str, timeout: float = 60) -> CommandResult:
         """Run on the serial console (works without network)."""
         return self.console.run(command, timeout, self.alive)
+
+    def agent(self, scenario: str, **kwargs) -> dict:
+        """Run a guest-agent scenario over ssh and return its result dict.
+
+        An agent error is an AssertionError carrying the agent's own output, so the
+        failing test shows what the guest said, not a JSON decode error."""
+        arg = shlex.quote(json.dumps(kwargs)) if kwargs else ""
+        r = self.ssh.run(f"cd /opt/guestpm && python3 -m harness.guest.agent {scenario} {arg}")
+        try:
+            reply = json.loads(r.output.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise AssertionError(f"agent {scenario}: no JSON reply (exit {r.status}):\n"
+                                 f"{r.output}{r.stderr}") from None
+        if "result" not in reply:
+            raise AssertionError(f"agent {scenario} failed: {reply.get('error')}\n"
+                                 f"{reply.get('traceback', '')}")
+        return reply["result"]
 
     def kill(self) -> None:
         """Kill our QEMU (by pid) now.  Safe to call more than once, from any thread."""

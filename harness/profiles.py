@@ -31,8 +31,10 @@ class Profile:
     # Loaded in this order when the kernel has them as modules (dependencies are
     # added automatically); a module that is built in is skipped.
     modules: tuple[str, ...] = ()
-    # Console lines that show KVM came up in the kernel under test.
+    # Kernel log lines (regexes) that show KVM came up in the kernel under test, and
+    # the module that must be loaded for it (None: built in).
     kvm_evidence: tuple[str, ...] = ()
+    kvm_module: str | None = None
     extra_append: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -51,7 +53,8 @@ X86_64_Q35 = Profile(
     image_format="bzImage",
     globals=("ICH9-LPC.disable_s3=0", "ICH9-LPC.disable_s4=0"),
     modules=_COMMON_MODULES + ("kvm", "kvm_amd"),
-    kvm_evidence=("kvm_amd: Nested Virtualization enabled",),
+    kvm_evidence=(r"Nested Virtualization enabled",),
+    kvm_module="kvm_amd",
     extra_append=("no_console_suspend",),
 )
 
@@ -69,6 +72,7 @@ X86_64_PC = Profile(
     globals=("PIIX4_PM.disable_s3=0", "PIIX4_PM.disable_s4=0"),
     modules=X86_64_Q35.modules,
     kvm_evidence=X86_64_Q35.kvm_evidence,
+    kvm_module=X86_64_Q35.kvm_module,
     extra_append=("no_console_suspend",),
 )
 
@@ -84,7 +88,8 @@ ARM64_VIRT = Profile(
     console="ttyAMA0",
     image_format="arm64-Image",
     modules=_COMMON_MODULES,                           # KVM is built in on arm64
-    kvm_evidence=("CPU: All CPU(s) started at EL2",),
+    kvm_evidence=(r"CPU: All CPU\(s\) started at EL2",
+                  r"kvm \[\d+\]: .*mode initialized successfully"),
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (X86_64_Q35, X86_64_PC, ARM64_VIRT)}

@@ -1,0 +1,186 @@
+"""guestpm command line (like kunit.py: one entry point, sub-commands).
+
+  guestpm setup [--kernel K]... [--arch A]...   host packages, kernels, root filesystems
+  guestpm run   [--kernel K]... [--arch A]... [-- PYTEST_ARGS]
+  guestpm boot  --kernel K --arch A             an interactive guest for a developer
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import tty
+from pathlib import Path
+
+from . import kernels, profiles, rootfs
+from .errors import GuestpmError, SetupError
+from .machine import Machine, install_signal_handlers
+
+ROOT = Path(__file__).resolve().parent.parent
+# Debian packages the host needs, by the command that proves each is there.
+HOST_PACKAGES = {"mmdebstrap": "mmdebstrap", "dpkg-deb": "dpkg", "apt-get": "apt"}
+
+
+def say(msg: str) -> None:
+    print(f"guestpm: {msg}", file=sys.stderr, flush=True)
+
+
+def _targets(args) -> list[tuple[str, profiles.Profile]]:
+    ks = args.kernel or list(kernels.DEFAULT_KERNELS)
+    archs = args.arch or list(profiles.DEFAULT_ARCHES)
+    for k in ks:
+        kernels.parse_spec(k)
+    return [(k, profiles.get(a)) for k in ks for a in archs]
+
+
+def host_packages(archs: list[profiles.Profile]) -> dict[str, str]:
+    need = dict(HOST_PACKAGES)
+    for p in archs:
+        need[p.qemu_binary] = p.qemu_package
+    return need
+
+
+def install_host_packages(archs: list[profiles.Profile]) -> None:
+    missing = sorted({pkg for cmd, pkg in host_packages(archs).items() if not shutil.which(cmd)})
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise SetupError(f"missing Debian packages {' '.join(missing)}: run "
+                         f"`sudo apt-get install {' '.join(missing)}` (or guestpm setup as root)")
+    say(f"installing {' '.join(missing)} with apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-q"],
+                ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SetupError(f"`{' '.join(cmd)}` failed: "
+                             + " | ".join(proc.stderr.strip().splitlines()[-3:]))
+
+
+def cmd_setup(args) -> int:
+    targets = _targets(args)
+    install_host_packages(list({p.name: p for _, p in targets}.values()))
+    for spec, profile in targets:
+        k = kernels.resolve(spec, profile, say)
+        path = rootfs.initramfs(k, profile, say)
+        say(f"ready: {spec} {profile.name}: {k.release} ({k.image}), initramfs {path.name}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    import pytest
+    tests = ROOT / "tests" / "e2e"
+    if not tests.is_dir():
+        raise SetupError(f"no tests at {tests}: guestpm run works from a source checkout")
+    n_targets = len(_targets(args))
+    argv = [str(tests), "-p", "no:cacheprovider", "-q", "-rfE", f"--results={args.results}",
+            "--junitxml", str(Path(args.results) / "junit.xml")]
+    for k in args.kernel:
+        argv.append(f"--kernel={k}")
+    for a in args.arch:
+        argv.append(f"--arch={a}")
+    workers = min(args.jobs or os.cpu_count() or 1, n_targets)
+    if workers > 1:
+        argv += ["-n", str(workers), "--dist", "loadgroup"]
+    return pytest.main(argv + args.pytest_args)
+
+
+def cmd_boot(args) -> int:
+    profile = profiles.get(args.arch)
+    k = kernels.resolve(args.kernel, profile, say)
+    initrd = rootfs.initramfs(k, profile, say)
+    work = Path(tempfile.mkdtemp(prefix="guestpm-boot-"))
+    qmp_sock = str(work / "qmp.sock")
+    with Machine(profile, k, initrd, work, extra_qmp_socket=qmp_sock,
+                 append=tuple(args.append)).launch() as m:
+        say(f"booting {k.spec} ({k.release}) on {profile.name}; logs in {work}")
+        info = m.wait_ready()
+        key = work / "id_ecdsa"
+        m.keys.key.write_private_key_file(str(key))
+        say(f"shell after {info.wall_s:.1f}s (guest uptime {info.guest_uptime_s:.1f}s)")
+        say(f"QMP:  {qmp_sock}   (e.g. qmp-shell {qmp_sock})")
+        say(f"ssh:  ssh -i {key} -p {m.ssh_port} -o StrictHostKeyChecking=no "
+            "-o UserKnownHostsFile=/dev/null root@127.0.0.1")
+        say("console attached below; Ctrl-] quits and stops the guest")
+        _attach(m)
+    return 0
+
+
+def _attach(m: Machine) -> None:
+    """Bridge the terminal to the guest console until Ctrl-] or QEMU exits."""
+    stop = threading.Event()
+
+    def pump() -> None:
+        while not stop.is_set():
+            try:
+                sys.stdout.write(m.console.spawn.read_nonblocking(65536, timeout=0.2))
+                sys.stdout.flush()
+            except Exception as e:
+                if type(e).__name__ == "EOF":
+                    stop.set()
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    m.console.write(b"\n")
+    fd = sys.stdin.fileno()
+    old = termios.tcgetattr(fd) if os.isatty(fd) else None
+    try:
+        if old:
+            tty.setraw(fd)
+        while not stop.is_set() and m.alive():
+            data = os.read(fd, 1024)
+            if not data or b"\x1d" in data:
+                break
+            m.console.write(data.replace(b"\r", b"\n") if not old else data)
+    finally:
+        stop.set()
+        if old:
+            termios.tcsetattr(fd, termios.TCSADRAIN, old)
+        print()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="guestpm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def targets_opts(p, required=False):
+        p.add_argument("--kernel", action="append", default=[], required=required,
+                       help=f"{', '.join(kernels.DEFAULT_KERNELS)} or path:IMAGE[,modules=DIR]"
+                            " (repeatable)")
+        p.add_argument("--arch", action="append", default=[], required=required,
+                       help=f"{', '.join(profiles.PROFILES)} (repeatable)")
+
+    p = sub.add_parser("setup", help="install host packages, fetch kernels, build initramfs")
+    targets_opts(p)
+    p = sub.add_parser("run", help="run the suite on the matrix; KTAP + JUnit in --results")
+    targets_opts(p)
+    p.add_argument("--results", default="results")
+    p.add_argument("-j", "--jobs", type=int, default=0, help="parallel targets (default: cores)")
+    p.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
+    p = sub.add_parser("boot", help="boot one kernel and attach to its console")
+    p.add_argument("--kernel", required=True)
+    p.add_argument("--arch", required=True)
+    p.add_argument("--append", action="append", default=[], help="extra kernel parameter")
+
+    args = parser.parse_args(argv)
+    install_signal_handlers()
+    try:
+        if args.command == "boot":
+            return cmd_boot(args)
+        return {"setup": cmd_setup, "run": cmd_run}[args.command](args)
+    except GuestpmError as e:
+        print(f"guestpm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("guestpm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
