@@ -167,23 +167,30 @@ Acquire::Retries "1";
 Acquire::Check-Valid-Until "false";
 """)
 
+    def _fail(self, what: str, output: str) -> SetupError:
+        lines = [ln for ln in output.splitlines() if ln.startswith(("E:", "W:", "Err"))] \
+            or output.strip().splitlines()[-3:]
+        return SetupError(f"{what} for Debian {self.suite} from {self.mirror.uri} (mirror taken "
+                          f"from {self.mirror.origin}) failed: " + " | ".join(lines[-3:]))
+
     def _apt(self, *args: str, cwd: Path | None = None) -> str:
         env = dict(os.environ, APT_CONFIG=str(self.conf), LC_ALL="C")
         proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True)
         if proc.returncode != 0:
-            lines = [ln for ln in (proc.stderr + proc.stdout).splitlines()
-                     if ln.startswith(("E:", "W:", "Err"))] or proc.stderr.splitlines()[-3:]
-            raise SetupError(f"{' '.join(args[:2])} for Debian {self.suite} from {self.mirror.uri} "
-                             f"(mirror taken from {self.mirror.origin}) failed: "
-                             + " | ".join(lines[-3:]))
-        return proc.stdout
+            raise self._fail(" ".join(args[:2]), proc.stderr + proc.stdout)
+        return proc.stdout + proc.stderr
+
+    def _has_lists(self) -> bool:
+        return any((self.root / "lists").glob("*Packages*"))
 
     def update(self, force: bool = False) -> None:
         if not shutil.which("apt-get"):
             raise SetupError("apt-get not found: guestpm fetches Debian kernels with apt")
         self._write_config()
-        if force or not any((self.root / "lists").glob("*Packages*")):
-            self._apt("apt-get", "update", "-q")
+        if force or not self._has_lists():
+            out = self._apt("apt-get", "update", "-q")
+            if not self._has_lists():      # apt-get update exits 0 when it "ignored" a mirror
+                raise self._fail("apt-get update", out)
 
     def show(self, package: str, arch: str) -> dict[str, str]:
         out = self._apt("apt-cache", "show", "--no-all-versions", f"{package}:{arch}")

@@ -150,7 +150,7 @@ def kernel_packages(show: Callable[[str], dict[str, str]], deb_arch: str) -> lis
             continue
         seen.add(name)
         stanza = show(name)
-        if re.search(r"\d", name):
+        if re.search(r"\d", name.removesuffix(f"-{deb_arch}")):   # versioned, not a meta package
             wanted.append(name)
         for dep in aptrepo.hard_depends(stanza.get("Depends", "")):
             if dep.startswith("linux-") and dep.endswith(f"-{deb_arch}"):

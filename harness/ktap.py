@@ -16,13 +16,15 @@ class Result:
     reason: str = ""
 
 
-def _clean(text: str) -> str:
-    return " ".join(text.replace("#", "%23").split())
+def _clean(text: str, name: bool = False) -> str:
+    """One line; '#' only matters in names (it would start a directive)."""
+    text = " ".join(text.split())
+    return text.replace("#", "%23") if name else text
 
 
 def _line(indent: str, n: int, r: Result) -> str:
     status, directive = _MAP[r.outcome]
-    line = f"{indent}{status} {n} {_clean(r.name)}"
+    line = f"{indent}{status} {n} {_clean(r.name, name=True)}"
     if directive:
         line += f" # {directive}" + (f" {_clean(r.reason)}" if r.reason else "")
     return line
@@ -39,7 +41,7 @@ def group_outcome(results: list[Result]) -> str:
 def render(groups: dict[str, list[Result]]) -> str:
     out = ["KTAP version 1", f"1..{len(groups)}"]
     for i, (name, results) in enumerate(groups.items(), 1):
-        out += ["  KTAP version 1", f"  # Subtest: {_clean(name)}", f"  1..{len(results)}"]
+        out += ["  KTAP version 1", f"  # Subtest: {_clean(name, name=True)}", f"  1..{len(results)}"]
         for j, r in enumerate(results, 1):
             if _MAP[r.outcome][0] == "not ok" and r.reason:
                 out += [f"  # {_clean(line)}" for line in r.reason.splitlines()[:5]]

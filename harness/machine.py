@@ -84,6 +84,7 @@ class Machine:
         self.ssh_port: int | None = None
         self.host_key: str | None = None
         self.boot: BootInfo | None = None
+        self.ssh_connect_timeout = 60.0
         self.started_at = 0.0
         self._closed = False
 
@@ -180,7 +181,7 @@ class Machine:
                 raise BootError("ssh used before wait_ready()")
             ssh = SSH("127.0.0.1", self.ssh_port, self.keys, self.host_key)
             try:
-                ssh.connect(timeout=60, alive=self.alive)
+                ssh.connect(timeout=self.ssh_connect_timeout, alive=self.alive)
             except WaitTimeout as e:
                 self.console.check_fatal()
                 raise WaitTimeout(f"{e}; console tail ({self.console_log}):\n"

@@ -251,9 +251,12 @@ class Reporter:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
-        self.target_of[report.nodeid] = props.get("target", "host")
-        name = report.nodeid.split("::", 1)[-1].split("[")[0]
-        name = f"{Path(report.nodeid.split('::')[0]).stem}::{name}"
+        target = self.target_of[report.nodeid] = props.get("target", "host")
+        path, _, func = report.nodeid.partition("::")
+        # the target is the KTAP subtest; other parameters stay in the test's name
+        func, _, params = func.partition("[")
+        params = params.rstrip("]").replace(target, "").strip("-")
+        name = f"{Path(path).stem}::{func}" + (f"[{params}]" if params else "")
         prev = self.results.get(report.nodeid)
         if report.when == "call" or (report.when == "setup" and not report.passed):
             if hasattr(report, "wasxfail"):
@@ -287,9 +290,9 @@ class Reporter:
                  "xfailed": "XFAIL", "xpassed": "XPASS"}
         cols = shutil.get_terminal_size((160, 20)).columns
         for target, rs in groups.items():
-            kernel, _, arch = target.rpartition("/")
+            kernel, _, arch = target.rpartition("/") if "/" in target else (target, "", "-")
             for r in rs:
-                line = f"{kernel or target:<12} {arch:<10} {r.name:<{width}}  {label[r.outcome]:<5}"
+                line = f"{kernel:<12} {arch:<10} {r.name:<{width}}  {label[r.outcome]:<5}"
                 if r.outcome != "passed" and r.reason:
                     line += "  " + r.reason.splitlines()[0]
                 tr.write_line(line[:max(cols, 100)])

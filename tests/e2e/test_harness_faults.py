@@ -1,0 +1,96 @@
+"""The harness's own failure paths, against a real kernel (first target only).
+
+These check that a broken guest becomes a quick, specific failure and that no
+QEMU outlives whoever started it."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from harness.errors import GuestPanic, WaitTimeout
+
+pytestmark = [pytest.mark.e2e, pytest.mark.harness_selftest]
+
+
+def test_boot_panic_fails_fast_quoting_the_panic(machine_factory):
+    m = machine_factory(append=("rdinit=/does-not-exist", "root=/dev/nonexistent"))
+    m.launch()
+    t = time.monotonic()
+    with pytest.raises(GuestPanic) as e:
+        m.wait_ready(timeout=240)
+    assert "Kernel panic - not syncing" in str(e.value)
+    assert str(m.console_log) in str(e.value)
+    # panic=-1 reboots, -no-reboot turns that into QEMU exiting: we must not wait for a timeout
+    assert time.monotonic() - t < 120
+
+
+def test_ssh_that_never_comes_up_names_the_wait_and_console(machine_factory):
+    m = machine_factory()
+    m.launch()
+    m.wait_ready()
+    m.run("killall dropbear").check()
+    m.ssh_connect_timeout = 5
+    with pytest.raises(WaitTimeout) as e:
+        m.ssh.run("true")
+    msg = str(e.value)
+    assert "ssh to root@127.0.0.1" in msg and "did not come up within 5s" in msg
+    assert "console tail" in msg and "guestpm: ready" in msg
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from harness import kernels, profiles, rootfs
+    from harness.machine import Machine, install_signal_handlers
+    install_signal_handlers()
+    p = profiles.get(sys.argv[1]); k = kernels.resolve(sys.argv[2], p)
+    m = Machine(p, k, rootfs.initramfs(k, p), Path(sys.argv[3])).launch()
+    print(m.proc.pid, flush=True)
+    try:
+        m.wait_ready()
+        print("ready", flush=True)
+        time.sleep(600)
+    finally:
+        m.close()
+""")
+
+
+def _gone(pid: int, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().split(") ")[1][0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                         ids=lambda s: s.name)
+def test_no_qemu_survives_its_harness(target, kernel, initrd, tmp_path, sig):
+    """Ctrl-C, a CI timeout's SIGTERM and an uncatchable SIGKILL of the harness process."""
+    child = subprocess.Popen([sys.executable, "-c", CHILD, target.arch, target.kernel,
+                              str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    qemu_pid = None
+    try:
+        qemu_pid = int(child.stdout.readline())
+        assert child.stdout.readline().strip() == "ready"
+        with open(f"/proc/{qemu_pid}/cmdline", "rb") as fh:
+            assert b"qemu-system" in fh.read()
+        child.send_signal(sig)
+        child.wait(30)
+        assert _gone(qemu_pid), f"QEMU pid {qemu_pid} still alive after {sig.name} to its harness"
+    finally:
+        if child.poll() is None:
+            child.kill()
+        if qemu_pid and not _gone(qemu_pid, 0):
+            os.kill(qemu_pid, signal.SIGKILL)     # our own grandchild, by pid
