@@ -179,7 +179,8 @@ class Machine:
         if self._ssh is None:
             if self.ssh_port is None:
                 raise BootError("ssh used before wait_ready()")
-            ssh = SSH("127.0.0.1", self.ssh_port, self.keys, self.host_key)
+            ssh = SSH("127.0.0.1", self.ssh_port, self.keys, self.host_key, self._watchdog,
+                      self._ssh_lost)
             try:
                 ssh.connect(timeout=self.ssh_connect_timeout, alive=self.alive)
             except WaitTimeout as e:
@@ -188,6 +189,23 @@ class Machine:
                                   f"{self.console.tail()}") from None
             self._ssh = ssh
         return self._ssh
+
+    def _watchdog(self) -> None:
+        """Raise if the guest crashed or QEMU died: called inside every long wait."""
+        self.console.check_fatal()
+        if not self.alive():
+            raise BootError(f"QEMU exited (status {self.proc.returncode}): "
+                            f"{self._stderr_tail()}; console tail ({self.console_log}):\n"
+                            f"{self.console.tail()}")
+
+    def _ssh_lost(self, command: str) -> None:
+        """The ssh connection died mid-command: say why if the console or QEMU knows."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and self.alive() and self.console.fatal_index is None:
+            time.sleep(0.1)
+        self._watchdog()
+        raise BootError(f"ssh connection lost during `{command}` while the guest still runs; "
+                        f"console tail ({self.console_log}):\n{self.console.tail()}")
 
     def run(self, command: str, timeout: float = 60) -> CommandResult:
         """Run on the serial console (works without network)."""

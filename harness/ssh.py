@@ -9,7 +9,7 @@ known_hosts file is read or written.
 from __future__ import annotations
 
 import base64
-import socket
+import select
 import time
 from dataclasses import dataclass
 
@@ -34,8 +34,10 @@ class KeyPair:
 
 
 class SSH:
-    def __init__(self, host: str, port: int, key: KeyPair, host_key_line: str | None):
+    def __init__(self, host: str, port: int, key: KeyPair, host_key_line: str | None,
+                 watchdog=lambda: None, on_lost=lambda command: None):
         self.host, self.port, self.key = host, port, key
+        self.watchdog, self.on_lost = watchdog, on_lost
         self.client = paramiko.SSHClient()
         if host_key_line:
             ktype, b64 = host_key_line.split()[:2]
@@ -60,16 +62,33 @@ class SSH:
                           f"{timeout:.0f}s (last error: {last!r})")
 
     def run(self, command: str, timeout: float = 60) -> CommandResult:
-        stdin, stdout, stderr = self.client.exec_command(command, timeout=timeout)
-        stdin.close()
-        try:
-            out = stdout.read().decode(errors="replace")
-            err = stderr.read().decode(errors="replace")
-            status = stdout.channel.recv_exit_status()
-        except socket.timeout:
-            raise WaitTimeout(f"ssh command `{command}` gave no output for {timeout:.0f}s") \
-                from None
-        return CommandResult(command, status, out, err)
+        """Run a command; between reads `watchdog` is called, so a guest that panics
+        mid-command fails now (quoting the panic) rather than at the timeout."""
+        chan = self.client.get_transport().open_session(timeout=10)
+        chan.exec_command(command)
+        chan.shutdown_write()
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        while True:
+            select.select([chan], [], [], 0.25)
+            while chan.recv_ready():
+                out += chan.recv(65536)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            if chan.exit_status_ready() and not chan.recv_ready() \
+                    and not chan.recv_stderr_ready():
+                break
+            self.watchdog()
+            if time.monotonic() > deadline:
+                chan.close()
+                raise WaitTimeout(f"ssh command `{command}` did not finish within {timeout:.0f}s;"
+                                  f" output so far: {out.decode(errors='replace')[-500:]!r}")
+        status = chan.recv_exit_status()
+        chan.close()
+        if status == -1:          # no exit status: the connection died under the command
+            self.on_lost(command)
+        return CommandResult(command, status, out.decode(errors="replace"),
+                             err.decode(errors="replace"))
 
     def close(self) -> None:
         self.client.close()

@@ -94,3 +94,13 @@ def test_no_qemu_survives_its_harness(target, kernel, initrd, tmp_path, sig):
             child.kill()
         if qemu_pid and not _gone(qemu_pid, 0):
             os.kill(qemu_pid, signal.SIGKILL)     # our own grandchild, by pid
+
+
+def test_panic_during_an_ssh_command_fails_within_seconds(machine_factory):
+    m = machine_factory()
+    m.launch()
+    m.wait_ready()
+    t = time.monotonic()
+    with pytest.raises(GuestPanic, match="Kernel panic - not syncing: sysrq triggered crash"):
+        m.ssh.run("sleep 1; echo c > /proc/sysrq-trigger; sleep 100", timeout=120)
+    assert time.monotonic() - t < 30
