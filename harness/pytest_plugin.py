@@ -293,9 +293,9 @@ class Reporter:
             kernel, _, arch = target.rpartition("/") if "/" in target else (target, "", "-")
             for r in rs:
                 line = f"{kernel:<12} {arch:<10} {r.name:<{width}}  {label[r.outcome]:<5}"
-                if r.outcome != "passed" and r.reason:
-                    line += "  " + r.reason.splitlines()[0]
-                tr.write_line(line[:max(cols, 100)])
+                if r.outcome != "passed" and r.reason:   # only the reason is cut to fit
+                    line += "  " + r.reason.splitlines()[0][:max(cols - len(line) - 2, 60)]
+                tr.write_line(line.rstrip())
         tr.write_line(f"KTAP: {self.res / 'guestpm.ktap'}   JUnit: "
                       f"{getattr(self.config.option, 'xmlpath', None)}   "
                       f"artifacts: {self.res}")
