@@ -285,7 +285,7 @@ class Reporter:
             return
         tr = terminalreporter
         tr.section("guestpm verdicts (kernel x arch x test)")
-        width = max(len(r.name) for rs in groups.values() for r in rs)
+        width = min(max(len(r.name) for rs in groups.values() for r in rs), 72)
         label = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP",
                  "xfailed": "XFAIL", "xpassed": "XPASS"}
         cols = shutil.get_terminal_size((160, 20)).columns

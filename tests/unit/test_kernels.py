@@ -28,7 +28,7 @@ def test_identify_images():
     (b"\x1f\x8b\x08" + b"\0" * 100, "gzip"),
     (b"MZ\0\0zimg" + b"\0" * 100, "zboot"),
     (b"#!/bin/sh\necho hi\n" + b"\0" * 1000, "not a Linux kernel image"),
-])
+], ids=["vmlinux", "gzip", "zboot", "script"])
 def test_identify_rejects_non_images(head, message):
     with pytest.raises(KernelError, match=message):
         kernels.identify_image(head)
