@@ -9,7 +9,6 @@ Specs:
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 import subprocess

@@ -148,7 +148,7 @@ class Machine:
             return "(no stderr)"
 
     def wait_ready(self, timeout: float | None = None) -> BootInfo:
-        """Wait for the guest's /init to report a shell, then for ssh."""
+        """Wait for /init to report its shell (ssh connects lazily, on first use)."""
         timeout = timeout or self.boot_timeout
         assert self.console is not None
         try:
