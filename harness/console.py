@@ -173,11 +173,13 @@ class Console:
 
     # ------------------------------------------------------------ expecting
     def expect(self, pattern: str | re.Pattern, timeout: float, what: str,
-               alive=lambda: True) -> re.Match:
-        """Wait for `pattern` on the console; fail fast on a panic or a dead QEMU."""
+               watchdog=None) -> re.Match:
+        """Wait for `pattern` on the console.  `watchdog` (default: the panic check) runs
+        every half second and raises when the guest or its QEMU is gone."""
+        watchdog = watchdog or self.check_fatal
         deadline = time.monotonic() + timeout
         while True:
-            self.check_fatal()
+            watchdog()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; "
@@ -186,24 +188,23 @@ class Console:
                 self.spawn.expect(pattern, timeout=min(0.5, remaining))
                 return self.spawn.match
             except pexpect.TIMEOUT:
-                if not alive():
-                    raise WaitTimeout(f"QEMU exited while waiting for {what}; console tail "
-                                      f"({self.log_path}):\n{self.tail()}") from None
+                pass
             except pexpect.EOF:
-                self.check_fatal()
-                raise WaitTimeout(f"console closed (QEMU exited) while waiting for {what}; "
-                                  f"console tail ({self.log_path}):\n{self.tail()}") from None
+                self.closed.wait(1)
+                watchdog()
+                raise WaitTimeout(f"console closed while waiting for {what}; console tail "
+                                  f"({self.log_path}):\n{self.tail()}") from None
 
-    def run(self, command: str, timeout: float = 60, alive=lambda: True) -> CommandResult:
+    def run(self, command: str, timeout: float = 60, watchdog=None) -> CommandResult:
         """Run a shell command on the console; returns its exit status and output.
 
         The markers are split by quoting in the command line we send, so an echo
         of our own input can never be mistaken for them."""
         nonce = secrets.token_hex(6)
         self.spawn.sendline(f"echo '@@B'{nonce}; {command}; printf '@@E%s:%d\\n' {nonce} $?")
-        self.expect(f"@@B{nonce}\r?\n", timeout, f"the console to start `{command}`", alive)
+        self.expect(f"@@B{nonce}\r?\n", timeout, f"the console to start `{command}`", watchdog)
         m = self.expect(re.compile(rf"@@E{nonce}:(\d+)\r?\n"), timeout,
-                        f"`{command}` to finish on the console", alive)
+                        f"`{command}` to finish on the console", watchdog)
         output = self.spawn.before.replace("\r\n", "\n")
         return CommandResult(command, int(m.group(1)), output)
 

@@ -151,17 +151,11 @@ class Machine:
         """Wait for /init to report its shell (ssh connects lazily, on first use)."""
         timeout = timeout or self.boot_timeout
         assert self.console is not None
-        try:
-            key = self.console.expect(HOSTKEY, timeout, "the guest's ssh host key line "
-                                      "(printed by /init after dropbear starts)", self.alive)
-            self.host_key = key.group(1)
-            m = self.console.expect(READY, timeout, "the guest's 'guestpm: ready' line",
-                                    self.alive)
-        except WaitTimeout as e:
-            if not self.alive():
-                raise BootError(f"QEMU exited with status {self.proc.returncode} during boot: "
-                                f"{self._stderr_tail()}\n{e}") from None
-            raise
+        key = self.console.expect(HOSTKEY, timeout, "the guest's ssh host key line "
+                                  "(printed by /init after dropbear starts)", self._watchdog)
+        self.host_key = key.group(1)
+        m = self.console.expect(READY, timeout, "the guest's 'guestpm: ready' line",
+                                self._watchdog)
         self.boot = BootInfo(time.monotonic() - self.started_at, float(m.group(1)), m.group(2))
         self.ssh_port = self._forwarded_port()
         return self.boot
@@ -182,7 +176,7 @@ class Machine:
             ssh = SSH("127.0.0.1", self.ssh_port, self.keys, self.host_key, self._watchdog,
                       self._ssh_lost)
             try:
-                ssh.connect(timeout=self.ssh_connect_timeout, alive=self.alive)
+                ssh.connect(timeout=self.ssh_connect_timeout, watchdog=self._watchdog)
             except WaitTimeout as e:
                 self.console.check_fatal()
                 raise WaitTimeout(f"{e}; console tail ({self.console_log}):\n"
@@ -191,10 +185,11 @@ class Machine:
         return self._ssh
 
     def _watchdog(self) -> None:
-        """Raise if the guest crashed or QEMU died: called inside every long wait."""
+        """Raise if the guest crashed or QEMU died.  Every wait on this machine (console,
+        ssh, QMP events) calls it, so a dead guest is reported as such, at once."""
         self.console.check_fatal()
         if not self.alive():
-            raise BootError(f"QEMU exited (status {self.proc.returncode}): "
+            raise BootError(f"QEMU exited (status {self.proc.wait()}): "
                             f"{self._stderr_tail()}; console tail ({self.console_log}):\n"
                             f"{self.console.tail()}")
 
@@ -209,7 +204,7 @@ class Machine:
 
     def run(self, command: str, timeout: float = 60) -> CommandResult:
         """Run on the serial console (works without network)."""
-        return self.console.run(command, timeout, self.alive)
+        return self.console.run(command, timeout, self._watchdog)
 
     def agent(self, scenario: str, **kwargs) -> dict:
         """Run a guest-agent scenario over ssh and return its result dict.

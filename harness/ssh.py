@@ -46,10 +46,11 @@ class SSH:
                 ktype, base64.b64decode(b64)))
         self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
 
-    def connect(self, timeout: float, alive=lambda: True) -> None:
+    def connect(self, timeout: float, watchdog=lambda: None) -> None:
         deadline = time.monotonic() + timeout
         last: Exception | None = None
-        while time.monotonic() < deadline and alive():
+        while time.monotonic() < deadline:
+            watchdog()
             try:
                 self.client.connect(self.host, self.port, username="root", pkey=self.key.key,
                                     timeout=5, banner_timeout=10, auth_timeout=10,

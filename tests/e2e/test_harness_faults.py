@@ -104,3 +104,14 @@ def test_panic_during_an_ssh_command_fails_within_seconds(machine_factory):
     with pytest.raises(GuestPanic, match="Kernel panic - not syncing: sysrq triggered crash"):
         m.ssh.run("sleep 1; echo c > /proc/sysrq-trigger; sleep 100", timeout=120)
     assert time.monotonic() - t < 30
+
+
+def test_qemu_dying_during_boot_is_reported_as_such(machine_factory):
+    from harness.errors import BootError
+    m = machine_factory()
+    m.launch()
+    m.proc.kill()                               # our own QEMU, by pid
+    t = time.monotonic()
+    with pytest.raises(BootError, match=r"QEMU exited \(status -9\)"):
+        m.wait_ready(timeout=120)
+    assert time.monotonic() - t < 10
