@@ -48,6 +48,10 @@ X86_64_Q35 = Profile(
     qemu_package="qemu-system-x86",
     machine="q35",
     cpu="max",          # TCG's max CPU is AMD-flavoured and emulates SVM: kvm_amd loads nested
+    # Single-threaded TCG: with thread=multi, x86 guests intermittently oops on int3
+    # at sites text_poke_bp just patched (docs/known-defects.md).  The emulator's bug
+    # must not become a FAIL of the kernel under test; boot time is the same.
+    accel="tcg,thread=single",
     memory_mb=1024,
     console="ttyS0",
     image_format="bzImage",
