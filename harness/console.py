@@ -100,7 +100,7 @@ class Console:
     def __init__(self, sock: socket.socket, log_path: Path):
         self._sock = sock
         self.log_path = log_path
-        self._log = open(log_path, "ab", buffering=0)
+        self._log = open(log_path, "wb", buffering=0)
         self._lock = threading.Lock()
         self._lines: list[str] = []          # complete lines, for tails and fatal context
         self._partial = b""
@@ -190,8 +190,11 @@ class Console:
             except pexpect.TIMEOUT:
                 pass
             except pexpect.EOF:
-                self.closed.wait(1)
-                watchdog()
+                # QEMU closed its end; its exit status may lag a moment behind the EOF
+                grace = time.monotonic() + 5
+                while time.monotonic() < grace:
+                    watchdog()
+                    time.sleep(0.1)
                 raise WaitTimeout(f"console closed while waiting for {what}; console tail "
                                   f"({self.log_path}):\n{self.tail()}") from None
 

@@ -90,6 +90,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     res = results_dir(config)
     if not hasattr(config, "workerinput"):
+        # a new run's artifacts never mix with an old run's (machine dir names repeat)
+        for old in ("machines", "tests"):
+            shutil.rmtree(res / old, ignore_errors=True)
         res.mkdir(parents=True, exist_ok=True)
         if getattr(config.option, "xmlpath", "missing") is None:
             config.option.xmlpath = str(res / "junit.xml")

@@ -24,7 +24,7 @@ from .errors import WaitTimeout
 class QMP:
     def __init__(self, sock: socket.socket, log_path: Path, name: str = "guestpm"):
         self.log_path = log_path
-        self._log = open(log_path, "a", buffering=1)
+        self._log = open(log_path, "w", buffering=1)
         self.events: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._loop = asyncio.new_event_loop()
