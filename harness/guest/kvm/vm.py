@@ -1,0 +1,287 @@
+"""VM and vCPU objects over /dev/kvm: ioctl, mmap and ctypes only (stdlib).
+
+The same code runs inside the kernel under test (booted by guestpm as an L1 host)
+and on a bare-metal machine with /dev/kvm."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import mmap
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from . import uapi
+
+
+class KvmUnavailable(Exception):
+    """No usable /dev/kvm: the reason is a SKIP, not a FAIL."""
+
+
+class VcpuHang(Exception):
+    """KVM_RUN did not return within its bound; carries the vCPU state for the report."""
+
+    def __init__(self, message: str, state: dict):
+        super().__init__(message)
+        self.state = state
+
+
+class _Alarm(BaseException):
+    pass
+
+
+def _errname(e: OSError) -> str:
+    return errno.errorcode.get(e.errno, str(e.errno))
+
+
+@dataclass
+class Exit:
+    """One KVM_RUN return, decoded from struct kvm_run."""
+    code: int
+    reason: str
+    elapsed_s: float = 0.0
+    type: str | None = None          # SYSTEM_EVENT
+    ndata: int | None = None
+    data: list[int] = field(default_factory=list)
+    phys_addr: int | None = None     # MMIO
+    is_write: bool | None = None
+    len: int | None = None
+    value: int | None = None
+    raw: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """The fields a test compares: reason and whatever the reason carries."""
+        if self.reason == "SYSTEM_EVENT":
+            return {"reason": self.reason, "type": self.type, "ndata": self.ndata,
+                    "data": self.data}
+        if self.reason == "MMIO":
+            return {"reason": self.reason, "phys_addr": self.phys_addr,
+                    "is_write": self.is_write, "len": self.len, "value": self.value}
+        return {"reason": self.reason, **self.raw}
+
+
+def decode_run(buf: bytes | mmap.mmap) -> Exit:
+    """Decode the exit in a kvm_run buffer (pure: unit-tested on golden bytes)."""
+    (code,) = uapi.RUN_EXIT_REASON.unpack_from(buf, 0)
+    ex = Exit(code=code, reason=uapi.KVM_EXIT_NAMES.get(code, f"exit-{code}"))
+    off = uapi.UNION_OFFSET
+    if code == uapi.KVM_EXIT_SYSTEM_EVENT:
+        typ, ndata, *data = uapi.RUN_SYSTEM_EVENT.unpack_from(buf, off)
+        ex.type = uapi.SYSTEM_EVENT_NAMES.get(typ, f"type-{typ}")
+        ex.ndata = ndata
+        ex.data = list(data[:min(ndata, 16)])
+    elif code == uapi.KVM_EXIT_MMIO:
+        addr, data, length, is_write = uapi.RUN_MMIO.unpack_from(buf, off)
+        ex.phys_addr, ex.len, ex.is_write = addr, length, bool(is_write)
+        ex.value = int.from_bytes(data[:length], "little")
+    elif code == uapi.KVM_EXIT_HYPERCALL:
+        nr, *rest = uapi.RUN_HYPERCALL.unpack_from(buf, off)
+        ex.raw = {"nr": nr, "args": rest[:6]}
+    elif code == 9:     # FAIL_ENTRY
+        reason, cpu = uapi.RUN_FAIL_ENTRY.unpack_from(buf, off)
+        ex.raw = {"hardware_entry_failure_reason": reason, "cpu": cpu}
+    elif code == 17:    # INTERNAL_ERROR
+        sub, ndata, *data = uapi.RUN_INTERNAL.unpack_from(buf, off)
+        ex.raw = {"suberror": sub, "data": data[:min(ndata, 16)]}
+    return ex
+
+
+def _addr(obj) -> int:
+    return ctypes.addressof(obj)
+
+
+class Kvm:
+    """An open /dev/kvm."""
+
+    def __init__(self, path: str = "/dev/kvm"):
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise KvmUnavailable(f"no {path}: kernel without KVM, or KVM did not initialise "
+                                 "(no EL2 / no SVM)") from None
+        except OSError as e:
+            raise KvmUnavailable(f"cannot open {path}: {_errname(e)}") from None
+        version = fcntl.ioctl(self.fd, uapi.KVM_GET_API_VERSION)
+        if version != uapi.KVM_API_VERSION:
+            os.close(self.fd)
+            raise KvmUnavailable(f"{path} speaks KVM API {version}, not {uapi.KVM_API_VERSION}")
+        self.vcpu_mmap_size = fcntl.ioctl(self.fd, uapi.KVM_GET_VCPU_MMAP_SIZE)
+
+    def check_extension(self, cap: int) -> int:
+        return fcntl.ioctl(self.fd, uapi.KVM_CHECK_EXTENSION, cap)
+
+    def create_vm(self) -> "Vm":
+        return Vm(self, fcntl.ioctl(self.fd, uapi.KVM_CREATE_VM, 0))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> "Kvm":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Vm:
+    def __init__(self, kvm: Kvm, fd: int):
+        self.kvm, self.fd = kvm, fd
+        self.vcpus: list[Vcpu] = []
+        self._maps: list[mmap.mmap] = []
+        self._views: list[ctypes.Array] = []    # ctypes views pin the maps' addresses
+
+    def check_extension(self, cap: int) -> int:
+        return fcntl.ioctl(self.fd, uapi.KVM_CHECK_EXTENSION, cap)
+
+    def enable_cap(self, cap: int, *args: int, flags: int = 0) -> None:
+        a = (list(args) + [0, 0, 0, 0])[:4]
+        fcntl.ioctl(self.fd, uapi.KVM_ENABLE_CAP, uapi.ENABLE_CAP.pack(cap, flags, *a))
+
+    def add_memory(self, slot: int, gpa: int, size: int) -> mmap.mmap:
+        """Anonymous host memory mapped at guest physical address `gpa`."""
+        mem = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                        mmap.PROT_READ | mmap.PROT_WRITE)
+        view = (ctypes.c_char * size).from_buffer(mem)
+        fcntl.ioctl(self.fd, uapi.KVM_SET_USER_MEMORY_REGION,
+                    uapi.USERSPACE_MEMORY_REGION.pack(slot, 0, gpa, size, _addr(view)))
+        self._maps.append(mem)
+        self._views.append(view)
+        return mem
+
+    def create_vcpu(self, vcpu_id: int) -> "Vcpu":
+        vcpu = Vcpu(self, vcpu_id, fcntl.ioctl(self.fd, uapi.KVM_CREATE_VCPU, vcpu_id))
+        self.vcpus.append(vcpu)
+        return vcpu
+
+    def irq_line(self, irq: int, level: bool) -> None:
+        fcntl.ioctl(self.fd, uapi.KVM_IRQ_LINE, uapi.IRQ_LEVEL.pack(irq, int(level)))
+
+    # arm64
+    def arm64_preferred_target(self) -> int:
+        buf = bytearray(uapi.VCPU_INIT.size)
+        fcntl.ioctl(self.fd, uapi.KVM_ARM_PREFERRED_TARGET, buf)
+        return uapi.VCPU_INIT.unpack(buf)[0]
+
+    def arm64_cpu_irq(self, vcpu_id: int, level: bool, fiq: bool = False) -> None:
+        """Drive a vCPU's IRQ (or FIQ) input: the userspace-irqchip path, no vGIC."""
+        irq = ((uapi.KVM_ARM_IRQ_TYPE_CPU << uapi.KVM_ARM_IRQ_TYPE_SHIFT)
+               | ((vcpu_id & 0xFF) << uapi.KVM_ARM_IRQ_VCPU_SHIFT)
+               | (((vcpu_id >> 8) & 0xF) << uapi.KVM_ARM_IRQ_VCPU2_SHIFT)
+               | (uapi.KVM_ARM_IRQ_CPU_FIQ if fiq else uapi.KVM_ARM_IRQ_CPU_IRQ))
+        self.irq_line(irq, level)
+
+    def close(self) -> None:
+        for v in self.vcpus:
+            v.close()
+        self.vcpus.clear()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self._views.clear()         # drop the exports first, or mmap.close() refuses
+        for mem in self._maps:
+            mem.close()
+        self._maps.clear()
+
+    def __enter__(self) -> "Vm":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Vcpu:
+    def __init__(self, vm: Vm, vcpu_id: int, fd: int):
+        self.vm, self.id, self.fd = vm, vcpu_id, fd
+        self.run_page = mmap.mmap(fd, vm.kvm.vcpu_mmap_size, mmap.MAP_SHARED,
+                                  mmap.PROT_READ | mmap.PROT_WRITE)
+        self._reg = ctypes.c_uint64(0)
+        self.state_hook = None      # called for the report when a run hangs
+
+    # --------------------------------------------------------- registers
+    def get_reg(self, reg_id: int) -> int:
+        fcntl.ioctl(self.fd, uapi.KVM_GET_ONE_REG, uapi.ONE_REG.pack(reg_id, _addr(self._reg)))
+        return self._reg.value
+
+    def set_reg(self, reg_id: int, value: int) -> None:
+        self._reg.value = value & 0xFFFFFFFFFFFFFFFF
+        fcntl.ioctl(self.fd, uapi.KVM_SET_ONE_REG, uapi.ONE_REG.pack(reg_id, _addr(self._reg)))
+
+    @property
+    def mp_state(self) -> str:
+        buf = bytearray(uapi.MP_STATE.size)
+        fcntl.ioctl(self.fd, uapi.KVM_GET_MP_STATE, buf)
+        (v,) = uapi.MP_STATE.unpack(buf)
+        return uapi.MP_STATE_NAMES.get(v, f"mp-state-{v}")
+
+    def set_mp_state(self, state: int) -> None:
+        fcntl.ioctl(self.fd, uapi.KVM_SET_MP_STATE, uapi.MP_STATE.pack(state))
+
+    # --------------------------------------------------------- arm64
+    def arm64_init(self, *features: int) -> None:
+        words = [0] * 7
+        for f in features:
+            words[f // 32] |= 1 << (f % 32)
+        fcntl.ioctl(self.fd, uapi.KVM_ARM_VCPU_INIT,
+                    uapi.VCPU_INIT.pack(self.vm.arm64_preferred_target(), *words))
+
+    def arm64_state(self) -> dict:
+        """pc, x0..x3 and MP_STATE: what a report of a stuck vCPU shows."""
+        out: dict = {"vcpu": self.id}
+        try:
+            out["pc"] = hex(self.get_reg(uapi.ARM64_PC))
+            for n in range(4):
+                out[f"x{n}"] = hex(self.get_reg(uapi.arm64_x(n)))
+            out["mp_state"] = self.mp_state
+        except OSError as e:
+            out["error"] = _errname(e)
+        return out
+
+    # --------------------------------------------------------- running
+    def run(self, timeout: float = 10.0) -> Exit:
+        """KVM_RUN once, bounded: past `timeout` a SIGALRM kicks the vCPU out (EINTR)
+        and VcpuHang reports its state. Signals need the main thread."""
+        use_alarm = threading.current_thread() is threading.main_thread()
+        old = None
+        fired = False
+
+        def on_alarm(signum, frame):
+            nonlocal fired
+            fired = True
+            raise _Alarm()
+
+        if use_alarm:
+            old = signal.signal(signal.SIGALRM, on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+        t0 = time.monotonic()
+        try:
+            fcntl.ioctl(self.fd, uapi.KVM_RUN, 0)
+        except _Alarm:
+            pass
+        except InterruptedError:
+            if not fired:
+                raise
+        finally:
+            if use_alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, old)
+        elapsed = time.monotonic() - t0
+        if fired:
+            state = self.state_hook() if self.state_hook else {"vcpu": self.id}
+            raise VcpuHang(f"KVM_RUN on vCPU {self.id} did not return within {timeout:g} s",
+                           state)
+        ex = decode_run(self.run_page)
+        ex.elapsed_s = elapsed
+        return ex
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self.run_page.close()
+            os.close(self.fd)
+            self.fd = -1
