@@ -79,6 +79,12 @@ def image_release(data: bytes, fmt: str) -> str | None:
     return m[1].decode(errors="replace") if m else None
 
 
+def release_version(release: str | None) -> tuple[int, int] | None:
+    """(major, minor) of a release string: "6.1.0-50-arm64" -> (6, 1)."""
+    m = re.match(r"(\d+)\.(\d+)", release or "")
+    return (int(m[1]), int(m[2])) if m else None
+
+
 def check_image(path: Path, profile: Profile) -> str:
     if not path.is_file():
         raise KernelError(f"kernel image {path} does not exist")

@@ -155,6 +155,51 @@ def machine(request: pytest.FixtureRequest, target: Target, profile, kernel, ini
         m.close()
 
 
+class MachinePool:
+    """Booted machines of one target with other kernel parameters (say kvm-arm.mode=nvhe),
+    booted on first use and shared by the tests of the session, like `machine`."""
+
+    def __init__(self, config: pytest.Config, target: Target, profile, kernel, initrd):
+        self.config, self.target = config, target
+        self.profile, self.kernel, self.initrd = profile, kernel, initrd
+        self.machines: dict[tuple[str, ...], Machine] = {}
+        self.failed: dict[tuple[str, ...], Exception] = {}
+
+    def get(self, append: tuple[str, ...], tag: str) -> Machine:
+        if append in self.failed:       # one failed boot is reported once per test, not retried
+            raise self.failed[append]
+        if append not in self.machines:
+            m = Machine(self.profile, self.kernel, self.initrd,
+                        _machine_dir(self.config, self.target, _safe(tag)), append=append,
+                        boot_timeout=self.config.getoption("boot_timeout"))
+            self.machines[append] = m
+            try:
+                m.launch()
+                m.wait_ready()
+            except Exception as e:
+                self.failed[append] = e
+                raise
+        return self.machines[append]
+
+    def close(self) -> None:
+        for m in self.machines.values():
+            m.close()
+
+
+@pytest.fixture(scope="session")
+def machine_pool(request: pytest.FixtureRequest, target: Target, profile, kernel, initrd):
+    pool = MachinePool(request.config, target, profile, kernel, initrd)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def attach_machine(request: pytest.FixtureRequest, m: Machine) -> None:
+    """Name `m`'s artifacts in the test's failure report and results/tests/ links."""
+    request.node.stash.setdefault(_MACHINES, []).append(m)
+
+
 @pytest.fixture
 def machine_factory(request: pytest.FixtureRequest, target: Target, profile, kernel, initrd):
     """Machines of the test's own (e.g. with other kernel parameters); closed after it."""

@@ -68,6 +68,13 @@ def facts() -> dict:
 
 
 @scenario
+def psci(select: str = "") -> dict:
+    """The arm64 PSCI uAPI cases (harness.guest.psci): environment and per-case results."""
+    from . import psci as cases
+    return cases.run(select)
+
+
+@scenario
 def dmesg(grep: str = "") -> dict:
     return {"lines": [ln for ln in kernel_log() if grep in ln]}
 

@@ -1,0 +1,102 @@
+"""arm64 PSCI power-state uAPI: SYSTEM_SUSPEND (5.19) and SYSTEM_OFF2 (6.13).
+
+The kernel under test boots as an arm64 KVM host (QEMU virt with EL2), once in VHE
+and once in nVHE (kvm-arm.mode=nvhe). Inside it, harness.guest.psci drives /dev/kvm
+with a few guest instructions (no guest kernel), as tools/testing/selftests/kvm/arm64/
+psci_test.c does. Each case's checks come back as data and are asserted here, so a
+FAIL shows the check, the expected and the actual value.
+
+Expected on the Debian kernels: SYSTEM_SUSPEND cases PASS on 6.1, 6.12 and 7.2;
+SYSTEM_OFF2 cases SKIP on 6.1 and 6.12 ("PSCI version 1.1 < 1.3") and PASS on 7.2."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pytest
+
+from harness import kernels
+from harness.guest import ktest, psci
+from harness.machine import Machine
+from harness.pytest_plugin import attach_machine
+from harness.verdicts import assert_case
+
+pytestmark = [pytest.mark.e2e, pytest.mark.arch("arm64")]
+
+MODES = {"vhe": (), "nvhe": ("kvm-arm.mode=nvhe",)}
+MODE_EVIDENCE = {"vhe": r"kvm \[\d+\]: VHE mode initialized successfully",
+                 "nvhe": r"kvm \[\d+\]: Hyp (nVHE )?mode initialized successfully"}
+
+# When upstream merged each family: kernels from then on must run it, older must SKIP it.
+MERGED = {"system_suspend": (5, 19), "system_off2": (6, 13)}
+
+
+@dataclass
+class KvmHost:
+    mode: str
+    machine: Machine
+    _run: dict | None = field(default=None, repr=False)
+
+    @property
+    def run(self) -> dict:
+        """All cases in one agent call per machine (about 5 s under TCG)."""
+        if self._run is None:
+            self._run = self.machine.agent("psci")
+        return self._run
+
+    def result(self, name: str) -> dict:
+        return next(r for r in self.run["results"] if r["name"] == name)
+
+
+@pytest.fixture(scope="session", params=list(MODES))
+def kvm_host(request, machine, machine_pool) -> KvmHost:
+    mode = request.param
+    m = machine if not MODES[mode] else machine_pool.get(MODES[mode], tag=mode)
+    return KvmHost(mode, m)
+
+
+@pytest.fixture
+def host(request, kvm_host) -> KvmHost:
+    attach_machine(request, kvm_host.machine)
+    return kvm_host
+
+
+def test_kvm_runs_in_the_requested_mode(host):
+    lines = host.machine.agent("dmesg", grep="kvm [")["lines"]
+    assert any(re.search(MODE_EVIDENCE[host.mode], ln) for ln in lines), \
+        f"{host.mode}: no line matches {MODE_EVIDENCE[host.mode]!r} in {lines}"
+
+
+@pytest.mark.parametrize("case", [c.name for c in psci.CASES])
+def test_psci(host, case):
+    assert_case(host.result(case))
+
+
+def test_verdicts_follow_upstream_history(host, kernel):
+    """A family SKIPs exactly on kernels older than its merge: a SKIP on a newer kernel
+    would hide a regression behind a probe, a PASS on an older one is a backport to
+    look at."""
+    version = kernels.release_version(kernel.release)
+    if version is None:
+        pytest.skip(f"cannot read a version from release {kernel.release!r}")
+    got = {}
+    for fam in MERGED:
+        st = [r["status"] for r in host.run["results"] if r["family"] == fam]
+        got[fam] = "skipped" if st and set(st) == {"skip"} else \
+            "ran" if st and "skip" not in st else f"partly skipped: {st}"
+    want = {fam: "ran" if version >= merged else "skipped" for fam, merged in MERGED.items()}
+    reasons = sorted({r["reason"] for r in host.run["results"] if r["status"] == "skip"})
+    assert got == want, (f"kernel {kernel.release}, merged upstream in {MERGED}; "
+                         f"skip reasons {reasons}; environment {host.run['env']}")
+
+
+def test_bare_metal_entry_point_agrees(host):
+    """`python3 -m harness.guest.psci` (what runs on a bare-metal arm64 host) prints KTAP
+    with the same verdicts as the run the other tests assert, and kselftest's exit code."""
+    r = host.machine.ssh.run("cd /opt/guestpm && python3 -m harness.guest.psci", timeout=300)
+    statuses = {x["name"]: x["status"] for x in host.run["results"]}
+    assert r.output.startswith("KTAP version 1\n"), r.output[:200]
+    assert ktest.parse_ktap(r.output) == statuses, r.output
+    want_rc = 1 if "fail" in statuses.values() else 0
+    assert r.status == want_rc, r.output + r.stderr

@@ -1,0 +1,80 @@
+"""In-guest case framework: verdicts from checks, KTAP out and back, host-side asserts."""
+
+import pytest
+
+from harness.guest import ktest
+from harness.guest.kvm.vm import VcpuHang
+from harness.verdicts import assert_case
+
+
+def _case(fn, requires=()):
+    return ktest.Case(fn.__name__, "fam", fn, "doc", requires)
+
+
+def passes(t):
+    t.expect("one", 1, 1)
+
+
+def differs(t):
+    t.expect("exit", {"type": "SUSPEND"}, {"type": "SUSPEND"})
+    t.expect("returned", -1, 0)
+
+
+def checks_nothing(t):
+    pass
+
+
+def hangs(t):
+    raise VcpuHang("KVM_RUN on vCPU 0 did not return within 10 s", {"pc": "0x80000004"})
+
+
+def stops(t):
+    t.require("first step", "RUNNABLE", "SUSPENDED")
+    t.expect("never reached", 1, 1)
+
+
+def test_verdicts():
+    env = object()
+    got = {fn.__name__: ktest.run_case(_case(fn), env) for fn in
+           (passes, differs, checks_nothing, hangs, stops)}
+    assert {k: r["status"] for k, r in got.items()} == {
+        "passes": "pass", "differs": "fail", "checks_nothing": "fail", "hangs": "fail",
+        "stops": "fail"}
+    assert got["differs"]["reason"] == "returned"
+    assert got["checks_nothing"]["reason"] == "the case recorded no check"
+    assert got["hangs"]["vcpu_state"] == {"pc": "0x80000004"}
+    assert len(got["stops"]["checks"]) == 1
+
+
+def test_skip_names_the_missing_feature():
+    r = ktest.run_case(_case(passes, (lambda env: "PSCI version 1.1 < 1.3: SYSTEM_OFF2 absent",)),
+                       None)
+    assert (r["status"], r["reason"], r["checks"]) == \
+        ("skip", "PSCI version 1.1 < 1.3: SYSTEM_OFF2 absent", [])
+
+
+def test_ktap_round_trip():
+    results = [ktest.run_case(_case(fn, req), None) for fn, req in
+               ((passes, ()), (differs, ()), (passes, (lambda e: "no /dev/kvm",)))]
+    results[2]["name"] = "skipped_one"
+    text = ktest.ktap(results, "title")
+    assert text.startswith("KTAP version 1\n# title\n1..3\n")
+    assert "not ok 2 differs" in text
+    assert '# differs: MISMATCH: returned: expected 0, actual -1' in text
+    assert "ok 3 skipped_one # SKIP no /dev/kvm" in text
+    assert ktest.parse_ktap(text) == {"passes": "pass", "differs": "fail", "skipped_one": "skip"}
+
+
+def test_host_side_asserts_each_check_again():
+    r = ktest.run_case(_case(differs), None)
+    with pytest.raises(AssertionError, match=r"(?s)differs: returned.*expected 0.*actual   -1"):
+        assert_case(r)
+    # a result that claims pass with a differing check still fails on the host
+    with pytest.raises(AssertionError):
+        assert_case({**r, "status": "pass"})
+    with pytest.raises(pytest.skip.Exception, match="SYSTEM_OFF2 absent"):
+        assert_case({"name": "x", "status": "skip", "reason": "SYSTEM_OFF2 absent"})
+    with pytest.raises(pytest.fail.Exception, match="vCPU state"):
+        assert_case(ktest.run_case(_case(hangs), None))
+    with pytest.raises(AssertionError, match="recorded no check"):
+        assert_case({"name": "x", "status": "pass", "checks": []})
