@@ -205,7 +205,7 @@ def machine_factory(request: pytest.FixtureRequest, target: Target, profile, ker
     """Machines of the test's own (e.g. with other kernel parameters); closed after it."""
     made: list[Machine] = []
 
-    def make(**kwargs) -> Machine:
+    def make(profile: profiles.Profile = profile, **kwargs) -> Machine:
         kwargs.setdefault("boot_timeout", request.config.getoption("boot_timeout"))
         m = Machine(profile, kernel, initrd,
                     _machine_dir(request.config, target, _safe(request.node.name)), **kwargs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import select
+import shlex
 import time
 from dataclasses import dataclass
 
@@ -62,11 +63,14 @@ class SSH:
         raise WaitTimeout(f"ssh to root@{self.host}:{self.port} did not come up within "
                           f"{timeout:.0f}s (last error: {last!r})")
 
-    def run(self, command: str, timeout: float = 60) -> CommandResult:
-        """Run a command; between reads `watchdog` is called, so a guest that panics
-        mid-command fails now (quoting the panic) rather than at the timeout."""
+    def run(self, command: str, timeout: float = 60, stdin: bytes = b"") -> CommandResult:
+        """Run a command (stdin, if given, is sent and closed first); between reads
+        `watchdog` is called, so a guest that panics mid-command fails now (quoting
+        the panic) rather than at the timeout."""
         chan = self.client.get_transport().open_session(timeout=10)
         chan.exec_command(command)
+        if stdin:
+            chan.sendall(stdin)
         chan.shutdown_write()
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
@@ -90,6 +94,11 @@ class SSH:
             self.on_lost(command)
         return CommandResult(command, status, out.decode(errors="replace"),
                              err.decode(errors="replace"))
+
+    def put(self, data: bytes, path: str, mode: int = 0o644) -> None:
+        """Write a file in the guest (dropbear has no sftp-server: `cat` over exec)."""
+        q = shlex.quote(path)
+        self.run(f"cat > {q} && chmod {mode:o} {q}", stdin=data).check()
 
     def close(self) -> None:
         self.client.close()

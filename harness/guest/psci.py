@@ -102,7 +102,8 @@ def system_event(type_: str, data: list[int] | None = None) -> dict:
 class PsciGuest:
     """A VM whose vCPUs run:  call: hvc #0; str x0,[RESULT]; b call
     resume:       mov x9, MAILBOX; str x0,[RESUMED]; b call        (SYSTEM_SUSPEND entry)
-    cpu_on_entry: mov x9, MAILBOX; str x0,[CPU_ON_ENTERED]; b call (CPU_ON entry)"""
+    cpu_on_entry: mov x9, MAILBOX; str x0,[CPU_ON_ENTERED]; b call (CPU_ON entry)
+    spin:         b spin                                          (the harness self-test)"""
 
     def __init__(self, kvm: Kvm | None = None, vcpus: int = 1, online: tuple[int, ...] = (0,),
                  suspend_cap: bool = False, version: int | None = None,
@@ -125,8 +126,11 @@ class PsciGuest:
             asm.mov(9, MAILBOX).emit(str_x(0, 9, RESUMED - MAILBOX)).b("call")
             asm.label("cpu_on_entry")
             asm.mov(9, MAILBOX).emit(str_x(0, 9, CPU_ON_ENTERED - MAILBOX)).b("call")
+            asm.label("spin")
+            asm.b("spin")
             code = asm.assemble()
-            self.entry = {name: asm.addr(name) for name in ("call", "resume", "cpu_on_entry")}
+            self.entry = {name: asm.addr(name)
+                          for name in ("call", "resume", "cpu_on_entry", "spin")}
             mem = self.vm.add_memory(0, CODE_GPA, CODE_SIZE)
             mem[:len(code)] = code
             for i in range(vcpus):
@@ -537,11 +541,28 @@ def system_off2_32bit_call_narrows_its_arguments(t):
     _off2_exit(t, PSCI_SYSTEM_OFF2_64, 0xFFFF_FFFF_0000_0001, 0, " (type read as u32)")
 
 
+# ---------------------------------------------------------------- harness self-test
+
+def spinning_guest_is_bounded(t):
+    """Not a PSCI case: a guest stuck in `b .` must come back as a FAIL carrying the
+    vCPU state once the KVM_RUN bound expires, never as a hang of the suite."""
+    with PsciGuest(run_timeout=1.0) as g:
+        g.vcpu(0).set_reg(uapi.ARM64_PC, g.entry["spin"])
+        t.observed["spin"] = hex(g.entry["spin"])
+        g.run()
+        t.expect("KVM_RUN of a spinning guest returned", True, False)
+
+
+SELFTESTS = [ktest.Case("spinning_guest_is_bounded", "harness", spinning_guest_is_bounded,
+                        spinning_guest_is_bounded.__doc__.strip(), BASE)]
+
+
 # ---------------------------------------------------------------- running
 
-def run(select: str = "") -> dict:
+def run(select: str = "", selftest: bool = False) -> dict:
     env = probe()
-    results = [ktest.run_case(c, env) for c in CASES if select in c.name]
+    results = [ktest.run_case(c, env) for c in (SELFTESTS if selftest else CASES)
+               if select in c.name]
     return {"env": {**asdict(env), "psci_default": version_str(env.psci_default)
                     if env.psci_default is not None else None},
             "results": results}

@@ -11,6 +11,7 @@ SYSTEM_OFF2 cases SKIP on 6.1 and 6.12 ("PSCI version 1.1 < 1.3") and PASS on 7.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -100,3 +101,35 @@ def test_bare_metal_entry_point_agrees(host):
     assert ktest.parse_ktap(r.output) == statuses, r.output
     want_rc = 1 if "fail" in statuses.values() else 0
     assert r.status == want_rc, r.output + r.stderr
+
+
+def test_a_spinning_vcpu_is_a_bounded_fail_with_its_state(machine):
+    """Harness self-test on the real KVM: a guest in `b .` comes back after the 1 s
+    KVM_RUN bound as a FAIL whose report carries the vCPU's PC and MP_STATE."""
+    r = machine.agent("psci", selftest=True)["results"][0]
+    assert r["status"] == "fail", r
+    assert "did not return within 1 s" in r["reason"], r
+    assert r["vcpu_state"]["mp_state"] == "RUNNABLE", r
+    assert r["vcpu_state"]["pc"] == r["observed"]["spin"], r
+    assert r["duration_s"] < 30, r
+
+
+def test_without_el2_the_family_skips_naming_kvm(machine_factory, profile):
+    """The same kernel booted without virtualization=on: no EL2, so KVM does not
+    initialise and every case SKIPs with the reason, none FAILs."""
+    m = machine_factory(profile=dataclasses.replace(
+        profile, machine=profile.machine.replace("virtualization=on,", "")))
+    m.launch()
+    m.wait_ready()
+    res = m.agent("psci")["results"]
+    assert {r["status"] for r in res} == {"skip"}, res
+    assert {r["reason"] for r in res} == {
+        "no /dev/kvm: kernel without KVM, or KVM did not initialise (no EL2 / no SVM)"}
+
+
+@pytest.mark.arch("x86_64", "x86_64-pc")
+def test_on_a_non_arm64_host_the_family_skips(machine):
+    res = machine.agent("psci")["results"]
+    assert {r["status"] for r in res} == {"skip"}, res
+    assert {r["reason"] for r in res} == {
+        "host is x86_64, not aarch64: PSCI is the arm64 firmware interface"}
