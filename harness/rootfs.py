@@ -13,8 +13,11 @@ than QEMU copying the bytes into guest RAM.
 from __future__ import annotations
 
 import io
+import py_compile
 import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 from . import aptrepo, cache
@@ -88,8 +91,23 @@ def guestpm_layer(authorized: bool = True) -> bytes:
         rel = path.relative_to(GUEST_PACKAGE.parent)
         w.directory(f"opt/guestpm/harness/{rel.parent}")
         w.file(f"opt/guestpm/harness/{rel}", path.read_bytes())
+        cache_dir = f"opt/guestpm/harness/{rel.parent}/__pycache__"
+        w.directory(cache_dir)
+        w.file(f"{cache_dir}/{rel.stem}.{sys.implementation.cache_tag}.pyc",
+               _pyc(path, f"/opt/guestpm/harness/{rel}"))
     w.close()
     return buf.getvalue()
+
+
+def _pyc(source: Path, guest_path: str) -> bytes:
+    """Bytecode for the guest, hash-checked (no mtimes: the layer stays deterministic).
+    Compiling under TCG costs ~2 s of the first agent call; a guest whose python3 is
+    another version than the host's looks for another cache tag and ignores this."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "x.pyc"
+        py_compile.compile(str(source), cfile=str(out), dfile=guest_path, doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+        return out.read_bytes()
 
 
 def modules_layer(kernel: Kernel, profile: Profile) -> bytes:
