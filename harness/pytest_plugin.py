@@ -142,22 +142,10 @@ def _machine_dir(config: pytest.Config, target: Target, tag: str) -> Path:
     return results_dir(config) / "machines" / f"{_safe(target.id)}-{tag}-{worker}-{next(_counter)}"
 
 
-@pytest.fixture(scope="session")
-def machine(request: pytest.FixtureRequest, target: Target, profile, kernel, initrd):
-    """One booted machine per target, shared by the target's tests."""
-    m = Machine(profile, kernel, initrd, _machine_dir(request.config, target, "shared"),
-                boot_timeout=request.config.getoption("boot_timeout"))
-    try:
-        m.launch()
-        m.wait_ready()
-        yield m
-    finally:
-        m.close()
-
-
 class MachinePool:
-    """Booted machines of one target with other kernel parameters (say kvm-arm.mode=nvhe),
-    booted on first use and shared by the tests of the session, like `machine`."""
+    """The booted machines of one target, one per set of extra kernel parameters
+    (none: `machine`; say kvm-arm.mode=nvhe), booted on first use and shared by the
+    target's tests for the session."""
 
     def __init__(self, config: pytest.Config, target: Target, profile, kernel, initrd):
         self.config, self.target = config, target
@@ -193,6 +181,12 @@ def machine_pool(request: pytest.FixtureRequest, target: Target, profile, kernel
         yield pool
     finally:
         pool.close()
+
+
+@pytest.fixture(scope="session")
+def machine(machine_pool: MachinePool) -> Machine:
+    """One booted machine per target, shared by the target's tests."""
+    return machine_pool.get((), tag="shared")
 
 
 def attach_machine(request: pytest.FixtureRequest, m: Machine) -> None:

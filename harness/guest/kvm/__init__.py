@@ -1,4 +1,4 @@
-"""Minimal /dev/kvm access with ioctl (stdlib only)."""
+"""/dev/kvm from stdlib Python: uapi numbers, VM/vCPU objects, an aarch64 encoder."""
 
 from __future__ import annotations
 
@@ -7,18 +7,7 @@ import fcntl
 import os
 import stat
 
-KVMIO = 0xAE
-
-
-def _IO(nr: int) -> int:
-    # _IO(type, nr): direction and size are zero on every architecture guestpm runs
-    return (KVMIO << 8) | nr
-
-
-KVM_GET_API_VERSION = _IO(0x00)
-KVM_CREATE_VM = _IO(0x01)
-KVM_CHECK_EXTENSION = _IO(0x03)
-KVM_API_VERSION = 12
+from . import uapi
 
 
 def probe(path: str = "/dev/kvm") -> dict:
@@ -35,9 +24,9 @@ def probe(path: str = "/dev/kvm") -> dict:
         out["open_errno"] = errno.errorcode.get(e.errno, e.errno)
         return out
     try:
-        out["api_version"] = fcntl.ioctl(fd, KVM_GET_API_VERSION)
+        out["api_version"] = fcntl.ioctl(fd, uapi.KVM_GET_API_VERSION)
         try:
-            vm = fcntl.ioctl(fd, KVM_CREATE_VM, 0)
+            vm = fcntl.ioctl(fd, uapi.KVM_CREATE_VM, 0)
             os.close(vm)
             out["create_vm"] = "ok"
         except OSError as e:
