@@ -63,37 +63,20 @@ class SSH:
         raise WaitTimeout(f"ssh to root@{self.host}:{self.port} did not come up within "
                           f"{timeout:.0f}s (last error: {last!r})")
 
-    def run(self, command: str, timeout: float = 60, stdin: bytes = b"") -> CommandResult:
-        """Run a command (stdin, if given, is sent and closed first); between reads
-        `watchdog` is called, so a guest that panics mid-command fails now (quoting
-        the panic) rather than at the timeout."""
+    def start(self, command: str, stdin: bytes = b"") -> "Running":
+        """Start a command (stdin, if given, is sent and closed) without waiting for it:
+        for commands that only return after the host acts, like `echo mem`."""
         chan = self.client.get_transport().open_session(timeout=10)
         chan.exec_command(command)
         if stdin:
             chan.sendall(stdin)
         chan.shutdown_write()
-        out, err = bytearray(), bytearray()
-        deadline = time.monotonic() + timeout
-        while True:
-            select.select([chan], [], [], 0.25)
-            while chan.recv_ready():
-                out += chan.recv(65536)
-            while chan.recv_stderr_ready():
-                err += chan.recv_stderr(65536)
-            if chan.exit_status_ready() and not chan.recv_ready() \
-                    and not chan.recv_stderr_ready():
-                break
-            self.watchdog()
-            if time.monotonic() > deadline:
-                chan.close()
-                raise WaitTimeout(f"ssh command `{command}` did not finish within {timeout:.0f}s;"
-                                  f" output so far: {out.decode(errors='replace')[-500:]!r}")
-        status = chan.recv_exit_status()
-        chan.close()
-        if status == -1:          # no exit status: the connection died under the command
-            self.on_lost(command)
-        return CommandResult(command, status, out.decode(errors="replace"),
-                             err.decode(errors="replace"))
+        return Running(self, command, chan)
+
+    def run(self, command: str, timeout: float = 60, stdin: bytes = b"") -> CommandResult:
+        """Run a command; between reads `watchdog` is called, so a guest that panics
+        mid-command fails now (quoting the panic) rather than at the timeout."""
+        return self.start(command, stdin).wait(timeout)
 
     def put(self, data: bytes, path: str, mode: int = 0o644) -> None:
         """Write a file in the guest (dropbear has no sftp-server: `cat` over exec)."""
@@ -103,3 +86,38 @@ class SSH:
     def close(self) -> None:
         self.client.close()
 
+
+class Running:
+    """A command started over ssh: poll `done()`, collect with `wait()`."""
+
+    def __init__(self, ssh: SSH, command: str, chan: paramiko.Channel):
+        self.ssh, self.command, self.chan = ssh, command, chan
+        self.out, self.err = bytearray(), bytearray()
+
+    def _pump(self) -> None:
+        while self.chan.recv_ready():
+            self.out += self.chan.recv(65536)
+        while self.chan.recv_stderr_ready():
+            self.err += self.chan.recv_stderr(65536)
+
+    def done(self) -> bool:
+        self._pump()
+        return self.chan.exit_status_ready() and not self.chan.recv_ready() \
+            and not self.chan.recv_stderr_ready()
+
+    def wait(self, timeout: float = 60) -> CommandResult:
+        deadline = time.monotonic() + timeout
+        while not self.done():
+            select.select([self.chan], [], [], 0.25)
+            self.ssh.watchdog()
+            if time.monotonic() > deadline:
+                self.chan.close()
+                raise WaitTimeout(f"ssh command `{self.command}` did not finish within "
+                                  f"{timeout:.0f}s; output so far: "
+                                  f"{self.out.decode(errors='replace')[-500:]!r}")
+        status = self.chan.recv_exit_status()
+        self.chan.close()
+        if status == -1:          # no exit status: the connection died under the command
+            self.ssh.on_lost(self.command)
+        return CommandResult(self.command, status, self.out.decode(errors="replace"),
+                             self.err.decode(errors="replace"))

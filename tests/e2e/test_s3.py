@@ -1,0 +1,102 @@
+"""x86 guest S3 (suspend to RAM) on q35 and pc, seen from both sides.
+
+Inside: `echo mem > /sys/power/state` over ssh with mem_sleep `deep`. Outside: QMP
+SUSPEND, the wake action, QMP WAKEUP. After each wake the guest's own log shows the S3
+resume sequence and the *same* ssh connection (no reconnect) runs a command.
+
+Each test boots its own machine: on q35 one S3 cycle leaves the chipset broken (the
+PMBASE defect below), which must not leak into other tests."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from harness import profiles
+from harness.power import Cycle, NeverSuspended, suspend_to_ram
+
+pytestmark = [pytest.mark.e2e, pytest.mark.arch("x86_64")]
+
+CHIPSETS = {"q35": "x86_64", "pc": "x86_64-pc"}
+RESUMED = "ACPI: PM: Waking up from system sleep state S3"
+
+
+class PmbaseDefect(AssertionError):
+    """QEMU 7.2 q35 (also QEMU 10, SeaBIOS 1.17): after the first S3 resume the ICH9 LPC's
+    PMBASE (config 0x40) reads 0x0001 and ACPI_CNTL (0x44) 0, so the next `echo mem`
+    returns at once with no SUSPEND. docs/known-defects.md."""
+
+
+def _boot(machine_factory, chipset: str):
+    m = machine_factory(profile=profiles.get(CHIPSETS[chipset]))
+    m.launch()
+    m.wait_ready()
+    modes = m.ssh.run("cat /sys/power/mem_sleep").check().output.strip()
+    assert "deep" in modes, f"{chipset}: S3 enabled in QEMU but mem_sleep offers only {modes!r}"
+    m.ssh.run("echo deep > /sys/power/mem_sleep").check()
+    return m
+
+
+def _wake(m, how: str):
+    """The wake action after QMP SUSPEND; an RTC alarm is armed before and needs none."""
+    if how == "system_wakeup":
+        return lambda: m.qmp.execute("system_wakeup")
+    if how == "key":
+        return lambda: m.qmp.execute("send-key", keys=[{"type": "qcode", "data": "spc"}])
+    if how == "rtc":
+        m.ssh.run("echo 0 > /sys/class/rtc/rtc0/wakealarm && "
+                  "echo +5 > /sys/class/rtc/rtc0/wakealarm").check()
+        return None
+    raise ValueError(how)
+
+
+def _assert_resumed(m, cycle: Cycle, cycles_so_far: int) -> None:
+    assert cycle.status == 0, f"`echo mem` exited {cycle.status} after the wake"
+    log = m.ssh.run("dmesg").check().output        # the same connection that suspended
+    assert "PM: suspend entry (deep)" in log
+    assert len(re.findall(re.escape(RESUMED), log)) == cycles_so_far, \
+        f"expected {cycles_so_far} x {RESUMED!r}; PM lines:\n" + \
+        "\n".join(ln for ln in log.splitlines() if "PM:" in ln)
+    assert "PM: suspend exit" in log
+
+
+@pytest.mark.parametrize("how", ["system_wakeup", "rtc", "key"])
+def test_s3_on_q35_wakes_by(machine_factory, how):
+    m = _boot(machine_factory, "q35")
+    cycle = suspend_to_ram(m, _wake(m, how), what=f"q35 S3, wake by {how}")
+    _assert_resumed(m, cycle, 1)
+
+
+def test_s3_on_pc_three_consecutive_cycles(machine_factory):
+    """One pc guest, three cycles, one wake source each: QMP system_wakeup, an RTC
+    alarm armed before suspending, a key press."""
+    m = _boot(machine_factory, "pc")
+    for n, how in enumerate(("system_wakeup", "rtc", "key"), 1):
+        cycle = suspend_to_ram(m, _wake(m, how), what=f"pc S3 cycle {n}, wake by {how}")
+        _assert_resumed(m, cycle, n)
+
+
+def _pmbase(m) -> tuple[int, int]:
+    cfg = m.ssh.run("od -An -tx1 -j64 -N5 /sys/bus/pci/devices/0000:00:1f.0/config") \
+        .check().output.split()
+    return int(cfg[1] + cfg[0], 16), int(cfg[4], 16)
+
+
+@pytest.mark.xfail(raises=PmbaseDefect, strict=True,
+                   reason="QEMU q35: PMBASE reads 0x0001 after the first S3 resume; "
+                          "the second `echo mem` returns at once (docs/known-defects.md)")
+def test_s3_on_q35_second_cycle(machine_factory):
+    m = _boot(machine_factory, "q35")
+    before = _pmbase(m)
+    _assert_resumed(m, suspend_to_ram(m, _wake(m, "system_wakeup"), what="q35 cycle 1"), 1)
+    after = _pmbase(m)
+    try:
+        cycle = suspend_to_ram(m, _wake(m, "system_wakeup"), what="q35 cycle 2")
+    except NeverSuspended as e:
+        if after[0] & ~1 == 0 and before[0] & ~1 != 0:
+            raise PmbaseDefect(f"{e}\nPMBASE/ACPI_CNTL before the first S3 "
+                               f"{before[0]:#06x}/{before[1]:#04x}, after it "
+                               f"{after[0]:#06x}/{after[1]:#04x}") from None
+        raise
+    _assert_resumed(m, cycle, 2)
