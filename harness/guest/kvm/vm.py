@@ -247,8 +247,8 @@ class Vcpu:
     def run(self, timeout: float = 10.0) -> Exit:
         """KVM_RUN once, bounded: past `timeout` a SIGALRM kicks the vCPU out (EINTR)
         and VcpuHang reports its state. Signals need the main thread."""
-        use_alarm = threading.current_thread() is threading.main_thread()
-        old = None
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("Vcpu.run() must run in the main thread: its bound is SIGALRM")
         fired = False
 
         def on_alarm(signum, frame):
@@ -256,9 +256,8 @@ class Vcpu:
             fired = True
             raise _Alarm()
 
-        if use_alarm:
-            old = signal.signal(signal.SIGALRM, on_alarm)
-            signal.setitimer(signal.ITIMER_REAL, timeout)
+        old = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
         t0 = time.monotonic()
         try:
             fcntl.ioctl(self.fd, uapi.KVM_RUN, 0)
@@ -268,9 +267,8 @@ class Vcpu:
             if not fired:
                 raise
         finally:
-            if use_alarm:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, old)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
         elapsed = time.monotonic() - t0
         if fired:
             state = self.state_hook() if self.state_hook else {"vcpu": self.id}
