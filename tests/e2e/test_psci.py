@@ -52,9 +52,9 @@ class KvmHost:
 
 @pytest.fixture(scope="session", params=list(MODES))
 def kvm_host(request, machine, machine_pool) -> KvmHost:
-    mode = request.param
-    m = machine if not MODES[mode] else machine_pool.get(MODES[mode], tag=mode)
-    return KvmHost(mode, m)
+    # `machine` is the pool's no-extra-parameters member; naming it keeps the per-test
+    # console slices of the shared machine (see the plugin's _artifacts fixture).
+    return KvmHost(request.param, machine_pool.get(MODES[request.param], tag=request.param))
 
 
 @pytest.fixture
