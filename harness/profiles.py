@@ -56,7 +56,9 @@ X86_64_Q35 = Profile(
     console="ttyS0",
     image_format="bzImage",
     globals=("ICH9-LPC.disable_s3=0", "ICH9-LPC.disable_s4=0"),
-    modules=_COMMON_MODULES + ("kvm", "kvm_amd"),
+    # button: the ACPI power button, whose fixed event wakes s2idle and which the
+    # guest's input layer reports as KEY_POWER
+    modules=_COMMON_MODULES + ("kvm", "kvm_amd", "button"),
     kvm_evidence=(r"Nested Virtualization enabled",),
     kvm_module="kvm_amd",
     extra_append=("no_console_suspend",),
