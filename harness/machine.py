@@ -59,6 +59,7 @@ class BootInfo:
 
 # Anchored at the line end: pexpect may see a line before all of it has arrived.
 READY = re.compile(r"guestpm: ready uptime=([\d.]+) release=(\S+)\r?\n")
+RESTORED_OR_FRESH = re.compile(r"(PM: hibernation: hibernation exit)\r?\n|guestpm: ready uptime=")
 HOSTKEY = re.compile(r"guestpm: hostkey (ssh-\S+ \S+)[^\n]*\n")
 
 
@@ -86,30 +87,39 @@ class Machine:
         self.boot: BootInfo | None = None
         self.ssh_connect_timeout = 60.0
         self.started_at = 0.0
+        self.launches = 0            # QEMU runs of this machine (relaunch() adds one)
         self._closed = False
 
     # ------------------------------------------------------------ paths
     @property
     def console_log(self) -> Path:
-        return self.workdir / "console.log"
+        return self.workdir / self._run_name("console.log")
 
     @property
     def qmp_log(self) -> Path:
-        return self.workdir / "qmp-events.jsonl"
+        return self.workdir / self._run_name("qmp-events.jsonl")
 
     @property
     def stderr_log(self) -> Path:
-        return self.workdir / "qemu-stderr.log"
+        return self.workdir / self._run_name("qemu-stderr.log")
 
     @property
     def cmdline_file(self) -> Path:
-        return self.workdir / "qemu-cmdline.txt"
+        return self.workdir / self._run_name("qemu-cmdline.txt")
+
+    def _run_name(self, name: str) -> str:
+        """Logs of the first QEMU run keep their plain names; a relaunch's get .runN."""
+        if self.launches <= 1:
+            return name
+        stem, _, ext = name.rpartition(".")
+        return f"{stem}.run{self.launches}.{ext}"
 
     def artifacts(self) -> str:
         return f"artifacts in {self.workdir}"
 
     # ------------------------------------------------------------ lifecycle
     def launch(self) -> "Machine":
+        self.launches += 1
         qmp_ours, qmp_theirs = socket.socketpair()
         con_ours, con_theirs = socket.socketpair()
         spec = cmdline.BootSpec(
@@ -136,6 +146,35 @@ class Machine:
             raise BootError(f"QEMU did not answer on QMP: {self._stderr_tail()} "
                             f"({self.artifacts()})") from None
         return self
+
+    def relaunch(self) -> "Machine":
+        """Start the same command line again, once QEMU has exited (say, after the
+        guest powered off to hibernate).  The keys are the same, so a guest that
+        restores its memory accepts this harness again; logs of this run are *.runN.*"""
+        if self.alive():
+            raise BootError("relaunch() while QEMU still runs: power the guest off first")
+        if self._ssh:
+            self._ssh.close()
+            self._ssh = None
+        if self.qmp:
+            self.qmp.close()
+        if self.console:
+            self.console.close()
+        self.ssh_port, self.boot = None, None
+        return self.launch()
+
+    def wait_restored(self, timeout: float | None = None) -> bool:
+        """After relaunch() of a hibernated guest: True once the restored kernel reports
+        "hibernation exit" (ssh then reconnects to the restored dropbear, whose host key
+        must be the one seen before); False if /init booted afresh instead."""
+        timeout = timeout or self.boot_timeout
+        m = self.console.expect(RESTORED_OR_FRESH, timeout, "the restored kernel's "
+                                "'PM: hibernation: hibernation exit' or /init's ready line",
+                                self._watchdog)
+        if m.group(1) is None:
+            return False
+        self.ssh_port = self._forwarded_port()
+        return True
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

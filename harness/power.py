@@ -12,6 +12,7 @@ from typing import Callable
 
 from .errors import WaitTimeout
 from .machine import Machine
+from .ssh import Running
 
 
 class NeverSuspended(AssertionError):
@@ -30,22 +31,27 @@ class Cycle:
     status: int           # of `echo mem > /sys/power/state`
 
 
+def _still_suspending(m: Machine, cmd: Running, what: str, evidence: str) -> Callable[[], None]:
+    """A watchdog for the wait on a suspend's evidence: the guest and QEMU live, and the
+    write to /sys/power/state still blocks (one that returned is NeverSuspended)."""
+    def check() -> None:
+        m._watchdog()
+        if cmd.done():
+            r = cmd.wait(1)
+            raise NeverSuspended(
+                f"{what}: the guest never suspended: `{cmd.command}` returned status "
+                f"{r.status} ({r.stderr.strip() or 'no error printed'}) before {evidence} "
+                f"({m.artifacts()})")
+    return check
+
+
 def suspend_to_ram(m: Machine, wake: Callable[[], None] | None, timeout: float = 60,
                    what: str = "S3") -> Cycle:
     """`echo mem > /sys/power/state` over ssh; after QMP SUSPEND call `wake` (None: the
     guest wakes itself, e.g. an RTC alarm); then QMP WAKEUP and the write's return."""
     t0 = time.time()
     cmd = m.ssh.start("echo mem > /sys/power/state")
-
-    def returned_early() -> None:
-        m._watchdog()
-        if cmd.done():
-            r = cmd.wait(1)
-            raise NeverSuspended(
-                f"{what}: the guest never suspended: `echo mem > /sys/power/state` returned "
-                f"status {r.status} ({r.stderr.strip() or 'no error printed'}) before any "
-                f"QMP SUSPEND ({m.artifacts()})")
-
+    returned_early = _still_suspending(m, cmd, what, "any QMP SUSPEND")
     m.qmp.wait_event("SUSPEND", after=t0, timeout=timeout, watchdog=returned_early)
     t1 = time.time()
     if wake:
@@ -59,3 +65,84 @@ def suspend_to_ram(m: Machine, wake: Callable[[], None] | None, timeout: float =
     t3 = time.time()
     r = cmd.wait(timeout)
     return Cycle(suspend_s=t1 - t0, wake_s=t3 - t2, return_s=time.time() - t3, status=r.status)
+
+
+class NeverHibernated(AssertionError):
+    """The write of `disk` to /sys/power/state returned, and QEMU kept running."""
+
+
+@dataclass
+class IdleCycle:
+    entered_s: float      # write started -> the guest's evidence that it waits in s2idle
+    wake_at: float        # host time.time() when the wake action was sent
+    return_s: float       # wake action -> the guest's write returned
+    status: int           # of `echo STATE > /sys/power/state`
+    stderr: str
+
+
+def suspend_to_idle(m: Machine, wake: Callable[[], None],
+                    entered: Callable[[Callable[[], None]], None], state: str = "freeze",
+                    timeout: float = 60, what: str = "s2idle") -> IdleCycle:
+    """`echo STATE > /sys/power/state` over ssh; `entered(watchdog)` blocks until the
+    guest shows it sits in the s2idle wait (QMP sees nothing of s2idle: the evidence
+    is the guest's own, e.g. its firmware's LPS0 calls or its console); then `wake()`,
+    and the write must return."""
+    t0 = time.time()
+    cmd = m.ssh.start(f"echo {state} > /sys/power/state")
+    returned_early = _still_suspending(m, cmd, what, "it showed the s2idle wait")
+    entered(returned_early)
+    t1 = time.time()
+    returned_early()             # the evidence came, and the write still blocks
+    wake()
+    t2 = time.time()
+    try:
+        r = cmd.wait(timeout)
+    except WaitTimeout as e:
+        raise NeverWoke(f"{what}: in s2idle but never woke: {e}; console tail "
+                        f"({m.console_log}):\n{m.console.tail()}") from None
+    return IdleCycle(entered_s=t1 - t0, wake_at=t2, return_s=time.time() - t2,
+                     status=r.status, stderr=r.stderr)
+
+
+@dataclass
+class Hibernation:
+    poweroff_s: float     # write started -> QEMU exited
+    events: list[dict]    # QMP events from the write to QEMU's exit
+    exit_status: int      # QEMU's
+
+    def names(self) -> list[str]:
+        return [e["event"] for e in self.events]
+
+
+def hibernate(m: Machine, timeout: float = 180) -> Hibernation:
+    """`echo disk > /sys/power/state` over ssh, until the guest powered off and QEMU
+    exited.  A write that returns while QEMU runs is NeverHibernated, with its error."""
+    t0 = time.time()
+    cmd = m.ssh.start("echo disk > /sys/power/state")
+    deadline = time.monotonic() + timeout
+    while m.alive():
+        m.console.check_fatal()
+        if cmd.done():
+            # the connection also ends when the guest powers off: give QEMU time to exit
+            settle = time.monotonic() + 3
+            while m.alive() and time.monotonic() < settle:
+                time.sleep(0.1)
+            if not m.alive():
+                break
+            r = cmd.wait(1)
+            raise NeverHibernated(
+                f"the guest did not hibernate: `echo disk > /sys/power/state` returned "
+                f"status {r.status} ({r.stderr.strip() or 'no error printed'}) and the "
+                f"guest runs on ({m.artifacts()})")
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"hibernation: the guest still runs {timeout:.0f}s after "
+                              f"`echo disk`; console tail ({m.console_log}):\n"
+                              f"{m.console.tail()}")
+        time.sleep(0.1)
+    poweroff = time.time() - t0
+    try:                            # QEMU sent SHUTDOWN before exiting: let QMP read it
+        m.qmp.wait_event("SHUTDOWN", after=t0, timeout=3)
+    except WaitTimeout:
+        pass
+    return Hibernation(poweroff, [e for e in m.qmp.events if e["host_time"] >= t0],
+                       m.proc.wait())

@@ -1,0 +1,103 @@
+"""Hibernation (suspend to disk) on x86_64 and arm64, from both sides.
+
+Each test gets a qcow2 overlay on a cached, empty swap image (harness/disks.py) as the
+guest's vda.  Inside: `echo disk > /sys/power/state` over ssh.  Outside: QMP
+SUSPEND_DISK (x86: ACPI S4) and SHUTDOWN {guest: true, reason: guest-shutdown}, then
+QEMU's exit; QEMU's arm64 firmware is PSCI 1.1, so the arm64 guest powers off with
+SYSTEM_OFF and there is no SUSPEND_DISK.  Then the *same* command line starts again
+(`Machine.relaunch`: same arguments, same keys): the booting kernel must find the image
+and restore it, and the restored guest must still hold what only lived in its memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import disks
+from harness.errors import GuestPanic
+from harness.power import NeverHibernated, hibernate
+
+pytestmark = [pytest.mark.e2e]
+
+RESUME = "guestpm.resume=vda"     # /init points /sys/power/resume at vda (guest-rootfs/init)
+# Kernel defect seen on Debian's 6.12 arm64 (52-bit VA with LPA2, which QEMU's -cpu max
+# offers), gone in 7.2 and absent with lpa2=off: docs/known-defects.md
+TRANS_PGD_OOPS = "trans_pgd_create_copy"
+
+
+def _boot(machine_factory, tmp_path, resume: bool = True):
+    image = disks.overlay(disks.swap_base(), tmp_path / "swap.qcow2")
+    # no_console_suspend: a restore that crashes says so on the console at once
+    m = machine_factory(qemu_args=disks.virtio_disk_args(image),
+                        append=("no_console_suspend",) + ((RESUME,) if resume else ()))
+    m.launch()
+    m.wait_ready()
+    return m
+
+
+def _expected_events(profile) -> list[str]:
+    # x86: the ACPI S4 request, then the power-off; arm64: PSCI SYSTEM_OFF only
+    return (["SUSPEND_DISK"] if profile.arch == "x86_64" else []) + ["SHUTDOWN"]
+
+
+def test_hibernate_round_trip_keeps_memory_and_processes(machine_factory, tmp_path, profile):
+    m = _boot(machine_factory, tmp_path)
+    before = m.ssh.run(
+        "swapon /dev/vda && echo guestpm-$RANDOM-$RANDOM > /run/only-in-memory && "
+        "(sleep 100000 & echo $! > /run/sleeper) && "
+        "cat /run/only-in-memory /run/sleeper /proc/sys/kernel/random/boot_id").check()
+    value, pid, boot_id = before.output.split()
+    host_key = m.host_key
+
+    h = hibernate(m)
+    got = [n for n in h.names() if n in ("SUSPEND_DISK", "SHUTDOWN")]
+    assert got == _expected_events(profile), \
+        f"QMP events from `echo disk` to QEMU's exit: {h.names()} ({m.qmp_log})"
+    shutdown = next(e for e in h.events if e["event"] == "SHUTDOWN")["data"]
+    assert shutdown == {"guest": True, "reason": "guest-shutdown"}, shutdown
+    assert h.exit_status == 0, f"QEMU exited {h.exit_status} ({m.stderr_log})"
+
+    m.relaunch()
+    try:
+        restored = m.wait_restored()
+    except GuestPanic as e:
+        if profile.arch == "arm64" and TRANS_PGD_OOPS in str(e):
+            pytest.xfail("known kernel defect: the arm64 restore oopses in "
+                         "trans_pgd_create_copy (paging request in the linear map copy, "
+                         f"52-bit VA/LPA2); docs/known-defects.md ({m.console_log})")
+        raise
+    assert restored, f"the same command line booted afresh instead of restoring ({m.console_log})"
+    booting = m.console_log.read_text(errors="replace")
+    assert "PM: hibernation: resume from hibernation" in booting, \
+        f"the booting kernel never said it resumes ({m.console_log})"
+    assert m.host_key == host_key          # ssh reconnects (new QEMU, new port) to the old dropbear
+    after = m.ssh.run("cat /run/only-in-memory /proc/sys/kernel/random/boot_id && "
+                      f"kill -0 {pid} && echo running").check()
+    assert after.output.split() == [value, boot_id, "running"], \
+        f"before hibernation: {value} {boot_id} pid {pid}; after: {after.output.split()}"
+    log = m.ssh.run("dmesg").check().output
+    assert "PM: hibernation: hibernation entry" in log and \
+        "PM: hibernation: hibernation exit" in log
+    if profile.arch == "x86_64":
+        assert "ACPI: PM: Waking up from system sleep state S4" in log
+
+
+def test_fresh_boot_with_empty_swap_does_not_resume(machine_factory, tmp_path):
+    m = _boot(machine_factory, tmp_path)       # resume=vda, but vda is a fresh swap
+    console = m.console_log.read_text(errors="replace")
+    assert "guestpm: no hibernation image on vda: booting afresh" in console
+    log = m.ssh.run("dmesg").check().output
+    assert "resume from hibernation" not in log, "a fresh boot claimed to resume"
+    assert "PM: Image not found" in log, "the kernel did not look for an image on vda"
+
+
+def test_hibernate_without_a_swap_device_fails_cleanly(machine_factory, tmp_path):
+    """No swap is on and no resume device is set: the write must fail with an error
+    and the guest must run on, with no power-off seen by QEMU."""
+    m = _boot(machine_factory, tmp_path, resume=False)
+    with pytest.raises(NeverHibernated) as refused:
+        hibernate(m, timeout=120)
+    assert "status 1" in str(refused.value), refused.value
+    events = [e["event"] for e in m.qmp.events if e["event"] in ("SUSPEND_DISK", "SHUTDOWN")]
+    assert not events, f"QEMU saw {events} though the guest refused"
+    log = m.ssh.run("dmesg").check().output          # the guest is up and answers
+    assert "Cannot find swap device" in log, "dmesg does not say why hibernation failed"
