@@ -36,6 +36,7 @@ class Kernel:
     modules: Path | None         # .../lib/modules/RELEASE
     config: Path | None
     origin: str                  # human description (package and version, or path)
+    debian: tuple[str, str] | None = None   # (suite, source version) of a stock Debian kernel
 
     def config_options(self) -> dict[str, str]:
         if not self.config or not self.config.exists():
@@ -187,7 +188,8 @@ def _debian(label: str, profile: Profile, progress: Progress) -> Kernel:
     image = dest / meta["image"]
     return Kernel(f"debian:{label}", profile.arch, image, meta["release"], dest / meta["modules"],
                   dest / meta["config"] if meta.get("config") else None,
-                  f"Debian {suite} {', '.join(meta['packages'])}")
+                  f"Debian {suite} {', '.join(meta['packages'])}",
+                  debian=(suite, meta["packages"][0].partition("=")[2]))
 
 
 def _fetch(label: str, suite: str, profile: Profile, dest: Path, progress: Progress) -> None:
