@@ -24,7 +24,8 @@ from .machine import Machine, install_signal_handlers
 
 ROOT = Path(__file__).resolve().parent.parent
 # Debian packages the host needs, by the command that proves each is there.
-HOST_PACKAGES = {"mmdebstrap": "mmdebstrap", "dpkg-deb": "dpkg", "apt-get": "apt"}
+HOST_PACKAGES = {"mmdebstrap": "mmdebstrap", "dpkg-deb": "dpkg", "apt-get": "apt",
+                 "iasl": "acpica-tools", "qemu-img": "qemu-utils"}
 
 
 def say(msg: str) -> None:

@@ -80,6 +80,40 @@ def dmesg(grep: str = "") -> dict:
     return {"lines": [ln for ln in kernel_log() if grep in ln]}
 
 
+@scenario
+def acpi_device(hid: str) -> dict:
+    """The ACPI devices with _HID `hid`, as the guest's sysfs shows them: status and the
+    driver bound to the ACPI device itself or to its physical node (a platform driver)."""
+    base = "/sys/bus/acpi/devices"
+    found = []
+    for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        if name.split(":")[0] != hid:
+            continue
+        dev = os.path.join(base, name)
+        drivers = {}
+        for node in ["."] + sorted(n for n in os.listdir(dev) if n.startswith("physical_node")):
+            link = os.path.join(dev, node, "driver")
+            if os.path.islink(link):
+                drivers[os.path.normpath(os.path.join(dev, node))] = \
+                    os.path.basename(os.readlink(link))
+        found.append({"name": name, "status": _read(os.path.join(dev, "status")),
+                      "path": _read(os.path.join(dev, "path")), "drivers": drivers})
+    return {"hid": hid, "devices": found}
+
+
+@scenario
+def wakeup_irq() -> dict:
+    """/sys/power/pm_wakeup_irq and the /proc/interrupts line that names that IRQ."""
+    irq = _read("/sys/power/pm_wakeup_irq")
+    line = None
+    if irq and irq.isdigit():
+        for ln in (_read("/proc/interrupts") or "").splitlines():
+            if ln.split(":", 1)[0].strip() == irq:
+                line = " ".join(ln.split())
+    return {"irq": irq, "interrupts": line,
+            "names": line.split()[-1].split(",") if line else []}
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in SCENARIOS:
         print(json.dumps({"error": f"unknown scenario; known: {sorted(SCENARIOS)}"}))

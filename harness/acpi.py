@@ -1,0 +1,126 @@
+"""Firmware tables the harness adds to x86 guests, and the channel they report on.
+
+ASL sources live in guest-rootfs/acpi/ and are compiled with iasl (Debian's
+acpica-tools) at build time, cached by source digest.  The s2idle SSDT's methods write
+one line per evaluation to I/O port 0xE9, served by QEMU's isa-debugcon into a file
+chardev in the machine's directory; `DebugconTap` reads those lines as they arrive,
+stamped with the host time it first saw them."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import cache
+from .errors import SetupError, WaitTimeout
+
+ASL_DIR = Path(__file__).resolve().parent.parent / "guest-rootfs" / "acpi"
+DEBUGCON_LOG = "acpi-debugcon.log"
+DEBUGCON_PORT = 0xE9
+
+
+class AslError(SetupError):
+    """iasl rejected an ASL source; the message carries iasl's own error lines."""
+
+
+def iasl() -> str:
+    path = shutil.which("iasl")
+    if not path:
+        raise SetupError("iasl not found: apt-get install acpica-tools (or run `guestpm setup`), "
+                         "needed to compile the guest's ACPI tables from guest-rootfs/acpi/")
+    return path
+
+
+def compile_asl(source: Path) -> Path:
+    """The AML for `source`, compiled once per source text and iasl binary."""
+    compiler = iasl()
+    text = source.read_bytes()
+    key = cache.digest(text, Path(compiler).read_bytes())[:16]
+    aml = cache.cache_dir() / "acpi" / f"{source.stem}-{key}.aml"
+    if aml.exists():
+        return aml
+    with tempfile.TemporaryDirectory(prefix="guestpm-iasl-") as tmp:
+        src = Path(tmp) / source.name
+        src.write_bytes(text)
+        proc = subprocess.run([compiler, "-p", str(Path(tmp) / source.stem), "-vi", str(src)],
+                              capture_output=True, text=True, cwd=tmp)
+        out = Path(tmp) / f"{source.stem}.aml"
+        if proc.returncode != 0 or not out.exists():
+            raise AslError(f"iasl could not compile {source}:\n"
+                           + asl_errors(proc.stdout + proc.stderr).replace(str(src), str(source)))
+        cache.write_atomic(aml, out.read_bytes())
+    return aml
+
+
+def asl_errors(output: str) -> str:
+    """iasl's diagnostics without its banner: the lines a developer needs."""
+    keep = [ln for ln in output.splitlines()
+            if ln.strip() and not re.match(r"\s*(Intel ACPI Component|ASL\+ Optimizing|"
+                                            r"Copyright|Compiler aborting|ASL Input:|"
+                                            r"AML Output:|Compilation complete)", ln)]
+    return "\n".join(keep) or output.strip() or "(iasl printed nothing)"
+
+
+def s2idle_qemu_args(log_name: str = DEBUGCON_LOG) -> tuple[str, ...]:
+    """QEMU arguments for the s2idle SSDT and its debug port (relative to the machine's
+    directory, QEMU's working directory)."""
+    aml = compile_asl(ASL_DIR / "s2idle.asl")
+    return ("-acpitable", f"file={aml}",
+            "-chardev", f"file,id=gpmacpi,path={log_name}",
+            "-device", f"isa-debugcon,iobase={DEBUGCON_PORT:#x},chardev=gpmacpi")
+
+
+@dataclass(frozen=True)
+class Line:
+    seen: float        # host time.time() when the tap first read it
+    text: str
+
+
+class DebugconTap:
+    """The lines the guest's firmware wrote to the debug port, in order of arrival."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lines: list[Line] = []
+        self._partial = ""
+        self._offset = 0
+
+    def poll(self) -> list[Line]:
+        """Read what arrived since the last poll; returns the new lines."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(data)
+        now = time.time()
+        *complete, self._partial = (self._partial + data.decode(errors="replace")).split("\n")
+        new = [Line(now, t.strip()) for t in complete if t.strip()]
+        self.lines.extend(new)
+        return new
+
+    def texts(self, since: int = 0) -> list[str]:
+        return [ln.text for ln in self.lines[since:]]
+
+    def wait_for(self, done: Callable[[list[str]], bool], timeout: float, what: str,
+                 watchdog: Callable[[], None] = lambda: None, since: int = 0) -> list[str]:
+        """Poll until done(lines since `since`) holds; WaitTimeout names what is missing
+        and quotes what did arrive."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.poll()
+            if done(self.texts(since)):
+                return self.texts(since)
+            watchdog()
+            if time.monotonic() > deadline:
+                raise WaitTimeout(f"{what} did not reach the host's debug port within "
+                                  f"{timeout:.0f}s; it received {self.texts(since) or 'nothing'} "
+                                  f"({self.path})")
+            time.sleep(0.05)

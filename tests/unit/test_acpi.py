@@ -1,0 +1,97 @@
+"""The s2idle SSDT's build and its debug-port channel; disks; the stand-in's build gate."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import acpi, disks, extmod, kernels
+from harness.errors import SetupError
+
+GOLDEN = Path(__file__).parent / "golden" / "acpi"
+needs_iasl = pytest.mark.skipif(not shutil.which("iasl"), reason="iasl (acpica-tools) absent")
+
+
+def test_missing_iasl_names_the_package(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda cmd: None)
+    with pytest.raises(SetupError, match="iasl not found: apt-get install acpica-tools"):
+        acpi.compile_asl(acpi.ASL_DIR / "s2idle.asl")
+
+
+def test_asl_errors_keep_the_diagnostics_and_drop_the_banner():
+    out = (GOLDEN / "iasl-syntax-error.txt").read_text()
+    kept = acpi.asl_errors(out).splitlines()
+    assert kept[0] == "/tmp/mm/bad.asl(54) : error    6126 - syntax error"
+    assert not any("Compiler aborting" in ln or "Intel ACPI" in ln for ln in kept)
+    assert kept[-1].startswith("No AML files were generated")
+
+
+@needs_iasl
+def test_the_shipped_ssdt_compiles_and_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("GUESTPM_CACHE", str(tmp_path))
+    aml = acpi.compile_asl(acpi.ASL_DIR / "s2idle.asl")
+    assert aml.read_bytes()[:4] == b"SSDT"
+    assert b"PNP0D80" in aml.read_bytes() and b"HYPE0001" in aml.read_bytes()
+    assert acpi.compile_asl(acpi.ASL_DIR / "s2idle.asl") == aml
+
+
+@needs_iasl
+def test_an_ssdt_that_does_not_compile_shows_the_compiler_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("GUESTPM_CACHE", str(tmp_path / "cache"))
+    bad = tmp_path / "bad.asl"
+    bad.write_text((acpi.ASL_DIR / "s2idle.asl").read_text().replace(
+        "Return (0x0F)", "Return (0x0F", 1))
+    with pytest.raises(acpi.AslError) as e:
+        acpi.compile_asl(bad)
+    assert f"{bad}(" in str(e.value) and "syntax error" in str(e.value)
+    assert "/tmp/guestpm-iasl-" not in str(e.value)     # the user's path, not our scratch copy
+
+
+def test_qemu_args_attach_the_table_and_the_debug_port(tmp_path, monkeypatch):
+    monkeypatch.setattr(acpi, "compile_asl", lambda src: tmp_path / "s2idle-x.aml")
+    assert acpi.s2idle_qemu_args() == (
+        "-acpitable", f"file={tmp_path}/s2idle-x.aml",
+        "-chardev", "file,id=gpmacpi,path=acpi-debugcon.log",
+        "-device", "isa-debugcon,iobase=0xe9,chardev=gpmacpi")
+
+
+def test_debugcon_tap_reads_lines_as_they_arrive(tmp_path):
+    log = tmp_path / "d.log"
+    tap = acpi.DebugconTap(log)
+    assert tap.poll() == []                          # QEMU has not created it yet
+    log.write_bytes(b"lps0 3\nlps0 7\nlps0")
+    assert [ln.text for ln in tap.poll()] == ["lps0 3", "lps0 7"]
+    with open(log, "ab") as fh:
+        fh.write(b" 5\n\nhype 1\n")
+    assert [ln.text for ln in tap.poll()] == ["lps0 5", "hype 1"]
+    assert tap.texts(2) == ["lps0 5", "hype 1"]
+    assert tap.wait_for(lambda t: "hype 1" in t, 1, "x") == tap.texts()
+
+
+def test_debugcon_wait_names_what_is_missing_and_what_came(tmp_path):
+    log = tmp_path / "d.log"
+    log.write_bytes(b"lps0 3\n")
+    with pytest.raises(acpi.WaitTimeout, match=r"LPS0 entry did not reach .* received "
+                                               r"\['lps0 3'\]"):
+        acpi.DebugconTap(log).wait_for(lambda t: False, 0.2, "LPS0 entry")
+
+
+def test_the_standin_needs_a_debian_kernel(tmp_path):
+    k = kernels.Kernel("path:/x/bzImage", "x86_64", Path("/x/bzImage"), "7.2.0", None, None,
+                       "/x/bzImage")
+    with pytest.raises(extmod.Unbuildable, match="not a stock Debian kernel"):
+        extmod.build(Path(__file__).parents[1] / "fixtures" / "vpmc_standin", k, "amd64")
+
+
+@pytest.mark.skipif(not shutil.which("qemu-img"), reason="qemu-img (qemu-utils) absent")
+def test_swap_overlay_is_fresh_and_backed_by_the_cached_base(tmp_path, monkeypatch):
+    monkeypatch.setenv("GUESTPM_CACHE", str(tmp_path / "cache"))
+    base = disks.swap_base(size_mb=16)
+    assert base.read_bytes()[4096 - 10:4096] == b"SWAPSPACE2"
+    ov = disks.overlay(base, tmp_path / "t" / "swap.qcow2")
+    info = subprocess.run(["qemu-img", "info", str(ov)], capture_output=True, text=True).stdout
+    assert f"backing file: {base}" in info
+    assert disks.virtio_disk_args(ov) == (
+        "-drive", f"if=none,id=swap,file={ov},format=qcow2",
+        "-device", "virtio-blk-pci,drive=swap")
