@@ -5,7 +5,7 @@ Options:  --kernel SPEC (repeatable; default the Debian kernels)
           --results DIR  (artifacts, KTAP, JUnit; default ./results)
 Markers:  @pytest.mark.arch("arm64", ...)       other arches SKIP, naming the arch
           @pytest.mark.needs_config("KVM", ...)  SKIP when the kernel's config lacks it
-          @pytest.mark.harness_selftest          runs on the first target only
+          @pytest.mark.harness_selftest          runs on the first target only (of its arch)
 
 Under pytest-xdist every test of one target lands on one worker (xdist_group),
 so each target boots once per run; machines, sockets and ports are per process.
@@ -103,7 +103,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target" in metafunc.fixturenames:
         ts = targets(metafunc.config)
         if metafunc.definition.get_closest_marker("harness_selftest"):
-            ts = ts[:1]
+            # the first target the test can run on (an arch-specific self-test must
+            # not land on a target of another arch and skip everywhere)
+            arch = metafunc.definition.get_closest_marker("arch")
+            ts = [t for t in ts if not arch or t.arch in arch.args][:1] or ts[:1]
         metafunc.parametrize("target", ts, ids=[t.id for t in ts], scope="session")
 
 
@@ -265,8 +268,8 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     if report.failed:
         lines = [f"test artifacts: {item.stash.get(_ARTIFACTS, '(none)')}"]
         for m in item.stash.get(_MACHINES, []):
-            lines.append(f"machine {m.workdir}: qemu-cmdline.txt, qemu-stderr.log, "
-                         "console.log, qmp-events.jsonl")
+            files = sorted(p.name for p in m.workdir.iterdir()) if m.workdir.is_dir() else []
+            lines.append(f"machine {m.workdir}: {', '.join(files) or '(empty)'}")
         report.sections.append(("guestpm artifacts", "\n".join(lines)))
 
 

@@ -17,6 +17,7 @@ import pytest
 from harness import acpi, extmod
 from harness.acpi import DebugconTap
 from harness.power import IdleCycle, NeverSuspended, NeverWoke, suspend_to_idle
+from harness.pytest_plugin import progress
 
 pytestmark = [pytest.mark.e2e]
 
@@ -145,7 +146,7 @@ def test_hype0001_notify_on_the_kernel_under_test(machine_factory):
 
 def _standin(machine_factory, kernel, profile, early: bool) -> S2idleX86:
     try:
-        ko = extmod.build(STANDIN, kernel, profile.deb_arch, print)
+        ko = extmod.build(STANDIN, kernel, profile.deb_arch, progress)
     except extmod.Unbuildable as e:
         pytest.skip(f"the HYPE0001 stand-in cannot be built: {e}")
     s = S2idleX86(machine_factory)
