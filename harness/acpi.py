@@ -8,7 +8,9 @@ stamped with the host time it first saw them."""
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -124,3 +126,41 @@ class DebugconTap:
                                   f"{timeout:.0f}s; it received {self.texts(since) or 'nothing'} "
                                   f"({self.path})")
             time.sleep(0.05)
+
+
+class GuestEvents:
+    """The guest agent's record of what its drivers emitted (harness/guest/acpi_events.py):
+    acpi_event netlink messages and key events of the named input devices."""
+
+    LOG = "/run/guestpm-acpi-events.jsonl"
+
+    def __init__(self, m, inputs: tuple[str, ...] = ()):
+        self.m = m
+        args = " ".join(f"--input {shlex.quote(i)}" for i in inputs)
+        self.proc = m.ssh.start(f"cd /opt/guestpm && exec python3 -m harness.guest.acpi_events "
+                                f"listen {self.LOG} {args}")
+        self.ready = self.wait_for(lambda recs: True, 60, "the guest's acpi_event listener",
+                                   ready=True)[0]["ready"]
+
+    def records(self) -> list[dict]:
+        out = self.m.ssh.run(f"cat {self.LOG} 2>/dev/null").output
+        return [json.loads(ln) for ln in out.splitlines() if ln.strip()]
+
+    def wait_for(self, done: Callable[[list[dict]], bool], timeout: float, what: str,
+                 ready: bool = False) -> list[dict]:
+        """Poll the record until done(events) holds; the timeout quotes what the guest's
+        drivers did emit."""
+        deadline = time.monotonic() + timeout
+        while True:
+            recs = self.records()
+            got = [r for r in recs if ("ready" in r) == ready]
+            if got and done(got):
+                return got
+            if self.proc.done():
+                r = self.proc.wait(1)
+                raise AssertionError(f"the guest's acpi_event listener exited {r.status}: "
+                                     f"{r.stderr.strip() or r.output.strip()}")
+            if time.monotonic() > deadline:
+                raise WaitTimeout(f"{what}: not in the guest's acpi_event log within "
+                                  f"{timeout:.0f}s; it holds {got or 'no events'}")
+            time.sleep(0.3)

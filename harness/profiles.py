@@ -57,8 +57,8 @@ X86_64_Q35 = Profile(
     image_format="bzImage",
     globals=("ICH9-LPC.disable_s3=0", "ICH9-LPC.disable_s4=0"),
     # button: the ACPI power button, whose fixed event wakes s2idle and which the
-    # guest's input layer reports as KEY_POWER
-    modules=_COMMON_MODULES + ("kvm", "kvm_amd", "button"),
+    # guest's input layer reports as KEY_POWER (read through evdev)
+    modules=_COMMON_MODULES + ("kvm", "kvm_amd", "button", "evdev"),
     kvm_evidence=(r"Nested Virtualization enabled",),
     kvm_module="kvm_amd",
     extra_append=("no_console_suspend",),

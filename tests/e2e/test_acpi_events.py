@@ -1,0 +1,116 @@
+"""Host-forced ACPI events reach the guest's drivers (x86_64, q35 and pc).
+
+The host forces an event over QMP; the guest agent's listener
+(harness/guest/acpi_events.py) records what the guest's drivers emitted on the
+acpi_event generic-netlink family and on the input devices; the host reads that
+record, plus QEMU's own acknowledgements (POWERDOWN, DEVICE_DELETED, ACPI_DEVICE_OST)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from harness import profiles
+from harness.acpi import GuestEvents
+
+pytestmark = [pytest.mark.e2e, pytest.mark.arch("x86_64")]
+
+CHIPSETS = {"q35": "x86_64", "pc": "x86_64-pc"}
+KEY_POWER = 116
+# q35: ACPI hotplug sits on a PCIe root port; pc (PIIX4): any slot of pci.0
+HOTPLUG_PORT = {"q35": ("-device", "pcie-root-port,id=gpm_rp1,chassis=1,slot=1"), "pc": ()}
+HOTPLUG_BUS = {"q35": "gpm_rp1", "pc": "pci.0"}
+TESTDEV = ("1b36", "0005")                   # QEMU's pci-testdev: enumerates, needs no driver
+
+
+def _boot(machine_factory, chipset: str, qemu_args=(), append=()):
+    m = machine_factory(profile=profiles.get(CHIPSETS[chipset]), qemu_args=qemu_args,
+                        append=append)
+    m.launch()
+    m.wait_ready()
+    return m
+
+
+def _gpe(m) -> dict[str, int]:
+    """The guest's ACPI GPE counters (/sys/firmware/acpi/interrupts/gpeXX)."""
+    out = m.ssh.run("cd /sys/firmware/acpi/interrupts && grep . gpe[0-9A-F][0-9A-F]").output
+    return {ln.split(":")[0]: int(ln.split(":")[1].split()[0]) for ln in out.splitlines()}
+
+
+@pytest.mark.parametrize("chipset", ["q35", "pc"])
+def test_power_button_reaches_the_guest_button_driver(machine_factory, chipset):
+    m = _boot(machine_factory, chipset)
+    ev = GuestEvents(m, inputs=("Power Button",))
+    assert "Power Button" in ev.ready["inputs"].values(), \
+        f"no 'Power Button' input device in the guest: {ev.ready}"
+    t0 = time.time()
+    m.qmp.execute("system_powerdown")
+    m.qmp.wait_event("POWERDOWN", after=t0, timeout=10)
+    got = ev.wait_for(lambda r: any(e["source"] == "netlink" for e in r) and
+                      any(e["source"] == "input" and e["value"] == 0 for e in r), 30,
+                      "system_powerdown: the button's acpi_event and KEY_POWER press/release")
+    netlink = [e for e in got if e["source"] == "netlink"]
+    assert [(e["device_class"], e["bus_id"], e["type"]) for e in netlink] == \
+        [("button/power", "LNXPWRBN:00", 0x80)], f"acpi_event log: {netlink}"
+    keys = [(e["code"], e["value"]) for e in got if e["source"] == "input"]
+    assert keys == [(KEY_POWER, 1), (KEY_POWER, 0)], f"Power Button key events: {keys}"
+
+
+def _pci_ids(m) -> set[tuple[str, str, str]]:
+    out = m.ssh.run("cd /sys/bus/pci/devices && for d in *; do "
+                    "echo $d $(cat $d/vendor $d/device); done").check().output
+    return {tuple(ln.replace("0x", "").split()) for ln in out.splitlines() if ln.strip()}
+
+
+@pytest.mark.parametrize("chipset", ["q35", "pc"])
+def test_pci_hotplug_is_enumerated_and_unplug_waits_for_the_guest(machine_factory, chipset):
+    m = _boot(machine_factory, chipset, qemu_args=HOTPLUG_PORT[chipset])
+    before, gpe = _pci_ids(m), _gpe(m)
+    m.qmp.execute("device_add", driver="pci-testdev", id="gpm_hp1", bus=HOTPLUG_BUS[chipset])
+    deadline = time.monotonic() + 30
+    while not (added := [d for d in _pci_ids(m) - before if d[1:] == TESTDEV]):
+        assert time.monotonic() < deadline, "the guest never enumerated the hot-added device"
+        time.sleep(0.5)
+    raised = {g: n - gpe.get(g, 0) for g, n in _gpe(m).items() if n != gpe.get(g, 0)}
+    assert raised, "no ACPI GPE fired in the guest for the hot-add"
+    slot = added[0][0]
+
+    # Unplug is a request the guest must grant: with its vCPUs stopped it cannot
+    # eject, and QEMU must not report the device gone.
+    m.qmp.execute("stop")
+    t0 = time.time()
+    m.qmp.execute("device_del", id="gpm_hp1")
+    time.sleep(2)
+    early = [e for e in m.qmp.events if e["event"] == "DEVICE_DELETED" and e["host_time"] >= t0]
+    m.qmp.execute("cont")
+    assert not early, f"DEVICE_DELETED while the guest was stopped: {early}"
+    m.qmp.wait_event("DEVICE_DELETED", after=t0, timeout=30)
+    assert slot not in {d[0] for d in _pci_ids(m)}, f"{slot} still in the guest after the eject"
+    log = m.ssh.run("dmesg").check().output
+    assert re.search(rf"pci {re.escape(slot)}: \[{TESTDEV[0]}:{TESTDEV[1]}\]", log)
+
+
+@pytest.mark.parametrize("chipset", ["q35", "pc"])
+def test_memory_hot_add_is_acknowledged_and_grows_the_guest(machine_factory, profile, chipset):
+    m = _boot(machine_factory, chipset,
+              qemu_args=("-m", f"{profile.memory_mb},slots=2,maxmem=4G"),
+              append=("memhp_default_state=online",))
+
+    def mem_total() -> int:
+        out = m.ssh.run("grep MemTotal /proc/meminfo").check().output
+        return int(out.split()[1])
+
+    before = mem_total()
+    m.qmp.execute("object-add", **{"qom-type": "memory-backend-ram", "id": "gpm_mem1",
+                                   "size": 256 << 20})
+    t0 = time.time()
+    m.qmp.execute("device_add", driver="pc-dimm", id="gpm_dimm1", memdev="gpm_mem1")
+    ost = m.qmp.wait_event("ACPI_DEVICE_OST", after=t0, timeout=30)["data"]["info"]
+    assert ost["device"] == "gpm_dimm1" and ost["status"] == 0, f"OST: {ost}"
+    deadline = time.monotonic() + 30
+    while (grown := mem_total() - before) < 256 * 1024 - 4096:
+        assert time.monotonic() < deadline, \
+            f"MemTotal grew by {grown} kB, expected about {256 * 1024} kB"
+        time.sleep(0.5)
