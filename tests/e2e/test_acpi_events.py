@@ -14,6 +14,7 @@ import pytest
 
 from harness import kernels, profiles
 from harness.acpi import GuestEvents
+from harness.errors import WaitTimeout
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("x86_64")]
 
@@ -151,3 +152,17 @@ def test_cpu_hot_add_is_acknowledged_and_onlined(machine_factory, kernel, chipse
     m.ssh.run("echo 1 > /sys/devices/system/cpu/cpu2/online").check()
     online = m.ssh.run("cat /sys/devices/system/cpu/online").check().output.strip()
     assert online == "0-2", f"online CPUs after onlining cpu2: {online}"
+
+
+@pytest.mark.harness_selftest
+def test_an_event_the_guest_never_emits_fails_bounded_with_its_log(machine_factory):
+    """A forced event the guest's drivers never report is a FAIL after the bound that
+    names the event and shows what the guest's acpi_event log does hold."""
+    m = _boot(machine_factory, "q35")
+    ev = GuestEvents(m, inputs=("Power Button",))
+    m.qmp.execute("system_powerdown")
+    ev.wait_for(lambda r: any(e["source"] == "netlink" for e in r), 30, "the power button")
+    with pytest.raises(WaitTimeout, match=r"(?s)a lid switch: not in the guest's acpi_event "
+                                          r"log within 3s; it holds .*button/power"):
+        ev.wait_for(lambda r: any(e.get("device_class") == "button/lid" for e in r), 3,
+                    "a lid switch")
