@@ -19,6 +19,7 @@ from .errors import SetupError
 from .kernels import Kernel
 
 Progress = Callable[[str], None]
+BUILD_TIMEOUT = 900      # s; measured 50-80 s per kernel, cold
 
 
 class Unbuildable(Exception):
@@ -80,11 +81,16 @@ def _mmdebstrap(name: str, sources: list[Path], release: str, suite: str, versio
     with open(log, "w") as fh:
         fh.write(shlex.join(cmd) + "\n")
         fh.flush()
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0 or not (dest / f"{name}.ko").exists():
+        try:
+            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, timeout=BUILD_TIMEOUT)
+            status = str(proc.returncode)
+        except subprocess.TimeoutExpired:          # run() has killed it
+            status = f"none: killed after {BUILD_TIMEOUT} s"
+    if status != "0" or not (dest / f"{name}.ko").exists():
         kept = cache.cache_dir() / "extmod" / f"{name}-{release}-failed.log"
         kept.write_text(log.read_text())
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         raise SetupError(f"building {name} for {release} failed (mmdebstrap exit "
-                         f"{proc.returncode}); log {kept}:\n{tail}")
+                         f"{status}); log {kept}:\n{tail}")
 

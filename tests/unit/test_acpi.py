@@ -95,3 +95,17 @@ def test_swap_overlay_is_fresh_and_backed_by_the_cached_base(tmp_path, monkeypat
     assert disks.virtio_disk_args(ov) == (
         "-drive", f"if=none,id=swap,file={ov},format=qcow2",
         "-device", "virtio-blk-pci,drive=swap")
+
+
+def test_a_standin_build_that_hangs_is_killed_and_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("GUESTPM_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "extmod").mkdir(parents=True)
+    monkeypatch.setattr(shutil, "which", lambda cmd: f"/usr/bin/{cmd}")
+
+    def hang(cmd, **kw):
+        kw["stdout"].write("I: downloading packages with apt...\n")
+        raise subprocess.TimeoutExpired(cmd, kw["timeout"])
+    monkeypatch.setattr(subprocess, "run", hang)
+    with pytest.raises(SetupError, match=r"(?s)failed \(mmdebstrap exit none: killed after "
+                                         r"900 s\); log .*-failed\.log:\n.*downloading"):
+        extmod._mmdebstrap("m", [], "7.2.0-amd64", "sid", "7.2-1", "amd64", tmp_path, print)
