@@ -4,7 +4,7 @@ Per kernel x arch, on one booted guest each (the same code paths the tests use):
   S3        x86 `-M pc` (q35 cannot do a second S3 cycle: docs/known-defects.md):
             `echo mem` -> QMP SUSPEND, system_wakeup -> WAKEUP -> the write returns
   s2idle    x86 q35 with the s2idle SSDT, woken by system_powerdown; arm64 woken by
-            serial input: `echo freeze` -> the guest's entry evidence, wake -> return
+            serial input: `echo freeze` -> the guest's 'PM: suspend-to-idle', wake -> return
   hibernate `echo disk` -> QEMU exits; the same command line again -> the restored
             kernel's "hibernation exit" (restore) -> first ssh command on it
 Prints the median of --reps cycles (hibernate: --hib-reps round trips) in seconds.
@@ -25,11 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import acpi, disks, kernels, profiles, rootfs  # noqa: E402
-from harness.acpi import DebugconTap  # noqa: E402
 from harness.machine import Machine  # noqa: E402
-from harness.power import hibernate, suspend_to_idle, suspend_to_ram  # noqa: E402
-
-PM_DEBUG = "echo 1 > /sys/power/pm_debug_messages && echo 8 > /proc/sys/kernel/printk"
+from harness.power import (HIBERNATE_APPEND, PM_DEBUG, console_shows_idle,  # noqa: E402
+                           hibernate, suspend_to_idle, suspend_to_ram)
 
 
 def _boot(profile, kernel, initrd, workdir: Path, **kw) -> Machine:
@@ -58,20 +56,11 @@ def s2idle(profile, kernel, initrd, workdir: Path, reps: int) -> list[float]:
         m.ssh.run(PM_DEBUG).check()
         if not x86:
             m.ssh.run("echo enabled > /sys/class/tty/ttyAMA0/power/wakeup").check()
-        tap = DebugconTap(m.workdir / acpi.DEBUGCON_LOG)
         out = []
         for _ in range(reps):
-            tap.poll()
-            start = len(tap.lines)
-
-            def entered(wd):
-                if x86:
-                    tap.wait_for(lambda t: "lps0 5" in t, 30, "LPS0 entry", wd, start)
-                m.console.expect(r"PM: suspend-to-idle\r?\n", 30, "suspend-to-idle", wd)
-
             wake = (lambda: m.qmp.execute("system_powerdown")) if x86 else \
                 (lambda: m.console.write(b"\n"))
-            c = suspend_to_idle(m, wake, entered)
+            c = suspend_to_idle(m, wake, console_shows_idle(m))
             assert c.status == 0
             out.append(c.entered_s + c.return_s)
         return out
@@ -82,7 +71,7 @@ def hibernation(profile, kernel, initrd, workdir: Path, reps: int) -> list[tuple
     image = disks.overlay(disks.swap_base(), workdir / "swap.qcow2")
     m = _boot(profile, kernel, initrd, workdir / "hibernate",
               qemu_args=disks.virtio_disk_args(image),
-              append=("no_console_suspend", "guestpm.resume=vda"))
+              append=HIBERNATE_APPEND)
     out = []
     try:
         m.ssh.run("swapon /dev/vda").check()

@@ -67,6 +67,22 @@ def suspend_to_ram(m: Machine, wake: Callable[[], None] | None, timeout: float =
     return Cycle(suspend_s=t1 - t0, wake_s=t3 - t2, return_s=time.time() - t3, status=r.status)
 
 
+# The guest's own evidence that it sits in the s2idle wait: s2idle_loop()'s pm_pr_dbg
+# line, which is KERN_DEBUG; PM_DEBUG turns it on and lets it through to the console.
+PM_DEBUG = "echo 1 > /sys/power/pm_debug_messages && echo 8 > /proc/sys/kernel/printk"
+IDLE_LINE = r"PM: suspend-to-idle\r?\n"
+# Boot a hibernation guest with: /init points /sys/power/resume at vda (guest-rootfs/init);
+# no_console_suspend, so a restore that crashes says so on the console at once.
+HIBERNATE_APPEND = ("no_console_suspend", "guestpm.resume=vda")
+
+
+def console_shows_idle(m: Machine, timeout: float = 30) -> Callable[[Callable[[], None]], None]:
+    """An `entered` for suspend_to_idle(): the console's IDLE_LINE (needs PM_DEBUG and
+    no_console_suspend)."""
+    return lambda watchdog: m.console.expect(IDLE_LINE, timeout,
+                                             "the guest's 'PM: suspend-to-idle'", watchdog)
+
+
 class NeverHibernated(AssertionError):
     """The write of `disk` to /sys/power/state returned, and QEMU kept running."""
 
@@ -74,7 +90,6 @@ class NeverHibernated(AssertionError):
 @dataclass
 class IdleCycle:
     entered_s: float      # write started -> the guest's evidence that it waits in s2idle
-    wake_at: float        # host time.time() when the wake action was sent
     return_s: float       # wake action -> the guest's write returned
     status: int           # of `echo STATE > /sys/power/state`
     stderr: str
@@ -100,7 +115,7 @@ def suspend_to_idle(m: Machine, wake: Callable[[], None],
     except WaitTimeout as e:
         raise NeverWoke(f"{what}: in s2idle but never woke: {e}; console tail "
                         f"({m.console_log}):\n{m.console.tail()}") from None
-    return IdleCycle(entered_s=t1 - t0, wake_at=t2, return_s=time.time() - t2,
+    return IdleCycle(entered_s=t1 - t0, return_s=time.time() - t2,
                      status=r.status, stderr=r.stderr)
 
 

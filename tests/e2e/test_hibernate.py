@@ -14,11 +14,10 @@ import pytest
 
 from harness import disks
 from harness.errors import GuestPanic
-from harness.power import NeverHibernated, hibernate
+from harness.power import HIBERNATE_APPEND, NeverHibernated, hibernate
 
 pytestmark = [pytest.mark.e2e]
 
-RESUME = "guestpm.resume=vda"     # /init points /sys/power/resume at vda (guest-rootfs/init)
 # Kernel defect seen on Debian's 6.12 arm64 (52-bit VA with LPA2, which QEMU's -cpu max
 # offers), gone in 7.2 and absent with lpa2=off: docs/known-defects.md
 TRANS_PGD_OOPS = "trans_pgd_create_copy"
@@ -26,9 +25,8 @@ TRANS_PGD_OOPS = "trans_pgd_create_copy"
 
 def _boot(machine_factory, tmp_path, resume: bool = True):
     image = disks.overlay(disks.swap_base(), tmp_path / "swap.qcow2")
-    # no_console_suspend: a restore that crashes says so on the console at once
     m = machine_factory(qemu_args=disks.virtio_disk_args(image),
-                        append=("no_console_suspend",) + ((RESUME,) if resume else ()))
+                        append=HIBERNATE_APPEND if resume else ("no_console_suspend",))
     m.launch()
     m.wait_ready()
     return m

@@ -16,7 +16,8 @@ import pytest
 
 from harness import acpi, extmod
 from harness.acpi import DebugconTap
-from harness.power import IdleCycle, NeverSuspended, NeverWoke, suspend_to_idle
+from harness.power import (PM_DEBUG, IdleCycle, NeverSuspended, NeverWoke, console_shows_idle,
+                           suspend_to_idle)
 from harness.pytest_plugin import progress
 
 pytestmark = [pytest.mark.e2e]
@@ -27,9 +28,6 @@ ENTRY = {SCREEN_OFF, LPS0_ENTRY, MS_ENTRY}
 EXIT = {SCREEN_ON, LPS0_EXIT, MS_EXIT}
 NOTIFY = "hype 1"
 STANDIN = Path(__file__).resolve().parent.parent / "fixtures" / "vpmc_standin"
-IDLE_LINE = r"PM: suspend-to-idle\r?\n"       # pm_pr_dbg in s2idle_loop(), before the wait
-# pm_pr_dbg() lines are KERN_DEBUG: turn them on and let them through to the console
-PM_DEBUG = "echo 1 > /sys/power/pm_debug_messages && echo 8 > /proc/sys/kernel/printk"
 
 
 class S2idleX86:
@@ -52,7 +50,7 @@ class S2idleX86:
         def entered(watchdog):
             self.tap.wait_for(lambda t: ENTRY <= set(t), 30,
                               "the LPS0 entry _DSM calls (functions 3, 5, 7)", watchdog, start)
-            self.m.console.expect(IDLE_LINE, 30, "the guest's 'PM: suspend-to-idle'", watchdog)
+            console_shows_idle(self.m)(watchdog)
 
         def wake_now():
             self.tap.poll()                   # everything read now was written before the wake
@@ -190,11 +188,6 @@ def _arm64(machine_factory):
     return m
 
 
-def _console_entered(m):
-    return lambda watchdog: m.console.expect(IDLE_LINE, 30, "the guest's 'PM: suspend-to-idle'",
-                                             watchdog)
-
-
 @pytest.mark.arch("arm64")
 @pytest.mark.parametrize("how", ["serial", "rtc"])
 def test_s2idle_on_arm64_wakes_by(machine_factory, how):
@@ -206,7 +199,7 @@ def test_s2idle_on_arm64_wakes_by(machine_factory, how):
         m.ssh.run("echo 0 > /sys/class/rtc/rtc0/wakealarm && "
                   "echo +4 > /sys/class/rtc/rtc0/wakealarm").check()
         wake, source = (lambda: None), "rtc-pl031"
-    c = suspend_to_idle(m, wake, _console_entered(m), what=f"arm64 s2idle, wake by {how}")
+    c = suspend_to_idle(m, wake, console_shows_idle(m), what=f"arm64 s2idle, wake by {how}")
     assert c.status == 0, f"`echo freeze` exited {c.status}: {c.stderr}"
     w = _wakeup_names(m)
     assert any(source in n for n in w["names"]), \
@@ -224,7 +217,7 @@ def test_echo_mem_on_arm64_takes_the_s2idle_path(machine_factory):
     assert modes == ["[s2idle]"], f"mem_sleep offers {modes}; expected only [s2idle]"
     m.ssh.run("echo 0 > /sys/class/rtc/rtc0/wakealarm && "
               "echo +4 > /sys/class/rtc/rtc0/wakealarm").check()
-    c = suspend_to_idle(m, lambda: None, _console_entered(m), state="mem",
+    c = suspend_to_idle(m, lambda: None, console_shows_idle(m), state="mem",
                         what="arm64 `echo mem`")
     assert c.status == 0, f"`echo mem` exited {c.status}: {c.stderr}"
     log = m.ssh.run("dmesg").check().output
@@ -239,7 +232,7 @@ def test_faults_a_suspend_that_returns_at_once_or_never_wakes(machine_factory):
     a guest that never wakes is a FAIL after the bound, with the console tail."""
     m = _arm64(machine_factory)
     with pytest.raises(NeverSuspended, match=r"returned status 1 \(.*Invalid argument"):
-        suspend_to_idle(m, lambda: None, _console_entered(m), state="nosuchstate")
+        suspend_to_idle(m, lambda: None, console_shows_idle(m), state="nosuchstate")
     with pytest.raises(NeverWoke, match=r"(?s)never woke: .* within 5s.*console tail.*"
                                         r"PM: suspend-to-idle"):
-        suspend_to_idle(m, lambda: None, _console_entered(m), timeout=5)
+        suspend_to_idle(m, lambda: None, console_shows_idle(m), timeout=5)
