@@ -15,7 +15,7 @@ import secrets
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pexpect
@@ -28,6 +28,18 @@ from .errors import GuestPanic, WaitTimeout
 FATAL = re.compile(r"Kernel panic - not syncing|\bOops\b|^\s*(\[[ \d.]+\] )?BUG: |"
                    r"Internal error: |general protection fault|Unable to handle kernel")
 CONTEXT_LINES = 40
+# A kernel message as the console prints it (CONFIG_PRINTK_TIME).  printk writes
+# whole records, but they can land in the middle of a shell's output line.
+KERNEL_RECORD = re.compile(r"\[ *\d+\.\d{6}\] [^\n]*\n")
+
+
+def split_kernel_messages(text: str) -> tuple[str, list[str]]:
+    """Separate kernel messages from a command's console output.
+
+    The serial console carries both: a late probe or a clocksource warning printed
+    while a command runs would otherwise become part of the command's output."""
+    records = [m.group(0).rstrip("\n") for m in KERNEL_RECORD.finditer(text)]
+    return KERNEL_RECORD.sub("", text), records
 
 
 class ConsoleSpawn(SpawnBase):
@@ -88,6 +100,8 @@ class CommandResult:
     status: int
     output: str
     stderr: str = ""     # separate only over ssh; the console merges it into output
+    kernel: list[str] = field(default_factory=list)   # console only: kernel messages
+                                                      # printed while it ran
 
     def check(self) -> "CommandResult":
         if self.status != 0:
@@ -208,8 +222,8 @@ class Console:
         self.expect(f"@@B{nonce}\r?\n", timeout, f"the console to start `{command}`", watchdog)
         m = self.expect(re.compile(rf"@@E{nonce}:(\d+)\r?\n"), timeout,
                         f"`{command}` to finish on the console", watchdog)
-        output = self.spawn.before.replace("\r\n", "\n")
-        return CommandResult(command, int(m.group(1)), output)
+        output, kernel = split_kernel_messages(self.spawn.before.replace("\r\n", "\n"))
+        return CommandResult(command, int(m.group(1)), output, kernel=kernel)
 
     def close(self) -> None:
         try:

@@ -30,7 +30,8 @@ def test_ssh_round_trip(machine):
 def test_console_round_trip(machine):
     nonce = secrets.token_hex(8)
     r = machine.run(f"echo {nonce}; (exit 5)")
-    assert (r.status, r.output.strip()) == (5, nonce)
+    assert (r.status, r.output.strip()) == (5, nonce), \
+        f"kernel messages printed meanwhile (taken out of the output): {r.kernel}"
 
 
 def test_kvm_works_in_the_guest(machine, profile):
