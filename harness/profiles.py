@@ -36,6 +36,12 @@ class Profile:
     kvm_evidence: tuple[str, ...] = ()
     kvm_module: str | None = None
     extra_append: tuple[str, ...] = field(default_factory=tuple)
+    # An emulated IOMMU for vfio tests (QEMU arguments and kernel parameters): Debian's
+    # kernels have no CONFIG_VFIO_NOIOMMU, so vfio-pci needs real IOMMU groups.
+    # Empty: the machine cannot have one (i440fx).
+    iommu_args: tuple[str, ...] = ()
+    iommu_append: tuple[str, ...] = ()
+    pcie_root_bus: str = "pcie.0"
 
 
 _COMMON_MODULES = ("virtio_pci", "virtio_net", "virtio_blk")
@@ -62,11 +68,15 @@ X86_64_Q35 = Profile(
     kvm_evidence=(r"Nested Virtualization enabled",),
     kvm_module="kvm_amd",
     extra_append=("no_console_suspend",),
+    # Debian's default is "on except integrated graphics", stated for other kernels
+    iommu_args=("-device", "intel-iommu"),
+    iommu_append=("intel_iommu=on",),
 )
 
 # i440fx + PIIX4: the same CPU and guest, another chipset (and its own S3/S4 switches)
 X86_64_PC = replace(X86_64_Q35, name="x86_64-pc", machine="pc",
-                    globals=("PIIX4_PM.disable_s3=0", "PIIX4_PM.disable_s4=0"))
+                    globals=("PIIX4_PM.disable_s3=0", "PIIX4_PM.disable_s4=0"),
+                    iommu_args=(), iommu_append=(), pcie_root_bus="pci.0")
 
 ARM64_VIRT = Profile(
     name="arm64",
@@ -82,6 +92,7 @@ ARM64_VIRT = Profile(
     modules=_COMMON_MODULES,                           # KVM is built in on arm64
     kvm_evidence=(r"CPU: All CPU\(s\) started at EL2",
                   r"kvm \[\d+\]: .*mode initialized successfully"),
+    iommu_args=("-machine", "iommu=smmuv3"),     # merged into the -M options above
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (X86_64_Q35, X86_64_PC, ARM64_VIRT)}

@@ -146,31 +146,36 @@ def _machine_dir(config: pytest.Config, target: Target, tag: str) -> Path:
 
 
 class MachinePool:
-    """The booted machines of one target, one per set of extra kernel parameters
-    (none: `machine`; say kvm-arm.mode=nvhe), booted on first use and shared by the
-    target's tests for the session."""
+    """The booted machines of one target, one per variant (extra kernel parameters,
+    QEMU arguments, another profile of the same arch; none: `machine`), booted on
+    first use and shared by the target's tests for the session."""
 
     def __init__(self, config: pytest.Config, target: Target, profile, kernel, initrd):
         self.config, self.target = config, target
         self.profile, self.kernel, self.initrd = profile, kernel, initrd
-        self.machines: dict[tuple[str, ...], Machine] = {}
-        self.failed: dict[tuple[str, ...], Exception] = {}
+        self.machines: dict[tuple, Machine] = {}
+        self.failed: dict[tuple, Exception] = {}
 
-    def get(self, append: tuple[str, ...], tag: str) -> Machine:
-        if append in self.failed:       # one failed boot is reported once per test, not retried
-            raise self.failed[append]
-        if append not in self.machines:
-            m = Machine(self.profile, self.kernel, self.initrd,
+    def get(self, append: tuple[str, ...], tag: str, qemu_args: tuple[str, ...] = (),
+            profile: profiles.Profile | None = None) -> Machine:
+        profile = profile or self.profile
+        key = (append, qemu_args, profile)
+        if key in self.failed:          # one failed boot is reported once per test, not retried
+            raise self.failed[key]
+        if key not in self.machines:
+            initrd = self.initrd if profile.modules == self.profile.modules else \
+                rootfs.initramfs(self.kernel, profile, progress)
+            m = Machine(profile, self.kernel, initrd,
                         _machine_dir(self.config, self.target, _safe(tag)), append=append,
-                        boot_timeout=self.config.getoption("boot_timeout"))
-            self.machines[append] = m
+                        qemu_args=qemu_args, boot_timeout=self.config.getoption("boot_timeout"))
+            self.machines[key] = m
             try:
                 m.launch()
                 m.wait_ready()
             except Exception as e:
-                self.failed[append] = e
+                self.failed[key] = e
                 raise
-        return self.machines[append]
+        return self.machines[key]
 
     def close(self) -> None:
         for m in self.machines.values():
@@ -201,10 +206,13 @@ def attach_machine(request: pytest.FixtureRequest, m: Machine) -> None:
 def machine_factory(request: pytest.FixtureRequest, target: Target, profile, kernel, initrd):
     """Machines of the test's own (e.g. with other kernel parameters); closed after it."""
     made: list[Machine] = []
+    base_profile = profile
 
     def make(profile: profiles.Profile = profile, **kwargs) -> Machine:
         kwargs.setdefault("boot_timeout", request.config.getoption("boot_timeout"))
-        m = Machine(profile, kernel, initrd,
+        own = initrd if profile.modules == base_profile.modules else \
+            rootfs.initramfs(kernel, profile, progress)     # other modules: its own
+        m = Machine(profile, kernel, own,
                     _machine_dir(request.config, target, _safe(request.node.name)), **kwargs)
         made.append(m)
         request.node.stash.setdefault(_MACHINES, []).append(m)
