@@ -125,3 +125,11 @@ def parse_ktap(text: str) -> dict[str, str]:
             else:
                 out[name] = "skip" if directive.upper().startswith("SKIP") else "pass"
     return out
+
+
+def exit_status(results: list[dict]) -> int:
+    """kselftest's convention: 1 when a case failed, 4 (KSFT_SKIP) when all skipped."""
+    statuses = [r["status"] for r in results]
+    if "fail" in statuses:
+        return 1
+    return 4 if statuses and all(s == "skip" for s in statuses) else 0

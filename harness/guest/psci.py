@@ -583,10 +583,7 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(ktest.ktap(out["results"], (
             f"guestpm PSCI uAPI on {env['release']} ({env['machine']}), PSCI default "
             f"{env['psci_default']}, KVM_CAP_ARM_SYSTEM_SUSPEND={env['suspend_cap']}")))
-    statuses = [r["status"] for r in out["results"]]
-    if "fail" in statuses:
-        return 1
-    return 4 if statuses and all(s == "skip" for s in statuses) else 0
+    return ktest.exit_status(out["results"])
 
 
 if __name__ == "__main__":

@@ -3,12 +3,11 @@
 Golden: tests/unit/golden/uapi/kvm_uapi.json, the values kvm_uapi.c compiles to with
 aarch64-linux-gnu-gcc (regenerate with GUESTPM_REGOLD=1 where it is installed)."""
 
-import json
-import os
 import re
 import struct
-import subprocess
 from pathlib import Path
+
+import cgolden
 
 from harness.guest.kvm import uapi
 from harness.guest.kvm.vm import decode_run
@@ -56,14 +55,7 @@ OURS = {
 
 
 def _golden() -> dict[str, int]:
-    path = GOLDEN / "kvm_uapi.json"
-    if os.environ.get("GUESTPM_REGOLD"):
-        asm = subprocess.run(["aarch64-linux-gnu-gcc", "-S", "-o", "-", str(GOLDEN / "kvm_uapi.c")],
-                             check=True, capture_output=True, text=True).stdout
-        values = {m[1]: int(m[2] or 0)      # a zero is emitted as ".zero 8"
-                  for m in re.finditer(r"^v_(\w+):\n\s+\.(?:xword\s+(\d+)|zero\s+8)", asm, re.M)}
-        path.write_text(json.dumps(values, indent=1) + "\n")
-    return json.loads(path.read_text())
+    return cgolden.values(GOLDEN / "kvm_uapi.c", "aarch64-linux-gnu-gcc", "xword")
 
 
 def test_every_value_matches_the_kernel_headers():
