@@ -76,6 +76,13 @@ def psci(select: str = "", selftest: bool = False) -> dict:
 
 
 @scenario
+def vfio(bdf: str, select: str = "") -> dict:
+    """The vfio-pci power uAPI cases (harness.guest.vfio) on PCI function `bdf`."""
+    from . import vfio as cases
+    return cases.run(bdf, select)
+
+
+@scenario
 def dmesg(grep: str = "") -> dict:
     return {"lines": [ln for ln in kernel_log() if grep in ln]}
 
