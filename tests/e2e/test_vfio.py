@@ -1,0 +1,142 @@
+"""vfio-pci power uAPI in the kernel under test booted as a host.
+
+The machine gets an emulated IOMMU (intel-iommu on q35, SMMUv3 on virt) and an
+e1000e on the root bus that no driver of the guest claims; harness.guest.vfio
+binds it to vfio-pci, opens it through the container/group interface and runs
+the cases. Why an IOMMU and not noiommu mode: Debian's kernels are built without
+CONFIG_VFIO_NOIOMMU, and a real group is what a VMM gets in production.
+
+Expected on the Debian kernels (6.1, 6.12, 7.2; x86_64 and arm64): the low-power
+cases (VFIO_DEVICE_FEATURE LOW_POWER_ENTRY/_WITH_WAKEUP/_EXIT, merged 6.1) PASS;
+the ACPI-notify case (unmerged series) SKIPs with the kernel's own answer to the
+index-5 query."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from harness import kernels
+from harness.guest import ktest, vfio
+from harness.machine import Machine
+from harness.pytest_plugin import attach_machine
+from harness.verdicts import assert_case
+
+pytestmark = [pytest.mark.e2e]
+
+SLOT = 9
+BDF = f"0000:00:{SLOT:02x}.0"
+# e1000e: a PCIe function with a PCI power-management capability (D3hot) for which the
+# guest's initramfs has no driver, so nothing but vfio-pci will claim it
+DEVICE = "e1000e"
+MODULES = ("vfio_pci", "vfio_iommu_type1")
+MERGED = {"low_power": (6, 1)}          # acpi_notify: not merged anywhere
+
+
+def vfio_profile(profile):
+    return dataclasses.replace(profile, modules=profile.modules + MODULES)
+
+
+def device_args(profile) -> tuple[str, ...]:
+    return ("-device", f"{DEVICE},bus={profile.pcie_root_bus},addr={SLOT:#x},id=gpm_vfio0")
+
+
+@dataclasses.dataclass
+class VfioHost:
+    machine: Machine
+    _run: dict | None = None
+
+    @property
+    def run(self) -> dict:
+        """All cases in one agent call per machine (4-6 s under TCG)."""
+        if self._run is None:
+            self._run = self.machine.agent("vfio", bdf=BDF)
+        return self._run
+
+    def result(self, name: str) -> dict:
+        return next(r for r in self.run["results"] if r["name"] == name)
+
+
+@pytest.fixture(scope="session")
+def vfio_host_machine(machine, machine_pool, profile) -> VfioHost:
+    if not profile.iommu_args:
+        pytest.skip(f"{profile.name}: the {profile.machine} machine cannot have an IOMMU")
+    m = machine_pool.get(profile.iommu_append, tag="vfio", profile=vfio_profile(profile),
+                         qemu_args=profile.iommu_args + device_args(profile))
+    return VfioHost(m)
+
+
+@pytest.fixture
+def host(request, vfio_host_machine) -> VfioHost:
+    attach_machine(request, vfio_host_machine.machine)
+    return vfio_host_machine
+
+
+@pytest.mark.parametrize("case", [c.name for c in vfio.CASES])
+def test_vfio(host, case):
+    assert_case(host.result(case))
+
+
+def test_the_device_is_bound_to_vfio_pci_in_its_own_iommu_group(host):
+    env = host.run["env"]
+    assert (env["driver"], env["iommu_group"] is not None) == ("vfio-pci", True), env
+    r = host.machine.ssh.run(f"ls /sys/kernel/iommu_groups/{env['iommu_group']}/devices")
+    assert r.output.split() == [BDF], r.output
+
+
+def test_verdicts_follow_upstream_history(host, kernel):
+    """low_power runs exactly on kernels from 6.1 on; the unmerged ACPI-notify case
+    SKIPs on every stock kernel (a PASS there means the series was applied)."""
+    version = kernels.release_version(kernel.release)
+    if version is None or kernel.debian is None:
+        pytest.skip(f"upstream history applies to stock kernels; this is {kernel.spec}")
+    got = {}
+    for fam in ("low_power", "acpi_notify"):
+        st = [r["status"] for r in host.run["results"] if r["family"] == fam]
+        got[fam] = "skipped" if st and set(st) == {"skip"} else \
+            "ran" if st and "skip" not in st else f"partly skipped: {st}"
+    want = {"low_power": "ran" if version >= MERGED["low_power"] else "skipped",
+            "acpi_notify": "skipped"}
+    reasons = sorted({r["reason"] for r in host.run["results"] if r["status"] == "skip"})
+    assert got == want, f"kernel {kernel.release}; skip reasons {reasons}; {host.run['env']}"
+
+
+def test_bare_metal_entry_point_agrees(host):
+    """`python3 -m harness.guest.vfio BDF` prints KTAP with the same verdicts."""
+    r = host.machine.ssh.run(f"cd /opt/guestpm && python3 -m harness.guest.vfio {BDF}",
+                             timeout=120)
+    statuses = {x["name"]: x["status"] for x in host.run["results"]}
+    assert r.output.startswith("KTAP version 1\n"), r.output[:200]
+    assert ktest.parse_ktap(r.output) == statuses, r.output
+    assert r.status == (1 if "fail" in statuses.values() else 0), r.output + r.stderr
+
+
+@pytest.mark.harness_selftest
+def test_a_device_without_an_iommu_group_skips_naming_why(machine_factory, profile):
+    """Bad input: the same device on a machine without an IOMMU cannot be bound to
+    vfio-pci; every case SKIPs saying so, none FAILs."""
+    m = machine_factory(profile=vfio_profile(profile), qemu_args=device_args(profile))
+    m.launch()
+    m.wait_ready()
+    res = m.agent("vfio", bdf=BDF)["results"]
+    assert {r["status"] for r in res} == {"skip"}, res
+    reasons = {r["reason"] for r in res}
+    assert len(reasons) == 1 and f"{BDF} has no IOMMU group" in reasons.pop(), res
+
+
+@pytest.mark.harness_selftest
+def test_a_missing_vfio_pci_driver_skips_naming_it(machine_factory, profile, kernel):
+    """Bad input: vfio-pci not loaded (the base profile's modules): SKIP naming the driver."""
+    if not profile.iommu_args:
+        pytest.skip(f"{profile.name}: the {profile.machine} machine cannot have an IOMMU")
+    if kernel.config_options().get("CONFIG_VFIO_PCI") != "m":
+        pytest.skip(f"{kernel.spec}: vfio-pci is not a module, it cannot be left out")
+    m = machine_factory(profile=profile, append=profile.iommu_append,
+                        qemu_args=profile.iommu_args + device_args(profile))
+    m.launch()
+    m.wait_ready()
+    res = m.agent("vfio", bdf=BDF)["results"]
+    assert {r["status"] for r in res} == {"skip"}, res
+    assert {r["reason"] for r in res} == {
+        "driver missing: vfio-pci is neither built in nor loaded (CONFIG_VFIO_PCI)"}, res
