@@ -41,14 +41,23 @@ def _targets(args) -> list[tuple[str, profiles.Profile]]:
 
 
 def host_packages(archs: list[profiles.Profile]) -> dict[str, str]:
+    """Command or file -> the Debian package that provides it.  Firmware of every
+    profile of the same architecture comes along (tests boot those variants too)."""
     need = dict(HOST_PACKAGES)
     for p in archs:
         need[p.qemu_binary] = p.qemu_package
+        for variant in profiles.PROFILES.values():
+            if variant.arch == p.arch and variant.firmware:
+                need[variant.firmware] = variant.firmware_package
     return need
 
 
+def _present(what: str) -> bool:
+    return os.path.exists(what) if what.startswith("/") else shutil.which(what) is not None
+
+
 def install_host_packages(archs: list[profiles.Profile]) -> None:
-    missing = sorted({pkg for cmd, pkg in host_packages(archs).items() if not shutil.which(cmd)})
+    missing = sorted({pkg for what, pkg in host_packages(archs).items() if not _present(what)})
     if not missing:
         return
     if os.geteuid() != 0:

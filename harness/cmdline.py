@@ -43,6 +43,8 @@ def qemu_args(profile: Profile, spec: BootSpec) -> list[str]:
         args += ["-global", g]
     netdev = "user,id=net0" + "".join(f",hostfwd={h}" for h in spec.hostfwd)
     args += ["-netdev", netdev, "-device", f"{profile.nic},netdev=net0"]
+    if profile.firmware:
+        args += ["-bios", profile.firmware]
     args += ["-kernel", spec.kernel_image, "-initrd", spec.initrd,
              "-append", kernel_append(profile, spec.append)]
     args += list(spec.qemu_args)

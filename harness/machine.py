@@ -71,6 +71,9 @@ class Machine:
         if not shutil.which(profile.qemu_binary):
             raise SetupError(f"{profile.qemu_binary} not found: apt-get install "
                              f"{profile.qemu_package} (or run `guestpm setup`)")
+        if profile.firmware and not os.path.exists(profile.firmware):
+            raise SetupError(f"{profile.name} boots {profile.firmware}, which is missing: "
+                             f"apt-get install {profile.firmware_package} (or run `guestpm setup`)")
         self.profile, self.kernel, self.initrd = profile, kernel, initrd
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,10 @@ class Profile:
     iommu_args: tuple[str, ...] = ()
     iommu_append: tuple[str, ...] = ()
     pcie_root_bus: str = "pcie.0"
+    # Firmware QEMU boots first (-bios), and the Debian package that ships it.  None:
+    # QEMU loads the kernel itself (DT on arm64, QEMU's own ACPI tables on x86).
+    firmware: str | None = None
+    firmware_package: str | None = None
 
 
 _COMMON_MODULES = ("virtio_pci", "virtio_net", "virtio_blk")
@@ -95,7 +99,17 @@ ARM64_VIRT = Profile(
     iommu_args=("-machine", "iommu=smmuv3"),     # merged into the -M options above
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (X86_64_Q35, X86_64_PC, ARM64_VIRT)}
+# The same virt machine booted through UEFI (EDK2's ArmVirtQemu), which hands the
+# kernel QEMU's ACPI tables: the power button is then a Generic Event Device
+# (ACPI0013) whose _EVT notifies a PNP0C0C button, as on ACPI arm64 servers.
+ARM64_UEFI = replace(ARM64_VIRT, name="arm64-uefi",
+                     firmware="/usr/share/qemu-efi-aarch64/QEMU_EFI.fd",
+                     firmware_package="qemu-efi-aarch64",
+                     extra_append=("acpi=force",),
+                     modules=ARM64_VIRT.modules + ("evdev",))   # the button is built in
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (X86_64_Q35, X86_64_PC, ARM64_VIRT,
+                                                    ARM64_UEFI)}
 DEFAULT_ARCHES = ("x86_64", "arm64")
 
 

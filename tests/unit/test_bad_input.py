@@ -42,3 +42,10 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "guestpm: error: unknown kernel 'debian:5.10': known Debian labels are "
         "debian:6.1, debian:6.12, debian:7.2"]
+
+
+def test_missing_firmware_names_the_package(tmp_path):
+    p = dataclasses.replace(profiles.get("arm64-uefi"), firmware=str(tmp_path / "QEMU_EFI.fd"))
+    with pytest.raises(SetupError, match=r"QEMU_EFI.fd, which is missing: apt-get install "
+                                         r"qemu-efi-aarch64"):
+        Machine(p, None, tmp_path / "initrd", tmp_path / "m")

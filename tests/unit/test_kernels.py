@@ -73,5 +73,5 @@ def test_bad_specs_are_one_clear_line(spec, message):
 
 def test_unknown_arch():
     from harness.errors import GuestpmError
-    with pytest.raises(GuestpmError, match="known are arm64, x86_64, x86_64-pc"):
+    with pytest.raises(GuestpmError, match="known are arm64, arm64-uefi, x86_64, x86_64-pc"):
         profiles.get("riscv64")
