@@ -164,3 +164,18 @@ class GuestEvents:
                 raise WaitTimeout(f"{what}: not in the guest's acpi_event log within "
                                   f"{timeout:.0f}s; it holds {got or 'no events'}")
             time.sleep(0.3)
+
+
+def press_power_button(m, ev: "GuestEvents", timeout: float = 30) -> tuple[list, list]:
+    """`system_powerdown` (QEMU acknowledges it with POWERDOWN), then what the guest's
+    drivers emitted for it: the acpi_event triples (class, bus id, type) and the
+    (code, value) input events of the listener's input devices."""
+    t0 = time.time()
+    m.qmp.execute("system_powerdown")
+    m.qmp.wait_event("POWERDOWN", after=t0, timeout=10)
+    got = ev.wait_for(lambda r: any(e["source"] == "netlink" for e in r) and
+                      any(e["source"] == "input" and e["value"] == 0 for e in r), timeout,
+                      "system_powerdown: the button's acpi_event and KEY_POWER press/release")
+    return ([(e["device_class"], e["bus_id"], e["type"]) for e in got if e["source"] == "netlink"],
+            [(e["code"], e["value"]) for e in got if e["source"] == "input"])
+

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from harness import kernels, profiles
-from harness.acpi import GuestEvents
+from harness.acpi import GuestEvents, press_power_button
 from harness.errors import WaitTimeout
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("x86_64")]
@@ -46,16 +46,8 @@ def test_power_button_reaches_the_guest_button_driver(machine_factory, chipset):
     ev = GuestEvents(m, inputs=("Power Button",))
     assert "Power Button" in ev.ready["inputs"].values(), \
         f"no 'Power Button' input device in the guest: {ev.ready}"
-    t0 = time.time()
-    m.qmp.execute("system_powerdown")
-    m.qmp.wait_event("POWERDOWN", after=t0, timeout=10)
-    got = ev.wait_for(lambda r: any(e["source"] == "netlink" for e in r) and
-                      any(e["source"] == "input" and e["value"] == 0 for e in r), 30,
-                      "system_powerdown: the button's acpi_event and KEY_POWER press/release")
-    netlink = [e for e in got if e["source"] == "netlink"]
-    assert [(e["device_class"], e["bus_id"], e["type"]) for e in netlink] == \
-        [("button/power", "LNXPWRBN:00", 0x80)], f"acpi_event log: {netlink}"
-    keys = [(e["code"], e["value"]) for e in got if e["source"] == "input"]
+    netlink, keys = press_power_button(m, ev)
+    assert netlink == [("button/power", "LNXPWRBN:00", 0x80)], f"acpi_event log: {netlink}"
     assert keys == [(KEY_POWER, 1), (KEY_POWER, 0)], f"Power Button key events: {keys}"
 
 
