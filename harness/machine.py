@@ -304,9 +304,14 @@ class Machine:
 
 
 def install_signal_handlers() -> None:
-    """Make SIGTERM/SIGHUP unwind like Ctrl-C so every `finally` runs (CLI use)."""
+    """Make SIGTERM/SIGHUP unwind like Ctrl-C so every `finally` runs (CLI use).
+
+    SIGINT is set too: a process started in the background by a non-interactive
+    shell (a CI runner's `cmd &`, nohup) inherits SIGINT ignored, and Python then
+    leaves it ignored, so an interrupt would leave the harness and its QEMU running."""
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
     if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, handler)

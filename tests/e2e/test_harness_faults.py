@@ -43,8 +43,9 @@ def test_ssh_that_never_comes_up_names_the_wait_and_console(machine_factory):
 
 
 CHILD = textwrap.dedent("""
-    import sys, time
+    import faulthandler, signal, sys, time
     from pathlib import Path
+    faulthandler.register(signal.SIGUSR1)       # the test asks for our stacks if we hang
     from harness import kernels, profiles, rootfs
     from harness.machine import Machine, install_signal_handlers
     install_signal_handlers()
@@ -78,7 +79,8 @@ def _gone(pid: int, timeout: float = 15) -> bool:
 def test_no_qemu_survives_its_harness(target, kernel, initrd, tmp_path, sig):
     """Ctrl-C, a CI timeout's SIGTERM and an uncatchable SIGKILL of the harness process."""
     child = subprocess.Popen([sys.executable, "-c", CHILD, target.arch, target.kernel,
-                              str(tmp_path)], stdout=subprocess.PIPE, text=True)
+                              str(tmp_path)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     qemu_pid = None
     try:
         qemu_pid = int(child.stdout.readline())
@@ -86,7 +88,16 @@ def test_no_qemu_survives_its_harness(target, kernel, initrd, tmp_path, sig):
         with open(f"/proc/{qemu_pid}/cmdline", "rb") as fh:
             assert b"qemu-system" in fh.read()
         child.send_signal(sig)
-        child.wait(30)
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            with open(f"/proc/{child.pid}/status") as fh:
+                masks = [ln.strip() for ln in fh if ln.startswith(("SigIgn", "SigCgt"))]
+            child.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            child.kill()
+            pytest.fail(f"the harness did not exit within 30 s of {sig.name} ({masks}); "
+                        f"its threads:\n{child.communicate()[1][-4000:]}")
         assert _gone(qemu_pid), f"QEMU pid {qemu_pid} still alive after {sig.name} to its harness"
     finally:
         if child.poll() is None:
