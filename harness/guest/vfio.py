@@ -230,6 +230,11 @@ class VfioDevice:
             raise ktest.Skip(reason)
         bind(self.dev)
         self.container = os.open("/dev/vfio/vfio", os.O_RDWR)
+        version = fcntl.ioctl(self.container, VFIO_GET_API_VERSION)
+        if version != VFIO_API_VERSION:
+            self.close()
+            raise OSError(errno.EPROTO, f"VFIO_GET_API_VERSION says {version}, "
+                                        f"this client speaks {VFIO_API_VERSION}")
         self.group = os.open(f"/dev/vfio/{self.dev.iommu_group}", os.O_RDWR)
         _, out = ioctl(self.group, VFIO_GROUP_GET_STATUS, GROUP_STATUS.pack(GROUP_STATUS.size, 0))
         if not GROUP_STATUS.unpack(out)[1] & VFIO_GROUP_FLAGS_VIABLE:
@@ -441,7 +446,7 @@ def unknown_feature_is_enotty(t):
 def needs_acpi_notify(env: Env) -> str | None:
     """Decided by the kernel's own answers: the device's IRQ count and index 5."""
     d = env.device
-    rc, info = d.irq_info(VFIO_PCI_ACPI_IRQ_INDEX)
+    rc, _ = d.irq_info(VFIO_PCI_ACPI_IRQ_INDEX)
     if d.num_irqs <= VFIO_PCI_ACPI_IRQ_INDEX and rc == "EINVAL":
         return (f"index 5 is VFIO_PCI_NUM_IRQS: ACPI notify forwarding absent "
                 f"(num_irqs {d.num_irqs}, GET_IRQ_INFO(5) {rc})")
