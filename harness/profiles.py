@@ -106,7 +106,7 @@ ARM64_UEFI = replace(ARM64_VIRT, name="arm64-uefi",
                      firmware="/usr/share/qemu-efi-aarch64/QEMU_EFI.fd",
                      firmware_package="qemu-efi-aarch64",
                      extra_append=("acpi=force",),
-                     modules=ARM64_VIRT.modules + ("evdev",))   # the button is built in
+                     modules=ARM64_VIRT.modules + ("button", "evdev"))  # Debian: button built in
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (X86_64_Q35, X86_64_PC, ARM64_VIRT,
                                                     ARM64_UEFI)}
