@@ -3,6 +3,7 @@
 # (as root; elsewhere apt-get needs sudo) and is cheap to repeat:
 #   ./guestpm.sh run [guestpm run options]   the suite on the default kernels (6 targets)
 #   ./guestpm.sh test [pytest options]       unit tests + the suite: what CI runs
+#   ./guestpm.sh setup [guestpm setup options]   only the set-up (CI pipelines, ci/)
 set -eu
 cd "$(dirname "$0")"
 VENV=${GUESTPM_VENV:-.venv}
@@ -28,12 +29,14 @@ what=${1:-}
 [ $# -gt 0 ] && shift
 case "$what" in
     run)
-        "$VENV/bin/guestpm" setup
-        exec "$VENV/bin/guestpm" run "$@" ;;
+        exec "$VENV/bin/guestpm" run --setup "$@" ;;
+    setup)
+        exec "$VENV/bin/guestpm" setup "$@" ;;
     test)
-        "$VENV/bin/guestpm" setup
+        # --build-tools: the bisect tests build an arm64 kernel
+        "$VENV/bin/guestpm" setup --build-tools
         exec "$VENV/bin/python" -m pytest tests -p no:cacheprovider -q -rfEs \
             -n "$(nproc)" --dist loadgroup --timeout 900 "$@" ;;
     *)
-        echo "usage: $0 run|test [options]" >&2; exit 2 ;;
+        echo "usage: $0 run|test|setup [options]" >&2; exit 2 ;;
 esac

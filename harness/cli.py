@@ -3,6 +3,8 @@
   guestpm setup [--kernel K]... [--arch A]...   host packages, kernels, root filesystems
   guestpm run   [--kernel K]... [--arch A]... [-- PYTEST_ARGS]
   guestpm boot  --kernel K --arch A             an interactive guest for a developer
+  guestpm build --tree PATH --arch A [--fragment F]...   your tree -> --kernel build:DIR
+  guestpm bisect --tree PATH --good REV --bad REV [--arch A] -- TEST_SELECTOR...
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import threading
 import tty
 from pathlib import Path
 
-from . import kernels, profiles, rootfs
+from . import build, kconfig, kernels, profiles, rootfs
 from .errors import GuestpmError, SetupError
 from .machine import Machine, install_signal_handlers
 
@@ -56,14 +58,11 @@ def _present(what: str) -> bool:
     return os.path.exists(what) if what.startswith("/") else shutil.which(what) is not None
 
 
-def install_host_packages(archs: list[profiles.Profile]) -> None:
-    missing = sorted({pkg for what, pkg in host_packages(archs).items() if not _present(what)})
-    if not missing:
-        return
+def _apt_install(missing: list[str], why: str) -> None:
     if os.geteuid() != 0:
-        raise SetupError(f"missing Debian packages {' '.join(missing)}: run "
+        raise SetupError(f"{why} needs {' '.join(missing)}: run "
                          f"`sudo apt-get install {' '.join(missing)}` (or guestpm setup as root)")
-    say(f"installing {' '.join(missing)} with apt-get")
+    say(f"installing {' '.join(missing)} with apt-get ({why})")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for cmd in (["apt-get", "update", "-q"],
                 ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]):
@@ -73,9 +72,28 @@ def install_host_packages(archs: list[profiles.Profile]) -> None:
                              + " | ".join(proc.stderr.strip().splitlines()[-3:]))
 
 
+def install_host_packages(archs: list[profiles.Profile]) -> None:
+    missing = sorted({pkg for what, pkg in host_packages(archs).items() if not _present(what)})
+    if missing:
+        _apt_install(missing, "guestpm")
+
+
+def install_build_packages(archs: list[str]) -> None:
+    """What `guestpm build` needs (compilers, flex, bison, ...), as root only."""
+    pkgs = sorted({p for a in archs for p in build.build_packages(a)})
+    have = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Status}\n", *pkgs],
+                          capture_output=True, text=True).stdout
+    installed = {ln.split()[0] for ln in have.splitlines() if ln.endswith(" installed")}
+    missing = [p for p in pkgs if p not in installed]
+    if missing:
+        _apt_install(missing, "building kernels")
+
+
 def cmd_setup(args) -> int:
     targets = _targets(args)
     install_host_packages(list({p.name: p for _, p in targets}.values()))
+    if args.build_tools:
+        install_build_packages(sorted({p.arch for _, p in targets}))
     for spec, profile in targets:
         k = kernels.resolve(spec, profile, say)
         path = rootfs.initramfs(k, profile, say)
@@ -85,6 +103,8 @@ def cmd_setup(args) -> int:
 
 def cmd_run(args) -> int:
     import pytest
+    if args.setup:
+        cmd_setup(args)
     tests = ROOT / "tests" / "e2e"
     if not tests.is_dir():
         raise SetupError(f"no tests at {tests}: guestpm run works from a source checkout")
@@ -120,6 +140,26 @@ def cmd_boot(args) -> int:
         say("console attached below; Ctrl-] quits and stops the guest")
         _attach(m)
     return 0
+
+
+def cmd_build(args) -> int:
+    profile = profiles.get(args.arch)
+    roles = ([] if args.no_default_fragments else list(kconfig.DEFAULT_ROLES)) + args.fragment
+    b = build.build(Path(args.tree), profile.arch, roles, base=args.base, jobs=args.jobs,
+                    cross_compile=args.cross_compile, use_ccache=not args.no_ccache,
+                    nice=args.nice, say=say)
+    say(f"image:   {b.image}")
+    if b.modules:
+        say(f"modules: {b.modules}")
+    print(f"build:{b.dir}")
+    say(f"use it:  guestpm run --kernel build:{b.dir} --arch {args.arch}   "
+        f"(or --kernel build:{b.meta['tree']})")
+    return 0
+
+
+def cmd_bisect(args) -> int:
+    from . import bisect
+    return bisect.main(args, say)
 
 
 def _attach(m: Machine) -> None:
@@ -161,29 +201,61 @@ def main(argv: list[str] | None = None) -> int:
 
     def targets_opts(p, required=False):
         p.add_argument("--kernel", action="append", default=[], required=required,
-                       help=f"{', '.join(kernels.DEFAULT_KERNELS)} or path:IMAGE[,modules=DIR]"
-                            " (repeatable)")
+                       help=f"{', '.join(kernels.DEFAULT_KERNELS)}, path:IMAGE[,modules=DIR] or "
+                            "build:DIR|TREE (repeatable)")
         p.add_argument("--arch", action="append", default=[], required=required,
                        help=f"{', '.join(profiles.PROFILES)} (repeatable)")
 
     p = sub.add_parser("setup", help="install host packages, fetch kernels, build initramfs")
     targets_opts(p)
+    p.add_argument("--build-tools", action="store_true",
+                   help="also install what `guestpm build` needs (compilers, flex, bison, ...)")
     p = sub.add_parser("run", help="run the suite on the matrix; KTAP + JUnit in --results")
     targets_opts(p)
     p.add_argument("--results", default="results")
     p.add_argument("-j", "--jobs", type=int, default=0, help="parallel targets (default: cores)")
+    p.add_argument("--setup", action="store_true",
+                   help="first do `guestpm setup` for exactly these targets")
+    p.set_defaults(build_tools=False)
     p.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     p = sub.add_parser("boot", help="boot one kernel and attach to its console")
     p.add_argument("--kernel", required=True)
     p.add_argument("--arch", required=True)
     p.add_argument("--append", action="append", default=[], help="extra kernel parameter")
 
+    def build_opts(p):
+        p.add_argument("--tree", required=True, help="your kernel source tree")
+        p.add_argument("--arch", default="arm64", help=f"{', '.join(profiles.PROFILES)}")
+        p.add_argument("--fragment", action="append", default=[],
+                       help=f"a role ({', '.join(kconfig.ROLES)}) or a fragment file, merged "
+                            f"after the defaults ({', '.join(kconfig.DEFAULT_ROLES)})")
+        p.add_argument("--no-default-fragments", action="store_true",
+                       help="merge only the --fragment ones")
+        p.add_argument("--base", default="allnoconfig", choices=build.BASES)
+        p.add_argument("-j", "--jobs", type=int, default=0, help="make -j (default: cores)")
+        p.add_argument("--cross-compile", default=None,
+                       help="CROSS_COMPILE prefix (default: Debian's for the arch)")
+        p.add_argument("--no-ccache", action="store_true", help="do not use ccache if present")
+        p.add_argument("--nice", type=int, default=0, help="run make at this niceness")
+
+    p = sub.add_parser("build", help="build your kernel tree from the fragments in kernel-configs/")
+    build_opts(p)
+    p = sub.add_parser("bisect", help="git bisect run: build, boot and run tests at each step")
+    build_opts(p)
+    p.add_argument("--good", required=True, help="a revision where the tests PASS")
+    p.add_argument("--bad", required=True, help="a revision where they FAIL")
+    p.add_argument("--logs", default=None, help="per-step logs (default: results/bisect-<time>)")
+    p.add_argument("--trust-ends", action="store_true",
+                   help="do not check that --good passes and --bad fails before bisecting")
+    p.add_argument("selector", nargs="+", help="after --: pytest arguments selecting the tests")
+
     args = parser.parse_args(argv)
     install_signal_handlers()
     try:
         if args.command == "boot":
             return cmd_boot(args)
-        return {"setup": cmd_setup, "run": cmd_run}[args.command](args)
+        return {"setup": cmd_setup, "run": cmd_run, "build": cmd_build,
+                "bisect": cmd_bisect}[args.command](args)
     except GuestpmError as e:
         print(f"guestpm: error: {e}", file=sys.stderr)
         return 2

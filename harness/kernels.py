@@ -5,6 +5,8 @@ Specs:
                                           fetched once with apt, then used offline
   path:IMAGE[,modules=DIR]                your own bzImage / arm64 Image; DIR is
                                           lib/modules/VERSION or an INSTALL_MOD_PATH root
+  build:DIR | build:TREE                  a `guestpm build` (its directory, or the latest
+                                          build of TREE for the arch), with its modules
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .profiles import Profile
 
 DEBIAN_LABELS = {"6.1": "bookworm", "6.12": "trixie", "7.2": "sid"}
 DEFAULT_KERNELS = tuple(f"debian:{label}" for label in DEBIAN_LABELS)
-SCHEMES = ("debian:<label>", "path:IMAGE[,modules=DIR]")
+SCHEMES = ("debian:<label>", "path:IMAGE[,modules=DIR]", "build:DIR|TREE")
 
 Progress = Callable[[str], None]
 
@@ -102,13 +104,18 @@ def check_image(path: Path, profile: Profile) -> str:
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     scheme, sep, rest = spec.partition(":")
-    if not sep or scheme not in ("debian", "path"):
+    if not sep or scheme not in ("debian", "path", "build"):
         raise KernelError(f"unknown kernel {spec!r}: use one of "
                           f"{', '.join(DEFAULT_KERNELS)} or {' / '.join(SCHEMES)}")
     if scheme == "debian":
         if rest not in DEBIAN_LABELS:
             raise KernelError(f"unknown kernel {spec!r}: known Debian labels are "
                               f"{', '.join(DEFAULT_KERNELS)}")
+        return scheme, rest, {}
+    if scheme == "build":
+        if not rest:
+            raise KernelError(f"{spec!r}: build: takes the directory `guestpm build` printed, "
+                              "or the kernel tree it built")
         return scheme, rest, {}
     value, *opts = rest.split(",")
     options = {}
@@ -124,6 +131,8 @@ def resolve(spec: str, profile: Profile, progress: Progress = lambda s: None) ->
     scheme, value, options = parse_spec(spec)
     if scheme == "debian":
         return _debian(value, profile, progress)
+    if scheme == "build":
+        return _build(spec, Path(value), profile)
     return _path(spec, Path(value).expanduser(), options.get("modules"), profile)
 
 
@@ -142,6 +151,19 @@ def _path(spec: str, image: Path, modules: str | None, profile: Profile) -> Kern
         [d / ".config" for d in list(image.resolve().parents)[:4]]
     config = next((c for c in candidates if c.is_file()), None)
     return Kernel(spec, profile.arch, image.resolve(), release, mod_dir, config, str(image))
+
+
+def _build(spec: str, path: Path, profile: Profile) -> Kernel:
+    from . import build
+    try:
+        b = build.find(path, profile.arch)
+    except build.BuildError as e:
+        raise KernelError(str(e)) from None
+    check_image(b.image, profile)
+    git = b.meta.get("git") or {}
+    where = f"{b.meta['tree']} at {git['describe']}" if git else b.meta["tree"]
+    return Kernel(spec, profile.arch, b.image, b.meta["release"], b.modules, b.config,
+                  f"guestpm build of {where} ({b.dir})")
 
 
 def kernel_packages(show: Callable[[str], dict[str, str]], deb_arch: str) -> list[str]:

@@ -1,0 +1,350 @@
+"""guestpm bisect: `git bisect run` where each step builds, boots and runs tests.
+
+  guestpm bisect --tree ~/linux --arch arm64 --good v7.1 --bad HEAD -- \\
+      tests/e2e/test_psci.py -k system_suspend_features
+
+Each step (this module run as `python -m harness.bisect STATE`) builds the checked-out
+commit incrementally in one O= directory, runs the selected tests against it with
+`--kernel build:DIR` and exits with git bisect's convention:
+
+  0    good  the selected tests PASS (or XFAIL: their known defect is still there)
+  1    bad   one of them FAILs or ERRORs (a guest panic during a test is an error)
+  125  skip  the build fails, or every selected test SKIPs (the feature is absent)
+  128  abort the harness cannot judge (host set-up error, no test selected, usage)
+
+Per-step logs go to LOGS/NN-<sha>/ (build.log link, pytest.log, junit.xml, the run's
+results directory); LOGS/steps.jsonl has one record per step.  The tree is left as it
+was found: `git bisect reset` runs on every exit path, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import build, kconfig, profiles
+from .errors import GuestpmError, SetupError
+
+GOOD, BAD, SKIP, ABORT = 0, 1, 125, 128
+WORDS = {GOOD: "good", BAD: "bad", SKIP: "skip", ABORT: "abort"}
+
+
+class BisectError(GuestpmError):
+    pass
+
+
+# ---------------------------------------------------------------- verdict mapping
+
+@dataclass
+class Outcome:
+    passed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)      # failures and errors
+    skipped: list[str] = field(default_factory=list)     # "test: reason"
+    xfailed: list[str] = field(default_factory=list)
+    setup_errors: list[str] = field(default_factory=list)   # the harness, not the kernel
+
+
+def parse_junit(text: str) -> Outcome:
+    """Per-test outcomes from pytest's JUnit XML."""
+    out = Outcome()
+    for case in ET.fromstring(text).iter("testcase"):
+        name = f"{case.get('classname', '')}::{case.get('name', '')}".lstrip(":")
+        name = name.split(".")[-1] if "::" not in name else name
+        tags = {child.tag: child for child in case}
+        if "skipped" in tags:
+            sk = tags["skipped"]
+            msg = sk.get("message", "")
+            if sk.get("type") == "pytest.xfail":
+                out.xfailed.append(name)
+            else:
+                out.skipped.append(f"{name}: {msg}")
+        elif "failure" in tags or "error" in tags:
+            el = tags.get("failure", tags.get("error"))
+            msg = el.get("message", "")
+            if not msg:
+                lines = (el.text or "").strip().splitlines()
+                msg = lines[-1] if lines else ""
+            if "SetupError:" in el.get("message", ""):
+                out.setup_errors.append(f"{name}: {msg}")
+            else:
+                out.failed.append(f"{name}: {msg.splitlines()[0] if msg else ''}")
+        else:
+            out.passed.append(name)
+    return out
+
+
+def verdict(outcome: Outcome | None, pytest_rc: int) -> tuple[int, str, str]:
+    """(exit code for git bisect, PASS/FAIL/SKIP/ABORT, one-line detail)."""
+    if pytest_rc == 5:
+        return ABORT, "ABORT", "the selector matched no test"
+    if outcome is None or pytest_rc in (2, 3, 4):
+        return ABORT, "ABORT", f"pytest exited {pytest_rc} (interrupted, internal or usage error)"
+    if outcome.setup_errors:
+        return ABORT, "ABORT", f"host set-up error: {outcome.setup_errors[0]}"
+    if outcome.failed:
+        return BAD, "FAIL", "; ".join(outcome.failed[:3]) + \
+            (f" (+{len(outcome.failed) - 3} more)" if len(outcome.failed) > 3 else "")
+    if not outcome.passed and not outcome.xfailed:
+        return SKIP, "SKIP", outcome.skipped[0] if outcome.skipped else "no test ran"
+    n = len(outcome.passed)
+    extra = f", {len(outcome.xfailed)} xfailed" if outcome.xfailed else ""
+    extra += f", {len(outcome.skipped)} skipped" if outcome.skipped else ""
+    return GOOD, "PASS", f"{n} passed{extra}"
+
+
+def first_bad(git_output: str) -> str | None:
+    """The sha git bisect names as the first bad commit, if it named one."""
+    for line in git_output.splitlines():
+        if line.endswith(" is the first bad commit"):
+            return line.split()[0]
+    return None
+
+
+# ---------------------------------------------------------------- git
+
+def git(tree: Path, *args: str, check: bool = True) -> str:
+    p = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise BisectError(f"`git {' '.join(args)}` failed in {tree}: "
+                          + (p.stderr.strip().splitlines() or ["?"])[-1])
+    return p.stdout.strip()
+
+
+def bisecting(tree: Path) -> bool:
+    return Path(tree, git(tree, "rev-parse", "--git-path", "BISECT_START")).exists()
+
+
+def check_tree(tree: Path) -> None:
+    """A kernel tree with git history, not dirty, not mid-bisect: else BisectError."""
+    build.tree_version(tree)
+    if subprocess.run(["git", "-C", str(tree), "rev-parse", "--git-dir"],
+                      capture_output=True).returncode != 0:
+        raise BisectError(f"{tree} is not a git repository: bisect needs the tree's history")
+    if git(tree, "rev-parse", "--show-toplevel") != str(tree.resolve()):
+        raise BisectError(f"{tree} is inside another repository: pass its top level "
+                          f"({git(tree, 'rev-parse', '--show-toplevel')})")
+    if bisecting(tree):
+        raise BisectError(f"a bisect is already in progress in {tree}: finish it or run "
+                          "`git bisect reset` there first")
+    dirty = git(tree, "status", "--porcelain", "--untracked-files=no").splitlines()
+    if dirty:
+        raise BisectError(f"{tree} has uncommitted changes to tracked files "
+                          f"({', '.join(d.split(maxsplit=1)[-1] for d in dirty[:4])}"
+                          f"{', ...' if len(dirty) > 4 else ''}): bisecting checks out other "
+                          "revisions and would carry or lose them; commit or stash them first")
+
+
+def rev(tree: Path, name: str) -> str:
+    sha = git(tree, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}", check=False)
+    if not sha:
+        raise BisectError(f"{name!r} is not a commit in {tree}")
+    return sha
+
+
+# ---------------------------------------------------------------- one step
+
+def step(state_path: Path, label: str | None = None) -> int:
+    """Build HEAD, run the selected tests on it, record and return the bisect code."""
+    st = json.loads(state_path.read_text())
+    tree, logs = Path(st["tree"]), Path(st["logs"])
+    head = git(tree, "rev-parse", "HEAD")
+    subject = git(tree, "log", "-1", "--format=%s")
+    steps = logs / "steps.jsonl"
+    n = len(steps.read_text().splitlines()) + 1 if steps.exists() else 1
+    d = logs / f"{n:02d}-{label or 'step'}-{head[:12]}"
+    d.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    rec = {"n": n, "label": label or "step", "commit": head, "subject": subject, "dir": str(d)}
+
+    def out(msg: str) -> None:
+        print(f"guestpm bisect: {msg}", flush=True)
+
+    out(f"[{n}] {head[:12]} {subject[:60]}: building")
+    try:
+        b = build.build(tree, st["arch"], st["roles"], base=st["base"], jobs=st["jobs"],
+                        cross_compile=st["cross_compile"], use_ccache=st["ccache"],
+                        nice=st["nice"], say=lambda s: out(f"[{n}]   {s}"),
+                        progress_every=30.0)
+    except (build.BuildError, kconfig.FragmentError) as e:
+        (d / "build-error.txt").write_text(str(e) + "\n")
+        code, word, detail = SKIP, "BUILD FAILED", str(e).splitlines()[0]
+        rec.update(build_s=round(time.monotonic() - t0, 1))
+    except SetupError as e:
+        code, word, detail = ABORT, "ABORT", str(e)
+    else:
+        rec["build_s"] = round(time.monotonic() - t0, 1)
+        rec["build"] = str(b.dir)
+        for name in ("build.log", "config.log"):
+            try:
+                os.symlink(b.dir / name, d / name)
+            except OSError:
+                pass
+        out(f"[{n}]   built {b.meta['release']} in {rec['build_s']:.0f}s; running the tests")
+        code, word, detail = _run_tests(st, b, d)
+    rec.update(exit=code, verdict=word, detail=detail, seconds=round(time.monotonic() - t0, 1))
+    with open(steps, "a") as fh:
+        fh.write(json.dumps(rec) + "\n")
+    out(f"[{n}] {head[:12]} {word}: {detail} -> {WORDS[code]} ({code}); logs {d}")
+    return code
+
+
+def _run_tests(st: dict, b: build.Build, d: Path) -> tuple[int, str, str]:
+    cmd = [sys.executable, "-m", "pytest", *st["selector"], f"--kernel=build:{b.dir}",
+           f"--arch={st['profile']}", f"--results={d / 'results'}",
+           f"--junitxml={d / 'junit.xml'}", "-p", "no:cacheprovider", "-q", "-rfEs"]
+    with open(d / "pytest.log", "w") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        proc = subprocess.Popen(cmd, cwd=st["cwd"], stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            rc = proc.wait()
+        finally:
+            _stop(proc, 20)
+    junit = d / "junit.xml"
+    outcome = parse_junit(junit.read_text()) if junit.is_file() and rc not in (2, 3, 4) else None
+    if outcome:
+        (d / "outcome.json").write_text(json.dumps(asdict(outcome), indent=1))
+    return verdict(outcome, rc)
+
+
+# ---------------------------------------------------------------- the driver
+
+def _steps(logs: Path) -> list[dict]:
+    p = logs / "steps.jsonl"
+    return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
+
+
+def main(args, say: Callable[[str], None]) -> int:
+    tree = Path(args.tree).expanduser().resolve()
+    profile = profiles.get(args.arch)
+    check_tree(tree)
+    good, bad = rev(tree, args.good), rev(tree, args.bad)
+    if good == bad:
+        raise BisectError("--good and --bad are the same commit")
+    roles = ([] if args.no_default_fragments else list(kconfig.DEFAULT_ROLES)) + args.fragment
+    kconfig.fragment_paths(profile.arch, roles)                 # bad fragments: now, not per step
+    build.toolchain(profile.arch, args.cross_compile, not args.no_ccache)  # missing compiler too
+    logs = Path(args.logs or f"results/bisect-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    logs.mkdir(parents=True, exist_ok=True)
+    if (logs / "steps.jsonl").exists():
+        raise BisectError(f"{logs} holds another bisect's logs: pass a fresh --logs")
+    state = logs / "state.json"
+    state.write_text(json.dumps({
+        "tree": str(tree), "arch": profile.arch, "profile": profile.name, "roles": roles,
+        "base": args.base, "jobs": args.jobs or None, "cross_compile": args.cross_compile,
+        "ccache": not args.no_ccache, "nice": args.nice, "selector": args.selector,
+        "cwd": os.getcwd(), "logs": str(logs)}, indent=1))
+    orig_ref = git(tree, "symbolic-ref", "-q", "HEAD", check=False)
+    orig = git(tree, "rev-parse", "HEAD")
+    say(f"bisecting {tree} ({git(tree, 'describe', '--always', orig)}) between good "
+        f"{good[:12]} and bad {bad[:12]} for {profile.name}; logs in {logs}")
+    say(f"tests: {' '.join(args.selector)}")
+    result = 1
+    try:
+        if not args.trust_ends:
+            for name, sha, want in (("bad", bad, BAD), ("good", good, GOOD)):
+                git(tree, "checkout", "-q", "--detach", sha)
+                got = _child([sys.executable, "-m", "harness.bisect", str(state), name],
+                             logs / "ends.log")
+                if got != want:
+                    s = _steps(logs)[-1] if _steps(logs) else {}
+                    raise BisectError(
+                        f"--{name} {getattr(args, name)} is not {name}: the step there said "
+                        f"{s.get('verdict', '?')} ({s.get('detail', '')}); see {s.get('dir', logs)}")
+            _restore(tree, orig_ref, orig)
+        git(tree, "bisect", "start", bad, good)
+        rc = _child(["git", "-C", str(tree), "bisect", "run", sys.executable, "-m",
+                     "harness.bisect", str(state)], logs / "bisect-run.log")
+        (logs / "bisect.log").write_text(git(tree, "bisect", "log", check=False) + "\n")
+        text = (logs / "bisect-run.log").read_text()
+        sha = first_bad(text)
+        _summary(logs, say)
+        if sha:
+            rec = next((s for s in reversed(_steps(logs)) if s["commit"].startswith(sha)), None)
+            say(f"first bad commit: {sha} {git(tree, 'log', '-1', '--format=%s', sha)}")
+            if rec:
+                say(f"  verdict there: {rec['verdict']}: {rec['detail']} (logs {rec['dir']})")
+            (logs / "first-bad").write_text(sha + "\n")
+            result = 0
+        elif "only 'skip'ped commits left" in text:
+            say("no single first bad commit: the candidates could not be built or tested "
+                "(skipped); they are listed in " + str(logs / "bisect-run.log"))
+        else:
+            say(f"git bisect run ended without a first bad commit (exit {rc}); see "
+                f"{logs / 'bisect-run.log'}")
+            result = 2
+    except KeyboardInterrupt:
+        say("interrupted: resetting the bisect")
+        result = 130
+    finally:
+        if bisecting(tree):
+            git(tree, "bisect", "reset", "--quiet", check=False)
+        _restore(tree, orig_ref, orig)
+        say(f"tree left at {git(tree, 'describe', '--always', '--all', 'HEAD')} "
+            f"({git(tree, 'rev-parse', '--short=12', 'HEAD')}), as found")
+    return result
+
+
+def _restore(tree: Path, orig_ref: str, orig: str) -> None:
+    target = orig_ref.removeprefix("refs/heads/") if orig_ref else orig
+    if git(tree, "rev-parse", "HEAD") != orig or \
+            git(tree, "symbolic-ref", "-q", "HEAD", check=False) != orig_ref:
+        git(tree, "checkout", "-q", *([] if orig_ref else ["--detach"]), target)
+
+
+def _child(cmd: list[str], log: Path) -> int:
+    """Run CMD in its own process group, its output both shown and appended to LOG; on
+    Ctrl-C (or any exception) the whole group is terminated before we go on."""
+    with open(log, "a") as fh:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", start_new_session=True)
+        try:
+            assert proc.stdout
+            for line in proc.stdout:
+                fh.write(line)
+                fh.flush()
+                sys.stderr.write(line)
+                sys.stderr.flush()
+            return proc.wait()
+        finally:
+            _stop(proc, 30)
+
+
+def _stop(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM to a child's process group (it leads one), SIGKILL after GRACE seconds."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _summary(logs: Path, say: Callable[[str], None]) -> None:
+    say("steps:")
+    for s in _steps(logs):
+        say(f"  {s['n']:>2} {s['label']:<5} {s['commit'][:12]} {WORDS[s['exit']]:<5} "
+            f"{s['verdict']:<12} {s.get('build_s', 0):>5.0f}s build  {s['subject'][:50]}")
+
+
+if __name__ == "__main__":
+    from .machine import install_signal_handlers
+    install_signal_handlers()
+    try:
+        sys.exit(step(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None))
+    except KeyboardInterrupt:
+        sys.exit(ABORT + 2)
+    except GuestpmError as e:
+        print(f"guestpm bisect: error: {e}", file=sys.stderr)
+        sys.exit(ABORT)

@@ -1,0 +1,104 @@
+"""The bisect driver's verdict mapping (golden JUnit from real pytest runs) and its
+refusals, on tiny git repositories that look like kernel trees."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from harness import bisect
+
+G = Path(__file__).parent / "golden" / "bisect"
+EXPECTED = json.loads((G / "expected.json").read_text())
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_junit_outcomes_map_to_git_bisect_exit_codes(kind):
+    outcome = bisect.parse_junit((G / f"{kind}.xml").read_text())
+    rc = 1 if outcome.failed or outcome.setup_errors else 0
+    assert list(bisect.verdict(outcome, rc)) == EXPECTED[kind]
+
+
+@pytest.mark.parametrize("rc, code", [(5, 128), (2, 128), (3, 128), (4, 128)])
+def test_pytest_that_could_not_judge_aborts_the_bisect(rc, code):
+    assert bisect.verdict(bisect.Outcome(), rc)[0] == code
+
+
+def test_first_bad_commit_is_read_from_git_bisect_output():
+    out = ("Bisecting: 0 revisions left to test after this (roughly 0 steps)\n"
+           "guestpm bisect: [3] 1a2b3c FAIL: ... -> bad (1)\n"
+           "9f3e1c2d4b5a69788796a5b4c3d2e1f0a9b8c7d6 is the first bad commit\n"
+           "commit 9f3e1c2d4b5a69788796a5b4c3d2e1f0a9b8c7d6\n")
+    assert bisect.first_bad(out) == "9f3e1c2d4b5a69788796a5b4c3d2e1f0a9b8c7d6"
+    assert bisect.first_bad("There are only 'skip'ped commits left to test.\n") is None
+
+
+# ---------------------------------------------------------------- refusals
+
+def _git(tree: Path, *a: str) -> str:
+    return subprocess.run(["git", "-C", str(tree), *a], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture
+def fake_tree(tmp_path) -> Path:
+    """Enough of a kernel tree for the checks, with two commits."""
+    t = tmp_path / "linux"
+    (t / "scripts/kconfig").mkdir(parents=True)
+    (t / "Makefile").write_text("VERSION = 7\nPATCHLEVEL = 2\nSUBLEVEL = 0\n")
+    (t / "Kconfig").write_text("config X\n\tbool\n")
+    (t / "scripts/kconfig/merge_config.sh").write_text("#!/bin/sh\n")
+    _git(t.parent, "init", "-q", str(t))
+    for n in (1, 2):
+        (t / "file.c").write_text(f"int v = {n};\n")
+        _git(t, "add", "-A")
+        _git(t, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"c{n}")
+    return t
+
+
+def _args(tree: Path, **kw) -> SimpleNamespace:
+    base = dict(tree=str(tree), arch="arm64", good="HEAD~1", bad="HEAD", fragment=[],
+                no_default_fragments=False, base="allnoconfig", jobs=0, cross_compile=None,
+                no_ccache=True, nice=0, logs=str(tree.parent / "logs"), trust_ends=False,
+                selector=["tests/e2e/test_psci.py"])
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def _unchanged(tree: Path, head: str) -> None:
+    assert _git(tree, "rev-parse", "HEAD") == head
+    assert _git(tree, "symbolic-ref", "HEAD").endswith(("/master", "/main"))
+    assert not (tree / ".git" / "BISECT_START").exists()
+
+
+def test_bisect_refuses_a_dirty_tree_and_leaves_it_alone(fake_tree):
+    head = _git(fake_tree, "rev-parse", "HEAD")
+    (fake_tree / "file.c").write_text("int v = 99;\n")
+    with pytest.raises(bisect.BisectError, match=r"uncommitted changes to tracked files "
+                                                 r"\(file.c\).*commit or stash"):
+        bisect.main(_args(fake_tree), print)
+    _unchanged(fake_tree, head)
+    assert (fake_tree / "file.c").read_text() == "int v = 99;\n"
+
+
+def test_bisect_refuses_a_tree_mid_bisect(fake_tree):
+    _git(fake_tree, "bisect", "start")
+    with pytest.raises(bisect.BisectError, match="already in progress.*git bisect reset"):
+        bisect.main(_args(fake_tree), print)
+
+
+def test_bisect_refuses_what_is_not_a_kernel_tree(tmp_path, fake_tree):
+    with pytest.raises(bisect.build.BuildError, match="is not a Linux kernel tree"):
+        bisect.main(_args(tmp_path), print)
+    (fake_tree / ".git").rename(fake_tree / ".git-away")
+    with pytest.raises(bisect.BisectError, match="not a git repository"):
+        bisect.main(_args(fake_tree), print)
+
+
+def test_bisect_refuses_unknown_revisions(fake_tree):
+    with pytest.raises(bisect.BisectError, match="'v0.0' is not a commit"):
+        bisect.main(_args(fake_tree, good="v0.0"), print)
