@@ -47,12 +47,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("guestpm")
     g.addoption("--kernel", action="append", default=[], metavar="SPEC",
                 help=f"kernel under test (repeatable): {', '.join(kernels.DEFAULT_KERNELS)}, "
-                     "path:IMAGE[,modules=DIR]; default: all Debian labels")
+                     "path:IMAGE[,modules=DIR], build:DIR|TREE; default: all Debian labels")
     g.addoption("--arch", action="append", default=[], metavar="PROFILE",
                 help=f"machine profile (repeatable): {', '.join(profiles.PROFILES)}; "
                      f"default: {', '.join(profiles.DEFAULT_ARCHES)}")
     g.addoption("--results", default="results", metavar="DIR",
                 help="where artifacts, KTAP and JUnit go (default: ./results)")
+    g.addoption("--slow", action="store_true",
+                help="also run tests marked slow (a full kernel build and its PSCI run)")
     g.addoption("--boot-timeout", type=float, default=300, metavar="SECONDS",
                 help="bound on one boot to a shell (default 300; TCG is slow)")
 
@@ -86,7 +88,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in ("arch(name, ...): run only on these machine profiles",
                  "needs_config(option, ...): skip unless the kernel config has CONFIG_option",
                  "harness_selftest: checks of the harness itself; first target only",
-                 "e2e: boots real kernels in QEMU"):
+                 "e2e: boots real kernels in QEMU",
+                 "slow: opt-in (--slow): builds a whole kernel tree from the fragments"):
         config.addinivalue_line("markers", line)
     res = results_dir(config)
     if not hasattr(config, "workerinput"):
@@ -111,6 +114,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("slow"):
+        # opt-in tests are deselected, not skipped: a SKIP line means "feature absent"
+        slow = [i for i in items if i.get_closest_marker("slow")]
+        if slow:
+            config.hook.pytest_deselected(items=slow)
+            items[:] = [i for i in items if not i.get_closest_marker("slow")]
     for item in items:
         t = getattr(item, "callspec", None) and item.callspec.params.get("target")
         if not isinstance(t, Target):
