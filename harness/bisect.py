@@ -56,8 +56,8 @@ def parse_junit(text: str) -> Outcome:
     """Per-test outcomes from pytest's JUnit XML."""
     out = Outcome()
     for case in ET.fromstring(text).iter("testcase"):
-        name = f"{case.get('classname', '')}::{case.get('name', '')}".lstrip(":")
-        name = name.split(".")[-1] if "::" not in name else name
+        module = case.get("classname", "").split(".")[-1]
+        name = f"{module}::{case.get('name', '')}" if module else case.get("name", "")
         tags = {child.tag: child for child in case}
         if "skipped" in tags:
             sk = tags["skipped"]
@@ -287,7 +287,7 @@ def main(args, say: Callable[[str], None]) -> int:
         result = 130
     finally:
         if bisecting(tree):
-            git(tree, "bisect", "reset", "--quiet", check=False)
+            git(tree, "bisect", "reset", check=False)
         _restore(tree, orig_ref, orig)
         say(f"tree left at {git(tree, 'describe', '--always', '--all', 'HEAD')} "
             f"({git(tree, 'rev-parse', '--short=12', 'HEAD')}), as found")
@@ -309,11 +309,15 @@ def _child(cmd: list[str], log: Path) -> int:
                                 text=True, errors="replace", start_new_session=True)
         try:
             assert proc.stdout
+            line = "\n"
             for line in proc.stdout:
                 fh.write(line)
                 fh.flush()
                 sys.stderr.write(line)
                 sys.stderr.flush()
+            if not line.endswith("\n"):          # git's last message has no newline
+                fh.write("\n")
+                sys.stderr.write("\n")
             return proc.wait()
         finally:
             _stop(proc, 30)

@@ -44,7 +44,7 @@ def source(label: str, progress: Callable[[str], None] = lambda s: None) -> Path
             sh = (f"dpkg-deb --fsys-tarfile {shlex.quote(str(deb))} | "
                   f"tar -xO --wildcards './usr/src/{pkg}.tar.*' | "
                   f"tar -xJ --strip-components=1 -C {shlex.quote(str(tmp))}")
-            proc = subprocess.run(["sh", "-ec", "set -o pipefail 2>/dev/null; " + sh],
+            proc = subprocess.run(["bash", "-c", "set -euo pipefail; " + sh],
                                   capture_output=True, text=True)
             if proc.returncode != 0 or not (tmp / "Makefile").is_file():
                 raise SetupError(f"unpacking {deb.name} failed: {proc.stderr.strip()[-300:]}")

@@ -83,12 +83,13 @@ def make_history(src: Path, tree: Path) -> dict[str, str]:
             if "# Debian packaging" in text:
                 gi.write_text(text[:text.index("#\n# Debian packaging")])
             git(tmp, "init", "-q", "-b", "main")
+            git(tmp, "config", "gc.auto", "0")      # no background repack of 600 MB
             git(tmp, "add", "-A")
             git(tmp, "commit", "-q", "-m", f"{src.name} as Debian ships it",
                 date="2026-01-01T00:00:00Z")
             git(tmp, "tag", "guestpm-base")
     if (tree / ".git/BISECT_START").exists():
-        git(tree, "bisect", "reset", "--quiet")
+        git(tree, "bisect", "reset")
     git(tree, "checkout", "-q", "-f", "main")
     git(tree, "reset", "-q", "--hard", "guestpm-base")
     shas = {"base": git(tree, "rev-parse", "HEAD")}

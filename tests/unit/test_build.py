@@ -124,3 +124,21 @@ def test_build_spec_selects_a_build_directory(tmp_path, monkeypatch):
 def test_default_roles_exist_for_both_arches():
     for arch in build.KBUILD:
         assert kconfig.fragment_paths(arch, kconfig.DEFAULT_ROLES)
+
+
+def test_cli_build_without_the_cross_compiler_names_the_package(tmp_path, monkeypatch, capsys):
+    """The real lookup (PATH), through the command line: only the host tools are there."""
+    import shutil
+    from harness import cli
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in build.HOST_TOOLS:
+        if shutil.which(tool):
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setattr(build.os, "uname", lambda: type("U", (), {"machine": "x86_64"})())
+    rc = cli.main(["build", "--tree", str(_tree(tmp_path)), "--arch", "arm64"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "missing aarch64-linux-gnu-gcc (gcc-aarch64-linux-gnu)" in err
+    assert "apt-get install gcc-aarch64-linux-gnu" in err
