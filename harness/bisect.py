@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,6 +126,8 @@ def bisecting(tree: Path) -> bool:
 def check_tree(tree: Path) -> None:
     """A kernel tree with git history, not dirty, not mid-bisect: else BisectError."""
     build.tree_version(tree)
+    if not shutil.which("git"):
+        raise SetupError("git is not installed: `apt-get install git`")
     if subprocess.run(["git", "-C", str(tree), "rev-parse", "--git-dir"],
                       capture_output=True).returncode != 0:
         raise BisectError(f"{tree} is not a git repository: bisect needs the tree's history")

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -57,13 +58,13 @@ KBUILD = {
 }
 # Host programs any kernel build runs, by the Debian package that ships them.
 HOST_TOOLS = {"make": "make", "gcc": "gcc", "flex": "flex", "bison": "bison", "bc": "bc",
-              "perl": "perl-base", "git": "git"}
+              "perl": "perl-base"}
 
 
 def build_packages(arch: str) -> list[str]:
     """Debian packages a build for this arch needs on this host (setup installs them)."""
     ka = KBUILD[arch]
-    pkgs = set(HOST_TOOLS.values()) | {p for _, p in ka.host_libs} | {"libssl-dev"}
+    pkgs = set(HOST_TOOLS.values()) | {p for _, p in ka.host_libs} | {"libssl-dev", "git"}
     if os.uname().machine != ka.host_machine:
         pkgs.add(ka.cross_package)
     return sorted(pkgs)
@@ -103,7 +104,7 @@ def check_source_clean(tree: Path, srcarch: str) -> None:
 
 
 def git_describe(tree: Path) -> dict[str, str] | None:
-    if not (tree / ".git").exists():
+    if not (tree / ".git").exists() or not shutil.which("git"):
         return None
     def git(*a: str) -> str:
         return subprocess.run(["git", "-C", str(tree), *a], capture_output=True,
@@ -241,7 +242,7 @@ def _run_logged(cmd: list[str], cwd: Path, env: dict, log: Path, nice: int = 0,
         finally:
             if proc.poll() is None:
                 try:
-                    os.killpg(proc.pid, 9)
+                    os.killpg(proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
                 proc.wait()
@@ -273,8 +274,8 @@ def error_excerpt(log_text: str, limit: int = 12) -> list[str]:
 
 
 class _Progress:
-    """A line every `every` seconds while make runs: files compiled, elapsed, and a
-    percentage against the previous build of the same directory."""
+    """A line every `every` seconds while make runs: steps (compile, link, ...) done,
+    elapsed, and a percentage of the most steps a build of this directory took."""
 
     def __init__(self, say: Progress, what: str, previous: int | None, every: float = 15.0):
         self.say, self.what, self.previous, self.every = say, what, previous, every
@@ -291,7 +292,7 @@ class _Progress:
 
     def _tick(self) -> None:
         while not self._stop.wait(self.every):
-            pct = (f", ~{min(99, 100 * self.count // self.previous)}% of the previous build"
+            pct = (f", ~{min(99, 100 * self.count // self.previous)}% of a full build"
                    if self.previous else "")
             self.say(f"{self.what}: {self.count} steps in {time.monotonic() - self.t0:.0f}s"
                      f"{pct} (last: {self.last or '-'})")
@@ -325,7 +326,8 @@ def configure(tree: Path, obj: Path, tc: Toolchain, base: str, fragments: list[P
     log.write_text("")
     for cmd in steps:
         if _run_logged(cmd, tree, env, log) != 0:
-            raise BuildError(f"configuring {tree} failed at `{' '.join(cmd[:1] + cmd[-1:])}`:\n  "
+            what = "merge_config.sh" if cmd[0].endswith("merge_config.sh") else f"make {cmd[-1]}"
+            raise BuildError(f"configuring {tree} failed at {what}:\n  "
                              + "\n  ".join(error_excerpt(log.read_text())) + f"\nfull log: {log}")
     stamp_file.write_text(stamp)
 
@@ -379,7 +381,7 @@ def build(tree: Path, arch: str, roles: list[str], base: str = "allnoconfig",
             f"{', ccache' if tc.ccache else ''})")
         t1 = time.monotonic()
         with _Progress(say, f"building {tree.name} for {arch}",
-                       prev.get("steps") if prev else None, progress_every) as prog:
+                       prev.get("full_steps") if prev else None, progress_every) as prog:
             rc = _run_logged(["make", f"O={obj}", f"-j{jobs}", *tc.make_vars(), *targets],
                              tree, tc.env(), log, nice, prog.line)
         t_build = time.monotonic() - t1
@@ -400,6 +402,7 @@ def build(tree: Path, arch: str, roles: list[str], base: str = "allnoconfig",
         meta = {"tree": str(tree), "arch": arch, "version": version, "release": release,
                 "base": base, "fragments": [str(f) for f in fragments], "git": rev,
                 "image": tc.arch.image, "modules": mod_rel, "steps": prog.count,
+                "full_steps": max(prog.count, (prev or {}).get("full_steps", 0)),
                 "cross_compile": tc.cross_compile, "ccache": bool(tc.ccache),
                 "seconds": {"config": round(t_config, 1), "build": round(t_build, 1)}}
         cache.write_atomic(out / "build.json", json.dumps(meta, indent=1).encode())
