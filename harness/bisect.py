@@ -233,7 +233,7 @@ def main(args, say: Callable[[str], None]) -> int:
     good, bad = rev(tree, args.good), rev(tree, args.bad)
     if good == bad:
         raise BisectError("--good and --bad are the same commit")
-    roles = ([] if args.no_default_fragments else list(kconfig.DEFAULT_ROLES)) + args.fragment
+    roles = kconfig.roles(args.fragment, defaults=not args.no_default_fragments)
     kconfig.fragment_paths(profile.arch, roles)                 # bad fragments: now, not per step
     build.toolchain(profile.arch, args.cross_compile, not args.no_ccache)  # missing compiler too
     logs = Path(args.logs or f"results/bisect-{time.strftime('%Y%m%d-%H%M%S')}").resolve()

@@ -144,7 +144,7 @@ def cmd_boot(args) -> int:
 
 def cmd_build(args) -> int:
     profile = profiles.get(args.arch)
-    roles = ([] if args.no_default_fragments else list(kconfig.DEFAULT_ROLES)) + args.fragment
+    roles = kconfig.roles(args.fragment, defaults=not args.no_default_fragments)
     b = build.build(Path(args.tree), profile.arch, roles, base=args.base, jobs=args.jobs,
                     cross_compile=args.cross_compile, use_ccache=not args.no_ccache,
                     nice=args.nice, say=say)

@@ -48,6 +48,11 @@ def parse_config(text: str, origin: str = "<config>") -> dict[str, str]:
     return values
 
 
+def roles(extra: list[str], defaults: bool = True) -> list[str]:
+    """The roles a build merges: the defaults (unless turned off), then EXTRA in order."""
+    return (list(DEFAULT_ROLES) if defaults else []) + list(extra)
+
+
 def fragment_paths(arch: str, roles: list[str] | tuple[str, ...]) -> list[Path]:
     """Files for these roles (names or paths), in merge order."""
     out: list[Path] = []
