@@ -111,12 +111,23 @@ def make_history(src: Path, tree: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def history(request) -> History:
+def made(request) -> History:
     if request.config.getoption("arch") and "arm64" not in request.config.getoption("arch"):
         pytest.skip("the bisect test builds and boots arm64, which --arch did not select")
     src = sources.source("7.2", progress)
     tree = cache.cache_dir() / "bisect-tree-7.2"
-    return History(tree, make_history(src, tree))
+    with cache.locked(tree):
+        return History(tree, make_history(src, tree))
+
+
+@pytest.fixture
+def history(made: History):
+    """The tree, held exclusively for one test.  These tests share one tree and must not
+    overlap, and pytest-xdist may place them on different workers: with pytest 9.2,
+    xdist 3.8's xdist_group sets item._nodeid, which pytest no longer reads, so the
+    module's group mark does not keep them together."""
+    with cache.locked(made.tree):
+        yield made
 
 
 def guestpm(*args: str, log: Path, timeout: float = 3000,
