@@ -360,6 +360,9 @@ def build(tree: Path, arch: str, roles: list[str], base: str = "allnoconfig",
     with cache.locked(out):
         prev = json.loads((out / "build.json").read_text()) if (out / "build.json").is_file() \
             else None
+        # until this build succeeds, the directory holds no runnable kernel: a stale
+        # Image from the last good build must not be booted as this tree's
+        (out / "build.json").unlink(missing_ok=True)
         t0 = time.monotonic()
         configure(tree, obj, tc, base, fragments, out / "config.log",
                   cache.digest(base, *[f.read_bytes() for f in fragments]), say)
