@@ -35,6 +35,7 @@ from . import build, kconfig, profiles
 from .errors import GuestpmError, SetupError
 
 GOOD, BAD, SKIP, ABORT = 0, 1, 125, 128
+TEST_TIMEOUT = 3600          # one step's tests; every wait inside them is bounded already
 WORDS = {GOOD: "good", BAD: "bad", SKIP: "skip", ABORT: "abort"}
 
 
@@ -209,7 +210,10 @@ def _run_tests(st: dict, b: build.Build, d: Path) -> tuple[int, str, str]:
         proc = subprocess.Popen(cmd, cwd=st["cwd"], stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
-            rc = proc.wait()
+            rc = proc.wait(timeout=TEST_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return ABORT, "ABORT", (f"the selected tests ran over {TEST_TIMEOUT}s (the harness's "
+                                    f"own waits are bounded: see {d / 'pytest.log'})")
         finally:
             _stop(proc, 20)
     junit = d / "junit.xml"
