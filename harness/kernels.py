@@ -2,18 +2,25 @@
 
 Specs:
   debian:6.1 | debian:6.12 | debian:7.2   stock Debian kernels (bookworm, trixie, sid),
-                                          fetched once with apt, then used offline
-  path:IMAGE[,modules=DIR]                your own bzImage / arm64 Image; DIR is
-                                          lib/modules/VERSION or an INSTALL_MOD_PATH root
+                                          the defaults; fetched once with apt, then offline
+  debian:X.Y | debian:SUITE               any kernel version or suite the system's mirror
+                                          carries (debian:5.10, debian:bullseye,
+                                          debian:bookworm-backports)
+  path:IMAGE[,modules=DIR]                your own bzImage / arm64 Image (or Image.gz);
+                                          DIR is lib/modules/VERSION or an
+                                          INSTALL_MOD_PATH root; /boot/vmlinuz-RELEASE
+                                          finds config-RELEASE and /lib/modules/RELEASE
   build:DIR | build:TREE                  a `guestpm build` (its directory, or the latest
                                           build of TREE for the arch), with its modules
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import subprocess
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,7 +31,7 @@ from .profiles import Profile
 
 DEBIAN_LABELS = {"6.1": "bookworm", "6.12": "trixie", "7.2": "sid"}
 DEFAULT_KERNELS = tuple(f"debian:{label}" for label in DEBIAN_LABELS)
-SCHEMES = ("debian:<label>", "path:IMAGE[,modules=DIR]", "build:DIR|TREE")
+SCHEMES = ("debian:X.Y|SUITE", "path:IMAGE[,modules=DIR]", "build:DIR|TREE")
 
 Progress = Callable[[str], None]
 
@@ -67,8 +74,71 @@ def identify_image(head: bytes) -> str:
     if head[:2] == b"MZ" and head[4:8] == b"zimg":
         raise KernelError("this is an EFI zboot image (vmlinuz.efi): boot arch/arm64/boot/Image")
     if head[:2] == b"\x1f\x8b":
-        raise KernelError("this is a gzip file: decompress it first (arm64 Image.gz -> Image)")
+        raise KernelError("this is a gzip file that holds no kernel image")
     raise KernelError("not a Linux kernel image (no bzImage 'HdrS' or arm64 'ARM\\x64' magic)")
+
+
+def expected_size(data: bytes, fmt: str) -> int | None:
+    """The length the image's own header promises, or None when it says nothing.
+
+    bzImage: the real-mode setup sectors plus the protected-mode part (boot protocol
+    2.04+: `syssize` in 16-byte paragraphs).  arm64 Image: the end of the furthest
+    section of its PE header (EFI stub kernels); not `image_size`, which includes BSS
+    and so exceeds the file (7.2: 49,283,072 in the header, 48,271,296 on disk)."""
+    if fmt == "bzImage" and len(data) >= 0x1F8:
+        setup_sects = data[0x1F1] or 4
+        return (setup_sects + 1) * 512 + int.from_bytes(data[0x1F4:0x1F8], "little") * 16
+    if fmt == "arm64-Image" and len(data) >= 0x40:
+        pe = int.from_bytes(data[0x3C:0x40], "little")
+        if not pe or data[pe:pe + 4] not in (b"PE\0\0", b""):
+            return None                                   # no EFI stub: nothing to go by
+        if len(data) < pe + 24:
+            return pe + 24
+        sections = int.from_bytes(data[pe + 6:pe + 8], "little")
+        table = pe + 24 + int.from_bytes(data[pe + 20:pe + 22], "little")
+        end = table + 40 * sections
+        for i in range(sections):
+            entry = data[table + 40 * i: table + 40 * i + 40]
+            if len(entry) < 40:
+                return end
+            size, ptr = int.from_bytes(entry[16:20], "little"), int.from_bytes(entry[20:24], "little")
+            end = max(end, ptr + size)
+        return end
+    return None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str                # bzImage | arm64-Image
+    release: str | None        # embedded release string
+    compressed: bool = False   # a gzip'd arm64 Image (QEMU decompresses it itself)
+
+
+def inspect_image(path: Path, want: str | None = None) -> ImageInfo:
+    """Identify a kernel file and check it is whole (and of format `want`), before
+    anything boots it."""
+    if not path.exists():
+        raise KernelError(f"kernel image {path} does not exist")
+    if not path.is_file():
+        raise KernelError(f"kernel image {path} is not a file")
+    data = path.read_bytes()
+    compressed = data[:2] == b"\x1f\x8b"
+    if compressed:
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError, zlib.error) as e:
+            raise KernelError(f"{path} is a damaged or truncated gzip file ({e})") from None
+    fmt = identify_image(data[:4096])
+    if compressed and fmt != "arm64-Image":
+        raise KernelError(f"{path} is a gzip'd {fmt}: only arm64 Images may be gzip'd")
+    if want and fmt != want:
+        raise KernelError(f"{path} is an {fmt} but this profile boots an {want}: "
+                          "wrong architecture")
+    want = expected_size(data, fmt)
+    if want is not None and len(data) < want:
+        raise KernelError(f"{path} is truncated: its {fmt} header promises {want} bytes, the "
+                          f"{'decompressed ' if compressed else ''}file has {len(data)}")
+    return ImageInfo(fmt, image_release(data, fmt), compressed)
 
 
 def image_release(data: bytes, fmt: str) -> str | None:
@@ -88,19 +158,29 @@ def release_version(release: str | None) -> tuple[int, int] | None:
     return (int(m[1]), int(m[2])) if m else None
 
 
-def check_image(path: Path, profile: Profile) -> str:
-    if not path.is_file():
-        raise KernelError(f"kernel image {path} does not exist")
-    with open(path, "rb") as fh:
-        head = fh.read(4096)
-    fmt = identify_image(head)
-    if fmt != profile.image_format:
-        raise KernelError(f"{path} is an {fmt} but --arch {profile.name} boots an "
-                          f"{profile.image_format}: wrong architecture")
-    return fmt
+def check_image(path: Path, profile: Profile) -> ImageInfo:
+    try:
+        return inspect_image(path, profile.image_format)
+    except KernelError as e:
+        raise KernelError(str(e).replace("this profile", f"--arch {profile.name}")) from None
 
 
 # ---------------------------------------------------------------- resolution
+
+def _debian_kind(value: str) -> str:
+    """'label' (a default, no look-up), 'suite' (a Debian suite name) or 'version'."""
+    if value in DEBIAN_LABELS:
+        return "label"
+    if re.fullmatch(r"\d+\.\d+", value):
+        return "version"
+    base, _, pocket = value.partition("-")
+    if base in aptrepo.DEBIAN_SUITES and pocket in ("", "backports"):
+        return "suite"
+    raise KernelError(f"unknown kernel 'debian:{value}': take a version (debian:5.10, "
+                      f"debian:6.1, ...) or a Debian suite (debian:bullseye, "
+                      f"debian:bookworm-backports, ...); the defaults are "
+                      f"{', '.join(DEFAULT_KERNELS)}")
+
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     scheme, sep, rest = spec.partition(":")
@@ -108,9 +188,7 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
         raise KernelError(f"unknown kernel {spec!r}: use one of "
                           f"{', '.join(DEFAULT_KERNELS)} or {' / '.join(SCHEMES)}")
     if scheme == "debian":
-        if rest not in DEBIAN_LABELS:
-            raise KernelError(f"unknown kernel {spec!r}: known Debian labels are "
-                              f"{', '.join(DEFAULT_KERNELS)}")
+        _debian_kind(rest)
         return scheme, rest, {}
     if scheme == "build":
         if not rest:
@@ -118,6 +196,8 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
                               "or the kernel tree it built")
         return scheme, rest, {}
     value, *opts = rest.split(",")
+    if not value:
+        raise KernelError(f"{spec!r}: path: takes a kernel image file")
     options = {}
     for o in opts:
         k, eq, v = o.partition("=")
@@ -127,18 +207,30 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     return scheme, value, options
 
 
+def check_spec(spec: str, profile: Profile) -> None:
+    """Everything about a spec that can be checked without the network: the scheme,
+    and for path: and build: the image itself (there, arch, whole).  Raises KernelError."""
+    scheme, value, options = parse_spec(spec)
+    if scheme in ("path", "build"):
+        resolve(spec, profile)
+
+
 def resolve(spec: str, profile: Profile, progress: Progress = lambda s: None) -> Kernel:
     scheme, value, options = parse_spec(spec)
     if scheme == "debian":
-        return _debian(value, profile, progress)
+        return _debian(spec, value, profile, progress)
     if scheme == "build":
-        return _build(spec, Path(value), profile)
+        return _build(spec, Path(value).expanduser(), profile)
     return _path(spec, Path(value).expanduser(), options.get("modules"), profile)
 
 
 def _path(spec: str, image: Path, modules: str | None, profile: Profile) -> Kernel:
-    fmt = check_image(image, profile)
-    release = image_release(image.read_bytes(), fmt)
+    info = check_image(image, profile)
+    release = info.release
+    # Debian and Fedora install /boot/vmlinuz-RELEASE beside config-RELEASE, with the
+    # modules in /lib/modules/RELEASE
+    named = image.name.partition("-")[2] if image.name.startswith("vmlinuz-") else None
+    release = release or named
     mod_dir = None
     if modules:
         mod_dir = Path(modules).expanduser()
@@ -146,8 +238,15 @@ def _path(spec: str, image: Path, modules: str | None, profile: Profile) -> Kern
             mod_dir = mod_dir / "lib/modules" / release
         if not (mod_dir / "kernel").is_dir() and not (mod_dir / "modules.builtin").exists():
             raise KernelError(f"{mod_dir} is not a modules directory (lib/modules/VERSION)")
-    # a Debian-style modules dir carries `config`; a build tree has .config above the image
+    elif named and image.parent.name == "boot":
+        for root in (image.parent.parent / "lib/modules", image.parent.parent / "usr/lib/modules"):
+            if (root / named / "modules.builtin").exists():
+                mod_dir = root / named
+                break
+    # a Debian-style modules dir carries `config`; /boot has config-RELEASE beside the
+    # image; a build tree has .config above it
     candidates = ([mod_dir / "config"] if mod_dir else []) + \
+        [image.parent / f"config-{r}" for r in {named, release} if r] + \
         [d / ".config" for d in list(image.resolve().parents)[:4]]
     config = next((c for c in candidates if c.is_file()), None)
     return Kernel(spec, profile.arch, image.resolve(), release, mod_dir, config, str(image))
@@ -198,50 +297,86 @@ def locate(root: Path) -> tuple[Path, Path, str]:
     raise SetupError(f"no vmlinuz found in the extracted packages under {root}")
 
 
-def _debian(label: str, profile: Profile, progress: Progress) -> Kernel:
-    suite = DEBIAN_LABELS[label]
-    dest = cache.cache_dir() / "kernels" / f"debian-{label}-{profile.deb_arch}"
+# Where debian:X.Y looks when X.Y is not a default: main suites first (oldest first),
+# then backports, so that a version in a release and in a backports suite comes from
+# the release.
+SEARCH_SUITES = ("bullseye", "bookworm", "trixie", "forky", "sid",
+                 "bullseye-backports", "bookworm-backports", "trixie-backports")
+
+
+def _repo(suite: str) -> aptrepo.AptRepo:
+    return aptrepo.AptRepo(cache.cache_dir() / "apt" / suite, suite, aptrepo.system_mirror())
+
+
+def _updated(suite: str, why: str) -> aptrepo.AptRepo:
+    repo = _repo(suite)
+    try:
+        with cache.locked(repo.root):
+            repo.update()
+    except SetupError as e:
+        raise SetupError(f"{why} is not cached and could not be fetched: {e}") from None
+    return repo
+
+
+def _suite_for(version: str, profile: Profile, progress: Progress) -> str:
+    """The first suite of SEARCH_SUITES whose kernel for the arch is `version`.x."""
+    arch, seen = profile.deb_arch, []
+    for suite in SEARCH_SUITES:
+        progress(f"debian:{version} {arch}: looking in Debian {suite}")
+        try:
+            repo = _updated(suite, f"Debian {suite}")
+            have = repo.show(f"linux-image-{arch}", arch).get("Version", "?")
+        except SetupError:
+            seen.append(f"{suite}: not on the mirror")
+            continue
+        if have.startswith(version + "."):
+            return suite
+        seen.append(f"{suite}: {have}")
+    raise KernelError(f"no Debian suite on this mirror has a {version} kernel for {arch} "
+                      f"({'; '.join(seen)})")
+
+
+def _debian(spec: str, value: str, profile: Profile, progress: Progress) -> Kernel:
+    kind = _debian_kind(value)
+    version = None if kind == "suite" else value
+    suite = value if kind == "suite" else \
+        DEBIAN_LABELS.get(value) or _suite_for(value, profile, progress)
+    dest = cache.cache_dir() / "kernels" / f"debian-{suite}-{profile.deb_arch}"
     meta_path = dest / "kernel.json"
     if not meta_path.exists():
         with cache.locked(dest):
             if not meta_path.exists():
-                _fetch(label, suite, profile, dest, progress)
+                _fetch(spec, suite, profile, dest, progress)
     meta = json.loads(meta_path.read_text())
+    if version and not meta["release"].startswith(version + "."):
+        raise SetupError(f"Debian {suite}'s kernel is {meta['release']}, not {version}.x: "
+                         "the label table in harness/kernels.py needs updating")
     image = dest / meta["image"]
-    return Kernel(f"debian:{label}", profile.arch, image, meta["release"], dest / meta["modules"],
+    return Kernel(spec, profile.arch, image, meta["release"], dest / meta["modules"],
                   dest / meta["config"] if meta.get("config") else None,
                   f"Debian {suite} {', '.join(meta['packages'])}",
                   debian=(suite, meta["packages"][0].partition("=")[2]))
 
 
-def _fetch(label: str, suite: str, profile: Profile, dest: Path, progress: Progress) -> None:
+def _fetch(spec: str, suite: str, profile: Profile, dest: Path, progress: Progress) -> None:
     arch = profile.deb_arch
-    repo = aptrepo.AptRepo(cache.cache_dir() / "apt" / suite, suite, aptrepo.system_mirror())
-    progress(f"debian:{label} {arch}: reading Debian {suite} package lists")
-    try:
-        with cache.locked(repo.root):
-            repo.update()
-    except SetupError as e:
-        raise SetupError(f"debian:{label} for {arch} is not cached and could not be fetched: {e}") \
-            from None
+    progress(f"{spec} {arch}: reading Debian {suite} package lists")
+    repo = _updated(suite, f"{spec} for {arch}")
     packages = kernel_packages(lambda n: repo.show(n, arch), arch)
     versions = {p: repo.show(p, arch).get("Version", "?") for p in packages}
-    progress(f"debian:{label} {arch}: downloading {', '.join(packages)}")
+    progress(f"{spec} {arch}: downloading {', '.join(packages)} from Debian {suite}")
     with cache.staging_dir(dest) as tmp:
         debs = repo.download(packages, arch, tmp / "debs")
         for deb in debs:
-            progress(f"debian:{label} {arch}: extracting {deb.name}")
+            progress(f"{spec} {arch}: extracting {deb.name}")
             subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp / "root")], check=True)
             deb.unlink()
         image, mods, release = locate(tmp / "root")
-        if not release.startswith(label + "."):
-            raise SetupError(f"Debian {suite}'s kernel is {release}, not {label}.x: "
-                             "the label table in harness/kernels.py needs updating")
         check_image(image, profile)
         config = next((p for p in (mods / "config", tmp / "root/boot" / f"config-{release}")
                        if p.exists()), None)
         (tmp / "kernel.json").write_text(json.dumps({
-            "label": label, "suite": suite, "arch": arch, "release": release,
+            "spec": spec, "suite": suite, "arch": arch, "release": release,
             "packages": [f"{p}={v}" for p, v in versions.items()],
             "image": str(image.relative_to(tmp)), "modules": str(mods.relative_to(tmp)),
             "config": str(config.relative_to(tmp)) if config else None,
@@ -250,3 +385,4 @@ def _fetch(label: str, suite: str, profile: Profile, dest: Path, progress: Progr
         for junk in (mods / "dtb",):
             if junk.is_dir():
                 subprocess.run(["rm", "-rf", str(junk)], check=True)
+    progress(f"{spec} {arch}: Linux {release} from Debian {suite}")

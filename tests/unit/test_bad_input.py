@@ -36,12 +36,13 @@ def test_empty_cache_and_unreachable_registry(tmp_path, monkeypatch):
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "boot", "--kernel", "debian:5.10",
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "boot", "--kernel", "debian:woody",
                            "--arch", "x86_64"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "guestpm: error: unknown kernel 'debian:5.10': known Debian labels are "
-        "debian:6.1, debian:6.12, debian:7.2"]
+        "guestpm: error: unknown kernel 'debian:woody': take a version (debian:5.10, "
+        "debian:6.1, ...) or a Debian suite (debian:bullseye, debian:bookworm-backports, ...); "
+        "the defaults are debian:6.1, debian:6.12, debian:7.2"]
 
 
 def test_missing_firmware_names_the_package(tmp_path):
