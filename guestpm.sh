@@ -35,7 +35,7 @@ case "$what" in
     test)
         # --build-tools: the bisect tests build an arm64 kernel
         "$VENV/bin/guestpm" setup --build-tools
-        exec "$VENV/bin/python" -m pytest tests -p no:cacheprovider -q -rfEs \
+        exec "$VENV/bin/python" -m pytest tests -p no:cacheprovider -q -rfEs --self-test \
             -n "$(nproc)" --dist loadgroup --timeout 900 "$@" ;;
     *)
         echo "usage: $0 run|test|setup [options]" >&2; exit 2 ;;

@@ -3,6 +3,7 @@
 For each target, alternately (so machine noise hits both alike):
   bare     the same QEMU argv the harness builds, read by a minimal loop on the
            console socket until /init's ready line: the floor any harness pays;
+           also the console's first byte (what a profile's silent_after_s bounds);
   harness  Machine.launch() + wait_ready() (QMP negotiated, console via pexpect,
            host key parsed) and then the first ssh command.
 Prints median wall times, the guest's own uptime at the ready line, and the
@@ -29,7 +30,7 @@ from harness.machine import READY, Machine  # noqa: E402
 from harness.ssh import KeyPair  # noqa: E402
 
 
-def bare(profile, kernel, initrd) -> tuple[float, float]:
+def bare(profile, kernel, initrd) -> tuple[float, float, float]:
     qmp_a, qmp_b = socket.socketpair()
     con_a, con_b = socket.socketpair()
     spec = cmdline.BootSpec(str(kernel.image), str(initrd), qmp_b.fileno(), con_b.fileno(),
@@ -40,17 +41,18 @@ def bare(profile, kernel, initrd) -> tuple[float, float]:
                             pass_fds=(qmp_b.fileno(), con_b.fileno()))
     qmp_b.close()
     con_b.close()
-    buf = b""
+    buf, first = b"", None
     try:
         con_a.settimeout(300)
         while True:
             data = con_a.recv(65536)
             if not data:
                 raise RuntimeError("QEMU exited before the ready line")
+            first = first or time.monotonic() - t0
             buf += data
             m = READY.search(buf.decode(errors="replace"))
             if m:
-                return time.monotonic() - t0, float(m.group(1))
+                return time.monotonic() - t0, float(m.group(1)), first
     finally:
         proc.kill()
         proc.wait()
@@ -78,23 +80,25 @@ def main() -> int:
     args = ap.parse_args()
     ks = args.kernel or list(kernels.DEFAULT_KERNELS)
     archs = args.arch or list(profiles.DEFAULT_ARCHES)
-    print(f"{'kernel':<12} {'arch':<8} {'bare s':>7} {'harness s':>9} {'uptime s':>8} "
-          f"{'+ssh s':>7} {'overhead':>8}")
+    print(f"{'kernel':<12} {'arch':<10} {'1st byte':>8} {'bare s':>7} {'harness s':>9} "
+          f"{'uptime s':>8} {'+ssh s':>7} {'overhead':>8}")
     for k in ks:
         for a in archs:
             p = profiles.get(a)
             kern = kernels.resolve(k, p)
             initrd = rootfs.initramfs(kern, p)
-            b, h, u, s = [], [], [], []
+            b, h, u, s, f = [], [], [], [], []
             for _ in range(args.reps):
-                bw, _up = bare(p, kern, initrd)
+                bw, _up, first = bare(p, kern, initrd)
+                f.append(first)
                 hw, up, ssh_s = harness(p, kern, initrd)
                 b.append(bw)
                 h.append(hw)
                 u.append(up)
                 s.append(ssh_s)
             mb, mh = statistics.median(b), statistics.median(h)
-            print(f"{k:<12} {a:<8} {mb:7.2f} {mh:9.2f} {statistics.median(u):8.2f} "
+            print(f"{k:<12} {a:<10} {statistics.median(f):8.2f} {mb:7.2f} {mh:9.2f} "
+                  f"{statistics.median(u):8.2f} "
                   f"{statistics.median(s):7.2f} {(mh / mb - 1) * 100:7.1f}%", flush=True)
     return 0
 

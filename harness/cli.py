@@ -1,10 +1,19 @@
-"""guestpm command line (like kunit.py: one entry point, sub-commands).
+"""guestpm: tests for Linux patches that carry guest power management across the
+KVM boundary (arm64 PSCI SYSTEM_SUSPEND / SYSTEM_OFF2, x86 s2idle, S3, hibernation,
+ACPI events, vfio low power), on the kernels you choose, under QEMU.
 
-  guestpm setup [--kernel K]... [--arch A]...   host packages, kernels, root filesystems
-  guestpm run   [--kernel K]... [--arch A]... [-- PYTEST_ARGS]
-  guestpm boot  --kernel K --arch A             an interactive guest for a developer
-  guestpm build --tree PATH --arch A [--fragment F]...   your tree -> --kernel build:DIR
-  guestpm bisect --tree PATH --good REV --bad REV [--arch A] -- TEST_SELECTOR...
+  guestpm run   [--kernel K]... [--arch A]...    judge kernels: PASS / SKIP / FAIL per
+                                                 kernel x arch, summary in results/
+  guestpm boot  --kernel K --arch A              a shell in a guest, with QMP and ssh
+  guestpm build --tree DIR --arch A              your tree -> a kernel (--kernel build:DIR)
+  guestpm bisect --tree DIR --good R --bad R -- TESTS   the commit that changed a verdict
+  guestpm setup [--kernel K]... [--arch A]...    host packages, kernels, root filesystems
+
+Kernels (K): debian:6.1, debian:6.12, debian:7.2 (the defaults), any debian:X.Y or
+debian:SUITE the system's mirror carries (debian:5.10, debian:bullseye,
+debian:bookworm-backports), path:IMAGE[,modules=DIR] (bzImage, arm64 Image or
+Image.gz, /boot/vmlinuz-RELEASE), build:DIR|TREE.  Arches (A): x86_64, x86_64-pc,
+arm64, arm64-uefi.  Bad input stops before anything boots, exit status 2.
 """
 
 from __future__ import annotations
@@ -35,11 +44,14 @@ def say(msg: str) -> None:
 
 
 def _targets(args) -> list[tuple[str, profiles.Profile]]:
+    """The kernel x arch targets, each checked as far as it can be without the network
+    (spec, image, arch); GuestpmError (one line, exit 2) before anything boots."""
     ks = args.kernel or list(kernels.DEFAULT_KERNELS)
     archs = args.arch or list(profiles.DEFAULT_ARCHES)
-    for k in ks:
-        kernels.parse_spec(k)
-    return [(k, profiles.get(a)) for k in ks for a in archs]
+    targets = [(k, profiles.get(a)) for k in ks for a in archs]
+    for k, p in targets:
+        kernels.check_spec(k, p)
+    return targets
 
 
 def host_packages(archs: list[profiles.Profile]) -> dict[str, str]:
@@ -109,8 +121,12 @@ def cmd_run(args) -> int:
     if not tests.is_dir():
         raise SetupError(f"no tests at {tests}: guestpm run works from a source checkout")
     n_targets = len(_targets(args))
+    for p in {p.name: p for _, p in _targets(args)}.values():
+        Machine.check_host(p)
     argv = [str(tests), "-p", "no:cacheprovider", "-q", "-rfE", f"--results={args.results}",
             "--junitxml", str(Path(args.results) / "junit.xml")]
+    if args.self_test:
+        argv.append("--self-test")
     for k in args.kernel:
         argv.append(f"--kernel={k}")
     for a in args.arch:
@@ -216,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-j", "--jobs", type=int, default=0, help="parallel targets (default: cores)")
     p.add_argument("--setup", action="store_true",
                    help="first do `guestpm setup` for exactly these targets")
+    p.add_argument("--self-test", action="store_true",
+                   help="also run guestpm's own self-tests (harness failure paths; build and "
+                        "bisect where the build tools are installed)")
     p.set_defaults(build_tools=False)
     p.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     p = sub.add_parser("boot", help="boot one kernel and attach to its console")

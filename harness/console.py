@@ -120,6 +120,7 @@ class Console:
         self._partial = b""
         self.fatal_index: int | None = None
         self.closed = threading.Event()
+        self.output_seen = threading.Event()     # the first byte arrived
         self.spawn = ConsoleSpawn(self)
         self._thread = threading.Thread(target=self._reader, name="console-reader", daemon=True)
         self._thread.start()
@@ -135,6 +136,7 @@ class Console:
                 if not data:
                     break
                 self._log.write(data)
+                self.output_seen.set()
                 self.spawn._queue.put(data)
                 self._scan(data)
         finally:
@@ -180,6 +182,17 @@ class Console:
         text = self.fatal()
         if text is not None:
             raise GuestPanic(f"the guest kernel crashed (console log {self.log_path}):\n{text}")
+
+    def wait_output(self, timeout: float, watchdog=None) -> bool:
+        """Whether the guest printed anything within `timeout` (the watchdog runs every
+        half second, so a QEMU that exits is reported as such)."""
+        watchdog = watchdog or self.check_fatal
+        deadline = time.monotonic() + timeout
+        while not self.output_seen.wait(min(0.5, max(deadline - time.monotonic(), 0))):
+            watchdog()
+            if time.monotonic() >= deadline:
+                return False
+        return True
 
     # ------------------------------------------------------------ writing
     def write(self, data: bytes) -> None:

@@ -17,6 +17,10 @@ class BootError(GuestpmError):
     """The machine did not come up, or died."""
 
 
+class SilentMachine(BootError):
+    """QEMU ran but the console stayed silent: the kernel (or firmware) never started."""
+
+
 class GuestPanic(BootError):
     """The guest kernel panicked or oopsed; the message quotes the console."""
 

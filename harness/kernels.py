@@ -107,6 +107,10 @@ def expected_size(data: bytes, fmt: str) -> int | None:
     return None
 
 
+def _a(fmt: str) -> str:
+    return f"an {fmt}" if fmt[0] in "aeiou" else f"a {fmt}"
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     format: str                # bzImage | arm64-Image
@@ -128,11 +132,14 @@ def inspect_image(path: Path, want: str | None = None) -> ImageInfo:
             data = gzip.decompress(data)
         except (EOFError, OSError, zlib.error) as e:
             raise KernelError(f"{path} is a damaged or truncated gzip file ({e})") from None
-    fmt = identify_image(data[:4096])
+    try:
+        fmt = identify_image(data[:4096])
+    except KernelError as e:
+        raise KernelError(f"{path}: {e}") from None
     if compressed and fmt != "arm64-Image":
         raise KernelError(f"{path} is a gzip'd {fmt}: only arm64 Images may be gzip'd")
     if want and fmt != want:
-        raise KernelError(f"{path} is an {fmt} but this profile boots an {want}: "
+        raise KernelError(f"{path} is {_a(fmt)} but this profile boots {_a(want)}: "
                           "wrong architecture")
     want = expected_size(data, fmt)
     if want is not None and len(data) < want:

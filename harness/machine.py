@@ -28,7 +28,7 @@ from pathlib import Path
 
 from . import cmdline
 from .console import CommandResult, Console
-from .errors import BootError, SetupError, WaitTimeout
+from .errors import BootError, SetupError, SilentMachine, WaitTimeout
 from .kernels import Kernel
 from .profiles import Profile
 from .qmp import QMP
@@ -68,12 +68,7 @@ class Machine:
                  append: tuple[str, ...] = (), qemu_args: tuple[str, ...] = (),
                  memory_mb: int | None = None, boot_timeout: float = 180,
                  extra_qmp_socket: str | None = None):
-        if not shutil.which(profile.qemu_binary):
-            raise SetupError(f"{profile.qemu_binary} not found: apt-get install "
-                             f"{profile.qemu_package} (or run `guestpm setup`)")
-        if profile.firmware and not os.path.exists(profile.firmware):
-            raise SetupError(f"{profile.name} boots {profile.firmware}, which is missing: "
-                             f"apt-get install {profile.firmware_package} (or run `guestpm setup`)")
+        self.check_host(profile)
         self.profile, self.kernel, self.initrd = profile, kernel, initrd
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -92,6 +87,16 @@ class Machine:
         self.started_at = 0.0
         self.launches = 0            # QEMU runs of this machine (relaunch() adds one)
         self._closed = False
+
+    @staticmethod
+    def check_host(profile: Profile) -> None:
+        """SetupError naming the package when this host cannot run `profile`'s QEMU."""
+        if not shutil.which(profile.qemu_binary):
+            raise SetupError(f"{profile.qemu_binary} not found: apt-get install "
+                             f"{profile.qemu_package} (or run `guestpm setup`)")
+        if profile.firmware and not os.path.exists(profile.firmware):
+            raise SetupError(f"{profile.name} boots {profile.firmware}, which is missing: "
+                             f"apt-get install {profile.firmware_package} (or run `guestpm setup`)")
 
     # ------------------------------------------------------------ paths
     @property
@@ -193,6 +198,11 @@ class Machine:
         """Wait for /init to report its shell (ssh connects lazily, on first use)."""
         timeout = timeout or self.boot_timeout
         assert self.console is not None
+        silent = min(timeout, self.profile.silent_after_s)
+        if not self.console.wait_output(silent, self._watchdog):
+            raise SilentMachine(f"the console stayed silent for {silent:.0f}s after QEMU "
+                                f"started ({self.profile.name}: the kernel or firmware never "
+                                f"printed); {self.artifacts()}")
         key = self.console.expect(HOSTKEY, timeout, "the guest's ssh host key line "
                                   "(printed by /init after dropbear starts)", self._watchdog)
         self.host_key = key.group(1)

@@ -46,6 +46,10 @@ class Profile:
     # QEMU loads the kernel itself (DT on arm64, QEMU's own ACPI tables on x86).
     firmware: str | None = None
     firmware_package: str | None = None
+    # A console that stays silent this long after QEMU starts means the kernel (or the
+    # firmware) never ran: the boot fails then, not after the whole boot timeout.
+    # Measured first bytes are in docs/figures.md; the bound leaves room for a loaded host.
+    silent_after_s: float = 60.0
 
 
 _COMMON_MODULES = ("virtio_pci", "virtio_net", "virtio_blk")

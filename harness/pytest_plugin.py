@@ -2,10 +2,18 @@
 
 Options:  --kernel SPEC (repeatable; default the Debian kernels)
           --arch PROFILE (repeatable; default x86_64 and arm64)
-          --results DIR  (artifacts, KTAP, JUnit; default ./results)
-Markers:  @pytest.mark.arch("arm64", ...)       other arches SKIP, naming the arch
+          --results DIR  (artifacts, KTAP, JUnit, summary.md; default ./results)
+          --self-test    also run guestpm's own self-tests
+Markers:  @pytest.mark.arch("arm64", ...)       not collected for other arches
+          @pytest.mark.profile_has("iommu_args") not collected where the profile lacks it
           @pytest.mark.needs_config("KVM", ...)  SKIP when the kernel's config lacks it
-          @pytest.mark.harness_selftest          runs on the first target only (of its arch)
+          @pytest.mark.harness_selftest          a test of guestpm itself: only with
+                                                 --self-test, on the first target (of its arch)
+          @pytest.mark.needs_build_tools("arm64") not collected where `guestpm build` could
+                                                 not build for the arch (names the packages)
+
+Bad input (an unknown spec, a missing, foreign or truncated image, no QEMU) ends the
+run before anything boots: one line, exit status 2.
 
 Under pytest-xdist the tests of one target are marked to land on one worker
 (xdist_group), so that each target boots once per run; machines, sockets and ports
@@ -17,6 +25,7 @@ worker boots its own machines.  Verdicts are unaffected; boots are duplicated.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -28,10 +37,14 @@ from pathlib import Path
 
 import pytest
 
-from . import kernels, ktap, profiles, rootfs
+from . import kernels, ktap, profiles, rootfs, summary
+from .errors import BootError, GuestpmError, SilentMachine
 from .machine import Machine
 
 _counter = itertools.count()
+_NOTES = pytest.StashKey[list]()       # lines about what was not collected, and why
+_CURRENT: list[str] = [""]             # the nodeid of the test running in this process
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,17 @@ class Target:
     @property
     def id(self) -> str:
         return f"{self.kernel}/{self.arch}"
+
+    @property
+    def slug(self) -> str:
+        """A short file name for the target, unique whatever the spec: debian:6.1/arm64 ->
+        debian-6.1-arm64; path:/long/dir/vmlinuz-X,modules=... -> vmlinuz-X-arm64-1a2b3c4d."""
+        scheme, _, rest = self.kernel.partition(":")
+        if scheme == "debian":
+            return _safe(f"debian-{rest}-{self.arch}")
+        stem = Path(rest.split(",")[0].rstrip("/")).name or scheme
+        digest = hashlib.sha1(self.kernel.encode()).hexdigest()[:8]
+        return _safe(f"{stem[:24]}-{self.arch}-{digest}")
 
     def __str__(self) -> str:
         return self.id
@@ -61,6 +85,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="also run tests marked slow (a full kernel build and its PSCI run)")
     g.addoption("--boot-timeout", type=float, default=300, metavar="SECONDS",
                 help="bound on one boot to a shell (default 300; TCG is slow)")
+    g.addoption("--self-test", action="store_true",
+                help="also run guestpm's own self-tests (harness failure paths, build, bisect)")
 
 
 def targets(config: pytest.Config) -> list[Target]:
@@ -73,12 +99,43 @@ def targets(config: pytest.Config) -> list[Target]:
     return [Target(k, a) for k in ks for a in archs]
 
 
+def check_targets(config: pytest.Config) -> None:
+    """Everything about the targets that can be known before booting: specs, images
+    (there, of the arch, whole), QEMU and firmware.  GuestpmError on the first problem."""
+    ts = targets(config)
+    for t in ts:
+        kernels.check_spec(t.kernel, profiles.get(t.arch))
+    for p in {profiles.get(t.arch) for t in ts}:
+        Machine.check_host(p)
+
+
+def _runs_e2e(config: pytest.Config) -> bool:
+    """Whether the selected paths include the end-to-end tests (unit tests need no QEMU)."""
+    e2e = ROOT / "tests" / "e2e"
+    for arg in config.args or ["tests"]:
+        path = (config.invocation_params.dir / arg.split("::")[0]).resolve()
+        if path == e2e or e2e in path.parents or path in e2e.parents:
+            return True
+    return False
+
+
 def results_dir(config: pytest.Config) -> Path:
     return Path(config.getoption("results")).resolve()
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_")[:150]
+def _safe(name: str, limit: int = 150) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_")
+    if len(name) > limit:       # readable head, unique tail
+        name = name[:limit - 9] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name
+
+
+def artifacts_dir_of(config: pytest.Config, nodeid: str, target: Target | None) -> Path:
+    """results/tests/<test>: the target's short slug instead of its spec."""
+    if target is not None:
+        nodeid = nodeid.replace(target.id, target.slug)
+    nodeid = nodeid.removeprefix("tests/e2e/")
+    return results_dir(config) / "tests" / _safe(nodeid, 120)
 
 
 def progress(msg: str) -> None:
@@ -89,16 +146,24 @@ def progress(msg: str) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    for line in ("arch(name, ...): run only on these machine profiles",
+    for line in ("arch(name, ...): collected only for these machine profiles",
+                 "profile_has(field, ...): collected only where the profile has these",
                  "needs_config(option, ...): skip unless the kernel config has CONFIG_option",
-                 "harness_selftest: checks of the harness itself; first target only",
+                 "harness_selftest: a test of guestpm itself: with --self-test, first target",
+                 "needs_build_tools(arch, ...): collected only where guestpm build can build",
                  "e2e: boots real kernels in QEMU",
                  "slow: opt-in (--slow): builds a whole kernel tree from the fragments"):
         config.addinivalue_line("markers", line)
     res = results_dir(config)
+    config.stash[_NOTES] = []
     if not hasattr(config, "workerinput"):
+        if _runs_e2e(config) and not config.option.collectonly:
+            try:
+                check_targets(config)
+            except GuestpmError as e:        # before any worker starts or anything boots
+                pytest.exit(f"guestpm: error: {e}", returncode=2)
         # a new run's artifacts never mix with an old run's (machine dir names repeat)
-        for old in ("machines", "tests"):
+        for old in ("machines", "tests", "targets"):
             shutil.rmtree(res / old, ignore_errors=True)
         res.mkdir(parents=True, exist_ok=True)
         if getattr(config.option, "xmlpath", "missing") is None:
@@ -117,23 +182,78 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("target", ts, ids=[t.id for t in ts], scope="session")
 
 
+def _target_of(item: pytest.Item) -> Target | None:
+    t = getattr(item, "callspec", None) and item.callspec.params.get("target")
+    return t if isinstance(t, Target) else None
+
+
+def _why_not_collected(config: pytest.Config, item: pytest.Item, tools: dict) -> str | None:
+    """Why `item` does not apply to this run (None: it does).  Such tests are
+    deselected, never SKIPped: a SKIP line says the kernel under test lacks something."""
+    if item.get_closest_marker("slow") and not config.getoption("slow"):
+        return "opt-in with --slow"
+    if item.get_closest_marker("harness_selftest") and not config.getoption("self_test"):
+        return "guestpm self-tests: run with --self-test (./guestpm.sh test does)"
+    m = item.get_closest_marker("needs_build_tools")
+    if m:
+        for arch in m.args:
+            if arch not in tools:
+                from . import build
+                try:
+                    build.toolchain(arch)
+                    tools[arch] = None
+                except GuestpmError as e:
+                    tools[arch] = str(e)
+            if tools[arch]:
+                return f"self-tests that build kernels: {tools[arch]}"
+        if config.getoption("arch") and not set(m.args) & set(config.getoption("arch")):
+            return f"self-tests that build and boot {'/'.join(m.args)}, not selected by --arch"
+    t = _target_of(item)
+    if t is None:
+        return None
+    m = item.get_closest_marker("arch")
+    if m and t.arch not in m.args:
+        return f"tests do not apply to {t.arch}"
+    m = item.get_closest_marker("profile_has")
+    if m:
+        p = profiles.get(t.arch)
+        lacking = [f for f in m.args if not getattr(p, f)]
+        if lacking:
+            return f"tests do not apply to {t.arch} (its {p.machine} machine has no " \
+                   f"{', '.join(lacking)})"
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.getoption("slow"):
-        # opt-in tests are deselected, not skipped: a SKIP line means "feature absent"
-        slow = [i for i in items if i.get_closest_marker("slow")]
-        if slow:
-            config.hook.pytest_deselected(items=slow)
-            items[:] = [i for i in items if not i.get_closest_marker("slow")]
+    keep, dropped, why, tools = [], [], {}, {}
     for item in items:
-        t = getattr(item, "callspec", None) and item.callspec.params.get("target")
-        if not isinstance(t, Target):
+        reason = _why_not_collected(config, item, tools)
+        if reason:
+            dropped.append(item)
+            why[reason] = why.get(reason, 0) + 1
+            continue
+        keep.append(item)
+        t = _target_of(item)
+        item.user_properties.append(("family", summary.family_of(item.nodeid.split("::")[0])))
+        if item.get_closest_marker("harness_selftest"):
+            item.user_properties.append(("kind", "self-test"))
+        if t is None:
             continue
         item.add_marker(pytest.mark.xdist_group(t.id))
         item.user_properties.append(("target", t.id))
-        m = item.get_closest_marker("arch")
-        if m and t.arch not in m.args:
-            item.add_marker(pytest.mark.skip(
-                reason=f"{'/'.join(m.args)}-only test; this target is {t.arch}"))
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+    config.stash[_NOTES] = [f"{n} {'test' if n == 1 else 'tests'} not collected: {r}"
+                            if not r.startswith("tests do not apply") else
+                            f"{n} {r if n > 1 else r.replace('tests do', 'test does')}"
+                            for r, n in why.items()]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if hasattr(session.config, "workeroutput"):    # xdist worker: tell the controller
+        session.config.workeroutput["guestpm_notes"] = session.config.stash.get(_NOTES, [])
 
 
 # ------------------------------------------------------------------ fixtures
@@ -155,7 +275,49 @@ def initrd(kernel: kernels.Kernel, profile: profiles.Profile) -> Path:
 
 def _machine_dir(config: pytest.Config, target: Target, tag: str) -> Path:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    return results_dir(config) / "machines" / f"{_safe(target.id)}-{tag}-{worker}-{next(_counter)}"
+    return results_dir(config) / "machines" / \
+        f"{target.slug}-{_safe(tag, 60)}-{worker}-{next(_counter)}"
+
+
+class DeadTargets:
+    """Targets whose kernel did not boot, shared by all xdist workers through files in
+    the results directory: the first failure is recorded, and every later boot of the
+    target fails at once, pointing at it, instead of waiting out its own timeout."""
+
+    def __init__(self, config: pytest.Config):
+        self.dir = results_dir(config) / "targets"
+
+    def _file(self, target: Target) -> Path:
+        return self.dir / f"{target.slug}.did-not-boot"
+
+    def check(self, target: Target) -> None:
+        f = self._file(target)
+        if f.exists():
+            raise BootError(f"target did not boot: see {f.read_text().strip()}")
+
+    def record(self, target: Target, error: Exception) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        f = self._file(target)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        try:
+            with open(f, "x") as fh:             # the first failure wins
+                fh.write(f"{_CURRENT[0] or target.id} ({first})\n")
+        except FileExistsError:
+            pass
+
+
+def _launch(m: Machine, dead: DeadTargets, target: Target, shared: bool) -> Machine:
+    """Boot `m` unless its target is known dead; record the target as dead when its
+    shared machine does not boot, or when any of its machines stays silent."""
+    dead.check(target)
+    try:
+        m.launch()
+        m.wait_ready()
+    except (BootError, GuestpmError) as e:
+        if shared or isinstance(e, SilentMachine):
+            dead.record(target, e)
+        raise
+    return m
 
 
 class MachinePool:
@@ -179,12 +341,12 @@ class MachinePool:
             initrd = self.initrd if profile.modules == self.profile.modules else \
                 rootfs.initramfs(self.kernel, profile, progress)
             m = Machine(profile, self.kernel, initrd,
-                        _machine_dir(self.config, self.target, _safe(tag)), append=append,
+                        _machine_dir(self.config, self.target, tag), append=append,
                         qemu_args=qemu_args, boot_timeout=self.config.getoption("boot_timeout"))
             self.machines[key] = m
             try:
-                m.launch()
-                m.wait_ready()
+                _launch(m, DeadTargets(self.config), self.target,
+                        shared=not append and not qemu_args and profile == self.profile)
             except Exception as e:
                 self.failed[key] = e
                 raise
@@ -221,16 +383,24 @@ def machine_factory(request: pytest.FixtureRequest, target: Target, profile, ker
     made: list[Machine] = []
     base_profile = profile
 
+    dead = DeadTargets(request.config)
+
     def make(profile: profiles.Profile = profile, **kwargs) -> Machine:
+        dead.check(target)
         kwargs.setdefault("boot_timeout", request.config.getoption("boot_timeout"))
         own = initrd if profile.modules == base_profile.modules else \
             rootfs.initramfs(kernel, profile, progress)     # other modules: its own
         m = Machine(profile, kernel, own,
-                    _machine_dir(request.config, target, _safe(request.node.name)), **kwargs)
+                    _machine_dir(request.config, target, request.node.name), **kwargs)
         made.append(m)
         request.node.stash.setdefault(_MACHINES, []).append(m)
         return m
 
+    def booted(profile: profiles.Profile = profile, **kwargs) -> Machine:
+        """make(), launched and ready (a silent kernel marks the target dead)."""
+        return _launch(make(profile, **kwargs), dead, target, shared=False)
+
+    make.booted = booted
     yield make
     for m in made:
         m.close()
@@ -258,8 +428,13 @@ _ARTIFACTS = pytest.StashKey[Path]()
 @pytest.fixture(autouse=True)
 def _artifacts(request: pytest.FixtureRequest):
     """Per test: the console and QMP log of its shared machine during the test."""
-    test_dir = results_dir(request.config) / "tests" / _safe(request.node.nodeid)
+    _CURRENT[0] = request.node.nodeid
+    target = _target_of(request.node)
+    test_dir = artifacts_dir_of(request.config, request.node.nodeid, target)
     request.node.stash[_ARTIFACTS] = test_dir
+    if target is not None:       # the release the target resolved to, for the summary
+        k = request.getfixturevalue("kernel")
+        request.node.user_properties.append(("release", k.release or "?"))
     shared = request.getfixturevalue("machine") if "machine" in request.fixturenames else None
     start = (shared.console.size, len(shared.qmp.events)) if shared else None
     if shared:
@@ -314,14 +489,28 @@ class Reporter:
         self.config, self.res = config, res
         self.results: dict[str, ktap.Result] = {}
         self.target_of: dict[str, str] = {}
+        self.props: dict[str, dict] = {}
+        self.worker_notes: list[str] = []
+
+    def pytest_testnodedown(self, node, error) -> None:
+        """xdist: what a worker did not collect (every worker collects the same)."""
+        notes = getattr(node, "workeroutput", {}).get("guestpm_notes", [])
+        if notes and not self.worker_notes:
+            self.worker_notes = list(notes)
+
+    def notes(self) -> list[str]:
+        return self.worker_notes or self.config.stash.get(_NOTES, [])
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        props = dict(report.user_properties)
-        target = self.target_of[report.nodeid] = props.get("target", "host")
+        props = self.props[report.nodeid] = dict(report.user_properties)
+        target = props.get("target", "")
+        self.target_of[report.nodeid] = target if target and props.get("kind") != "self-test" \
+            else summary.SELF_TEST
         path, _, func = report.nodeid.partition("::")
         # the target is the KTAP subtest; other parameters stay in the test's name
         func, _, params = func.partition("[")
-        params = params.rstrip("]").replace(target, "").strip("-")
+        params = params.rstrip("]").replace(target, "").strip("-") if target else \
+            params.rstrip("]")
         name = f"{Path(path).stem}::{func}" + (f"[{params}]" if params else "")
         prev = self.results.get(report.nodeid)
         if report.when == "call" or (report.when == "setup" and not report.passed):
@@ -342,14 +531,38 @@ class Reporter:
             out.setdefault(self.target_of[nodeid], []).append(r)
         return out
 
+    def matrix(self) -> summary.Matrix:
+        verdicts, releases = [], {}
+        for nodeid, r in self.results.items():
+            props = self.props.get(nodeid, {})
+            target, row = props.get("target"), self.target_of[nodeid]
+            if target and "release" in props:
+                releases[target] = props["release"]
+            art = artifacts_dir_of(self.config, nodeid, self._target(target))
+            link = str(art.relative_to(self.res)) if art.exists() else None
+            verdicts.append(summary.Verdict(row, props.get("family") or "unit", r.outcome,
+                                            nodeid, link))
+        return summary.Matrix.of(verdicts, releases)
+
+    @staticmethod
+    def _target(target_id: str | None) -> Target | None:
+        if not target_id or "/" not in target_id:
+            return None
+        kernel, _, arch = target_id.rpartition("/")
+        return Target(kernel, arch)
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         (self.res / "guestpm.ktap").write_text(ktap.render(self.groups()))
+        if self.results:
+            (self.res / "summary.md").write_text(self.matrix().markdown())
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         groups = self.groups()
-        if not groups:
-            return
         tr = terminalreporter
+        if not groups:
+            for note in self.notes():
+                tr.write_line(note)
+            return
         tr.section("guestpm verdicts (kernel x arch x test)")
         width = min(max(len(r.name) for rs in groups.values() for r in rs), 72)
         label = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP",
@@ -362,6 +575,10 @@ class Reporter:
                 if r.outcome != "passed" and r.reason:   # only the reason is cut to fit
                     line += "  " + r.reason.splitlines()[0][:max(cols - len(line) - 2, 60)]
                 tr.write_line(line.rstrip())
+        tr.section("guestpm summary (kernel x arch x family)")
+        tr.write_line(self.matrix().text())
+        for note in self.notes():
+            tr.write_line(note)
         tr.write_line(f"KTAP: {self.res / 'guestpm.ktap'}   JUnit: "
                       f"{getattr(self.config.option, 'xmlpath', None)}   "
-                      f"artifacts: {self.res}")
+                      f"summary: {self.res / 'summary.md'}   artifacts: {self.res}")

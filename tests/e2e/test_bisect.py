@@ -31,7 +31,8 @@ import pytest
 from harness import cache, sources
 from harness.pytest_plugin import progress
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("kernel-build"),
+pytestmark = [pytest.mark.e2e, pytest.mark.harness_selftest,
+              pytest.mark.needs_build_tools("arm64"), pytest.mark.xdist_group("kernel-build"),
               pytest.mark.timeout(3600)]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,8 +113,6 @@ def make_history(src: Path, tree: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def made(request) -> History:
-    if request.config.getoption("arch") and "arm64" not in request.config.getoption("arch"):
-        pytest.skip("the bisect test builds and boots arm64, which --arch did not select")
     src = sources.source("7.2", progress)
     tree = cache.cache_dir() / "bisect-tree-7.2"
     with cache.locked(tree):

@@ -24,6 +24,8 @@ from harness.pytest_plugin import attach_machine
 from harness.verdicts import assert_case
 
 pytestmark = [pytest.mark.e2e]
+# the vfio machine needs an emulated IOMMU: profiles without one (i440fx) do not collect it
+IOMMU = pytest.mark.profile_has("iommu_args")
 
 SLOT = 9
 BDF = f"0000:00:{SLOT:02x}.0"
@@ -60,8 +62,6 @@ class VfioHost:
 
 @pytest.fixture(scope="session")
 def vfio_host_machine(machine, machine_pool, profile) -> VfioHost:
-    if not profile.iommu_args:
-        pytest.skip(f"{profile.name}: the {profile.machine} machine cannot have an IOMMU")
     m = machine_pool.get(profile.iommu_append, tag="vfio", profile=vfio_profile(profile),
                          qemu_args=profile.iommu_args + device_args(profile))
     return VfioHost(m)
@@ -69,15 +69,18 @@ def vfio_host_machine(machine, machine_pool, profile) -> VfioHost:
 
 @pytest.fixture
 def host(request, vfio_host_machine) -> VfioHost:
+    """The vfio machine: only profiles that can have an IOMMU collect its tests."""
     attach_machine(request, vfio_host_machine.machine)
     return vfio_host_machine
 
 
+@IOMMU
 @pytest.mark.parametrize("case", [c.name for c in vfio.CASES])
 def test_vfio(host, case):
     assert_case(host.result(case))
 
 
+@IOMMU
 def test_the_device_is_bound_to_vfio_pci_in_its_own_iommu_group(host):
     env = host.run["env"]
     assert (env["driver"], env["iommu_group"] is not None) == ("vfio-pci", True), env
@@ -85,6 +88,7 @@ def test_the_device_is_bound_to_vfio_pci_in_its_own_iommu_group(host):
     assert r.output.split() == [BDF], r.output
 
 
+@IOMMU
 def test_verdicts_follow_upstream_history(host, kernel):
     """low_power runs exactly on kernels from 6.1 on; the unmerged ACPI-notify case
     SKIPs on every stock kernel (a PASS there means the series was applied)."""
@@ -102,6 +106,7 @@ def test_verdicts_follow_upstream_history(host, kernel):
     assert got == want, f"kernel {kernel.release}; skip reasons {reasons}; {host.run['env']}"
 
 
+@IOMMU
 def test_bare_metal_entry_point_agrees(host):
     """`python3 -m harness.guest.vfio BDF` prints KTAP with the same verdicts."""
     r = host.machine.ssh.run(f"cd /opt/guestpm && python3 -m harness.guest.vfio {BDF}",
@@ -126,10 +131,9 @@ def test_a_device_without_an_iommu_group_skips_naming_why(machine_factory, profi
 
 
 @pytest.mark.harness_selftest
+@IOMMU
 def test_a_missing_vfio_pci_driver_skips_naming_it(machine_factory, profile, kernel):
     """Bad input: vfio-pci not loaded (the base profile's modules): SKIP naming the driver."""
-    if not profile.iommu_args:
-        pytest.skip(f"{profile.name}: the {profile.machine} machine cannot have an IOMMU")
     if kernel.config_options().get("CONFIG_VFIO_PCI") != "m":
         pytest.skip(f"{kernel.spec}: vfio-pci is not a module, it cannot be left out")
     m = machine_factory(profile=profile, append=profile.iommu_append,

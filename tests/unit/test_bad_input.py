@@ -2,6 +2,7 @@
 
 import dataclasses
 import subprocess
+from pathlib import Path
 import sys
 import time
 
@@ -50,3 +51,51 @@ def test_missing_firmware_names_the_package(tmp_path):
     with pytest.raises(SetupError, match=r"QEMU_EFI.fd, which is missing: apt-get install "
                                          r"qemu-efi-aarch64"):
         Machine(p, None, tmp_path / "initrd", tmp_path / "m")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _one_line_exit_2(argv: list[str], env: dict | None = None) -> str:
+    t = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env=env, stdin=subprocess.DEVNULL)
+    assert time.monotonic() - t < 5 + 10, "bad input must be refused within seconds"
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("how", ["guestpm", "pytest"])
+@pytest.mark.parametrize("image,message", [
+    ("/etc/passwd", "/etc/passwd: not a Linux kernel image"),
+    ("/nonexistent/Image", "kernel image /nonexistent/Image does not exist"),
+    ("TRUNCATED", "is truncated: its arm64-Image header promises"),
+    ("BZIMAGE", "is a bzImage but --arch arm64 boots an arm64-Image: wrong architecture"),
+])
+def test_bad_kernels_are_refused_up_front(tmp_path, how, image, message):
+    """`guestpm run` and plain pytest: one line, exit 2, nothing booted."""
+    from test_kernels import bzimage, pe_arm64_image
+    if image == "TRUNCATED":
+        image = tmp_path / "Image"
+        image.write_bytes(pe_arm64_image(0x40000)[:0x3000])
+    elif image == "BZIMAGE":
+        image = tmp_path / "bzImage"
+        image.write_bytes(bzimage())
+    spec = f"--kernel=path:{image}"
+    argv = [sys.executable, "-m", "harness.cli", "run", spec, "--arch=arm64",
+            f"--results={tmp_path / 'r'}"] if how == "guestpm" else \
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "tests/e2e", spec,
+         "--arch=arm64", f"--results={tmp_path / 'r'}"]
+    line = _one_line_exit_2(argv)
+    assert line.startswith(("guestpm: error: ", "Exit: guestpm: error: ")) and message in line, line
+    assert not (tmp_path / "r" / "machines").exists()
+
+
+def test_missing_qemu_is_refused_up_front(tmp_path):
+    """No qemu-system-aarch64 on PATH: one line naming the package, before any fetch."""
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path), "GUESTPM_CACHE": str(tmp_path / "c")}
+    line = _one_line_exit_2([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                             "tests/e2e", "--arch=arm64", f"--results={tmp_path / 'r'}"], env)
+    assert "qemu-system-aarch64 not found: apt-get install qemu-system-arm" in line, line

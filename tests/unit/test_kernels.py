@@ -43,7 +43,7 @@ def test_release_strings():
 def test_wrong_arch_is_refused_before_booting(tmp_path):
     img = tmp_path / "bzImage"
     img.write_bytes(bzimage())
-    with pytest.raises(KernelError, match="is an bzImage but --arch arm64 boots an arm64-Image"):
+    with pytest.raises(KernelError, match="is a bzImage but --arch arm64 boots an arm64-Image: wrong architecture"):
         kernels.resolve(f"path:{img}", profiles.get("arm64"))
     k = kernels.resolve(f"path:{img}", profiles.get("x86_64"))
     assert (k.release, k.modules) == ("6.1.0-50-amd64", None)

@@ -1,0 +1,127 @@
+"""The end-of-run matrix: one row per kernel x arch, one cell per test family.
+
+A cell shows the family's worst verdict with its counts ("FAIL 2/23", "SKIP 9/9",
+"PASS 23") and, in the Markdown file, links to its first failure's artifacts.
+Printed at the end of a run and written to results/summary.md (a CI job's summary).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FAMILIES = ("boot", "psci", "s3", "s2idle", "hibernate", "acpi", "vfio")
+# worst first: a cell shows the first of these that it holds
+SEVERITY = ("failed", "error", "xpassed", "xfailed", "skipped", "passed")
+LABEL = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP",
+         "xfailed": "XFAIL", "xpassed": "XPASS"}
+SELF_TEST = "guestpm self-tests"
+
+
+def family_of(module: str) -> str:
+    """tests/e2e/test_acpi_events.py -> acpi; test_s2idle -> s2idle; tests/unit/* -> unit."""
+    if "unit/" in module:
+        return "unit"
+    stem = module.rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
+    return stem.split("_")[0]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    row: str                 # "debian:6.1/arm64", or SELF_TEST
+    family: str
+    outcome: str             # a key of LABEL
+    nodeid: str
+    link: str | None = None  # the test's artifacts, relative to the results directory
+
+
+@dataclass
+class Cell:
+    counts: dict[str, int] = field(default_factory=dict)
+    first_bad: Verdict | None = None
+
+    def add(self, v: Verdict) -> None:
+        self.counts[v.outcome] = self.counts.get(v.outcome, 0) + 1
+        if v.outcome in ("failed", "error", "xpassed") and self.first_bad is None:
+            self.first_bad = v
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def worst(self) -> str:
+        return next(o for o in SEVERITY if self.counts.get(o))
+
+    def text(self) -> str:
+        w = self.worst
+        n = self.counts[w]
+        return f"PASS {n}" if w == "passed" else f"{LABEL[w]} {n}/{self.total}"
+
+
+@dataclass
+class Matrix:
+    rows: dict[str, dict[str, Cell]] = field(default_factory=dict)
+    releases: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, verdicts: list[Verdict], releases: dict[str, str] | None = None) -> "Matrix":
+        m = cls(releases=dict(releases or {}))
+        for v in sorted(verdicts, key=lambda v: (v.row == SELF_TEST, v.row, v.nodeid)):
+            m.rows.setdefault(v.row, {}).setdefault(v.family, Cell()).add(v)
+        return m
+
+    def families(self) -> list[str]:
+        seen = {f for cells in self.rows.values() for f in cells}
+        return [f for f in FAMILIES if f in seen] + sorted(seen - set(FAMILIES))
+
+    def totals(self, row: str) -> dict[str, int]:
+        out = {o: 0 for o in ("passed", "failed", "skipped", "xfailed")}
+        for cell in self.rows[row].values():
+            for o, n in cell.counts.items():
+                key = {"error": "failed", "xpassed": "failed"}.get(o, o)
+                out[key] += n
+        return out
+
+    def _table(self, cell_text) -> list[list[str]]:
+        fams = self.families()
+        head = ["kernel", "arch", "release", "PASS", "FAIL", "SKIP", "XFAIL", *fams]
+        body = []
+        for row, cells in self.rows.items():
+            kernel, _, arch = row.rpartition("/") if "/" in row else (row, "", "")
+            t = self.totals(row)
+            body.append([kernel, arch, self.releases.get(row, ""), str(t["passed"]),
+                         str(t["failed"]), str(t["skipped"]), str(t["xfailed"]),
+                         *(cell_text(cells[f]) if f in cells else "-" for f in fams)])
+        return [head, *body]
+
+    def first_failures(self) -> list[Verdict]:
+        return [c.first_bad for cells in self.rows.values() for c in cells.values()
+                if c.first_bad]
+
+    def text(self) -> str:
+        """Aligned columns for the terminal, then the first failure of each bad cell."""
+        table = self._table(Cell.text)
+        widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+        for v in self.first_failures():
+            lines.append(f"first {LABEL[v.outcome]} in {v.row} {v.family}: {v.nodeid}"
+                         + (f"  (artifacts: {v.link})" if v.link else ""))
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        def cell(c: Cell) -> str:
+            t = c.text()
+            if c.first_bad is not None and c.first_bad.link:
+                return f"[{t}]({c.first_bad.link})"
+            return t
+        table = self._table(cell)
+        out = ["# guestpm summary", "",
+               "| " + " | ".join(table[0]) + " |",
+               "|" + "---|" * len(table[0])]
+        out += ["| " + " | ".join(r) + " |" for r in table[1:]]
+        bad = self.first_failures()
+        if bad:
+            out += ["", "First failure of each cell:", ""]
+            out += [f"- {v.row} {v.family}: `{v.nodeid}`" + (f" ([artifacts]({v.link}))"
+                                                              if v.link else "") for v in bad]
+        return "\n".join(out) + "\n"

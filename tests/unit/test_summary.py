@@ -1,0 +1,108 @@
+"""The end-of-run matrix (harness.summary) and the fail-fast record of a dead target."""
+
+from pathlib import Path
+
+import pytest
+
+from harness import summary
+from harness.errors import BootError, SilentMachine
+
+GOLDEN = Path(__file__).parent / "golden" / "summary"
+V = summary.Verdict
+
+
+def verdicts() -> list[summary.Verdict]:
+    a, b = "debian:6.1/arm64", "debian:7.2/x86_64"
+    return [
+        V(a, "boot", "passed", "tests/e2e/test_boot.py::test_ssh[debian:6.1/arm64]"),
+        V(a, "psci", "passed", "tests/e2e/test_psci.py::test_psci[vhe-a-debian:6.1/arm64]"),
+        V(a, "psci", "skipped", "tests/e2e/test_psci.py::test_psci[vhe-off2-debian:6.1/arm64]"),
+        V(a, "hibernate", "xfailed", "tests/e2e/test_hibernate.py::test_rt[debian:6.1/arm64]"),
+        V(b, "s3", "failed", "tests/e2e/test_s3.py::test_b[debian:7.2/x86_64]", "tests/s3-b"),
+        V(b, "s3", "failed", "tests/e2e/test_s3.py::test_c[debian:7.2/x86_64]", "tests/s3-c"),
+        V(b, "s3", "passed", "tests/e2e/test_s3.py::test_a[debian:7.2/x86_64]"),
+        V(b, "boot", "error", "tests/e2e/test_boot.py::test_qmp[debian:7.2/x86_64]"),
+        V(summary.SELF_TEST, "harness", "passed", "tests/e2e/test_harness_faults.py::t"),
+        V(summary.SELF_TEST, "unit", "passed", "tests/unit/test_ktap.py::t"),
+    ]
+
+
+def test_matrix_golden():
+    m = summary.Matrix.of(verdicts(), {"debian:6.1/arm64": "6.1.0-50-arm64",
+                                       "debian:7.2/x86_64": "7.2.13+deb14-amd64"})
+    assert m.text() + "\n" == (GOLDEN / "matrix.txt").read_text()
+    assert m.markdown() == (GOLDEN / "summary.md").read_text()
+
+
+def test_cells_show_the_worst_verdict_with_counts():
+    m = summary.Matrix.of(verdicts())
+    cells = m.rows["debian:7.2/x86_64"]
+    assert cells["s3"].text() == "FAIL 2/3"
+    assert cells["s3"].first_bad.nodeid.endswith("test_b[debian:7.2/x86_64]")
+    assert m.rows["debian:6.1/arm64"]["psci"].text() == "SKIP 1/2"
+    assert m.rows["debian:6.1/arm64"]["boot"].text() == "PASS 1"
+    assert m.totals("debian:7.2/x86_64") == {"passed": 1, "failed": 3, "skipped": 0,
+                                             "xfailed": 0}
+    assert m.families() == ["boot", "psci", "s3", "hibernate", "harness", "unit"]
+
+
+@pytest.mark.parametrize("module,family", [
+    ("tests/e2e/test_acpi_events.py", "acpi"), ("tests/e2e/test_acpi_arm64.py", "acpi"),
+    ("tests/e2e/test_s2idle.py", "s2idle"), ("tests/e2e/test_boot.py", "boot"),
+    ("tests/unit/test_bad_input.py", "unit")])
+def test_family_of(module, family):
+    assert summary.family_of(module) == family
+
+
+class FakeMachine:
+    def __init__(self, error=None):
+        self.error, self.launched = error, 0
+
+    def launch(self):
+        self.launched += 1
+
+    def wait_ready(self):
+        if self.error:
+            raise self.error
+
+
+def test_a_silent_target_fails_the_rest_at_once(pytestconfig, tmp_path, monkeypatch):
+    """Two DeadTargets stand for two xdist workers: they share the results directory."""
+    from harness import pytest_plugin as plugin
+    monkeypatch.setattr(plugin, "results_dir", lambda config: tmp_path)
+    t = plugin.Target("path:/x/vmlinuz", "arm64")
+    w1, w2 = plugin.DeadTargets(pytestconfig), plugin.DeadTargets(pytestconfig)
+    monkeypatch.setattr(plugin, "_CURRENT", ["tests/e2e/test_boot.py::test_a[x]"])
+    with pytest.raises(SilentMachine):
+        plugin._launch(FakeMachine(SilentMachine("console stayed silent")), w1, t, shared=False)
+    m = FakeMachine()
+    with pytest.raises(BootError, match=r"target did not boot: see tests/e2e/test_boot.py::"
+                                        r"test_a\[x\] \(console stayed silent\)"):
+        plugin._launch(m, w2, t, shared=False)
+    assert m.launched == 0
+    other = plugin.Target("debian:7.2", "arm64")         # other targets are not touched
+    assert plugin._launch(FakeMachine(), w2, other, shared=True).launched == 1
+
+
+def test_only_the_shared_machine_or_silence_marks_a_target_dead(pytestconfig, tmp_path,
+                                                                 monkeypatch):
+    """A variant that panics (say, one kernel parameter) fails its own tests only."""
+    from harness import pytest_plugin as plugin
+    monkeypatch.setattr(plugin, "results_dir", lambda config: tmp_path)
+    t, dead = plugin.Target("debian:7.2", "arm64"), plugin.DeadTargets(pytestconfig)
+    with pytest.raises(BootError):
+        plugin._launch(FakeMachine(BootError("panic")), dead, t, shared=False)
+    dead.check(t)                                          # still alive
+    with pytest.raises(BootError):
+        plugin._launch(FakeMachine(BootError("panic")), dead, t, shared=True)
+    with pytest.raises(BootError, match="target did not boot"):
+        dead.check(t)
+
+
+def test_target_slugs_are_short_and_unique():
+    from harness.pytest_plugin import Target
+    long = "path:/some/very/long/directory/" + "x" * 200 + "/vmlinuz-6.6.0-rc1,modules=/" + \
+        "y" * 200
+    assert Target("debian:6.1", "arm64").slug == "debian-6.1-arm64"
+    s1, s2 = Target(long, "arm64").slug, Target(long + "z", "arm64").slug
+    assert len(s1) < 60 and s1.startswith("vmlinuz-6.6.0-rc1-arm64-") and s1 != s2
