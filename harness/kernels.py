@@ -50,12 +50,12 @@ class Kernel:
     def config_options(self) -> dict[str, str]:
         if not self.config or not self.config.exists():
             return {}
-        opts = {}
-        for line in self.config.read_text(errors="replace").splitlines():
-            m = re.match(r"^(CONFIG_\w+)=(.*)$", line)
-            if m:
-                opts[m[1]] = m[2]
-        return opts
+        return parse_config(self.config.read_text(errors="replace"))
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """The CONFIG_X=value lines of a .config (or of /proc/config.gz) as a dict."""
+    return dict(m.groups() for m in re.finditer(r"^(CONFIG_\w+)=(.*)$", text, re.M))
 
 
 # ---------------------------------------------------------------- image headers
@@ -146,6 +146,14 @@ def inspect_image(path: Path, want: str | None = None) -> ImageInfo:
         raise KernelError(f"{path} is truncated: its {fmt} header promises {want} bytes, the "
                           f"{'decompressed ' if compressed else ''}file has {len(data)}")
     return ImageInfo(fmt, image_release(data, fmt), compressed)
+
+
+def image_mentions(image: Path, text: bytes) -> bool:
+    """Whether an (uncompressed or gzip'd) arm64 Image holds `text`: how a test learns
+    that a kernel knows a boot parameter, e.g. b"kvm-arm.mode" (a bzImage's payload is
+    compressed, so this says nothing for x86)."""
+    data = image.read_bytes()
+    return text in (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
 
 
 def image_release(data: bytes, fmt: str) -> str | None:

@@ -406,16 +406,28 @@ def machine_factory(request: pytest.FixtureRequest, target: Target, profile, ker
         m.close()
 
 
+@pytest.fixture(scope="session")
+def kernel_config(request: pytest.FixtureRequest, kernel: kernels.Kernel) -> dict[str, str]:
+    """The kernel's CONFIG_ options: its config file, else the booted guest's
+    /proc/config.gz (CONFIG_IKCONFIG_PROC), else empty."""
+    opts = kernel.config_options()
+    if opts:
+        return opts
+    m = request.getfixturevalue("machine")
+    r = m.ssh.run("test -r /proc/config.gz && zcat /proc/config.gz")
+    return kernels.parse_config(r.output) if r.status == 0 else {}
+
+
 @pytest.fixture(autouse=True)
 def _needs_config(request: pytest.FixtureRequest) -> None:
     m = request.node.get_closest_marker("needs_config")
     if not m or "kernel" not in request.fixturenames:
         return
     k: kernels.Kernel = request.getfixturevalue("kernel")
-    opts = k.config_options()
+    opts = request.getfixturevalue("kernel_config")
     if not opts:
-        pytest.skip(f"kernel {k.spec} has no readable config; cannot check "
-                    f"{', '.join(m.args)}")
+        pytest.skip(f"kernel {k.spec} has no readable config (no config file beside it, no "
+                    f"/proc/config.gz); cannot check {', '.join(m.args)}")
     missing = [o for o in m.args if opts.get(f"CONFIG_{o}") not in ("y", "m")]
     if missing:
         pytest.skip(f"kernel {k.spec} lacks {', '.join('CONFIG_' + o for o in missing)}")

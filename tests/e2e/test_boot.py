@@ -34,7 +34,7 @@ def test_console_round_trip(machine):
         f"kernel messages printed meanwhile (taken out of the output): {r.kernel}"
 
 
-def test_kvm_works_in_the_guest(machine, profile, kernel):
+def test_kvm_works_in_the_guest(machine, profile, kernel_config):
     """arm64: KVM initialised at EL2 (virtualization=on); x86_64: kvm_amd on nested SVM.
     Evidence: the kernel log lines of the profile, the module, and /dev/kvm answering
     KVM_GET_API_VERSION and KVM_CREATE_VM from the guest agent."""
@@ -44,7 +44,7 @@ def test_kvm_works_in_the_guest(machine, profile, kernel):
         assert any(re.search(pattern, line) for line in log), \
             f"no kernel log line matches {pattern!r}; KVM lines: " \
             f"{[ln for ln in log if 'kvm' in ln.lower()]}"
-    built_in = kernel.config_options().get(
+    built_in = kernel_config.get(
         f"CONFIG_{(profile.kvm_module or '').upper()}") == "y"
     if profile.kvm_module and not built_in:      # built in (a fragment build): the log says it
         assert profile.kvm_module in facts["modules"]

@@ -125,3 +125,18 @@ def test_qemu_dying_during_boot_is_reported_as_such(machine_factory):
     with pytest.raises(BootError, match=r"QEMU exited \(status -9\)"):
         m.wait_ready(timeout=120)
     assert time.monotonic() - t < 10
+
+
+def test_a_silent_console_fails_within_its_bound(machine_factory, profile):
+    """A kernel that never prints (here: its console sent to tty1, as a kernel for the
+    wrong machine or a truncated one would look) fails after the profile's silence
+    bound, naming it, not after the whole boot timeout."""
+    import dataclasses
+    from harness.errors import SilentMachine
+    m = machine_factory(profile=dataclasses.replace(profile, console="tty1", silent_after_s=10))
+    m.launch()
+    t = time.monotonic()
+    with pytest.raises(SilentMachine, match=r"the console stayed silent for 10s after QEMU "
+                                            r"started"):
+        m.wait_ready(timeout=240)
+    assert time.monotonic() - t < 40

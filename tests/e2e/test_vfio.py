@@ -132,9 +132,10 @@ def test_a_device_without_an_iommu_group_skips_naming_why(machine_factory, profi
 
 @pytest.mark.harness_selftest
 @IOMMU
-def test_a_missing_vfio_pci_driver_skips_naming_it(machine_factory, profile, kernel):
+def test_a_missing_vfio_pci_driver_skips_naming_it(machine_factory, profile, kernel,
+                                                   kernel_config):
     """Bad input: vfio-pci not loaded (the base profile's modules): SKIP naming the driver."""
-    if kernel.config_options().get("CONFIG_VFIO_PCI") != "m":
+    if kernel_config.get("CONFIG_VFIO_PCI") != "m":
         pytest.skip(f"{kernel.spec}: vfio-pci is not a module, it cannot be left out")
     m = machine_factory(profile=profile, append=profile.iommu_append,
                         qemu_args=profile.iommu_args + device_args(profile))
