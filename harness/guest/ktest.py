@@ -66,7 +66,11 @@ def run_case(case: Case, env: Any) -> dict:
                 raise Skip(reason)
         case.fn(t)
     except Skip as e:
-        res.update(status="skip", reason=str(e))
+        bad = [c["what"] for c in t.checks if not c["ok"]]
+        if bad:     # what was seen before the skip is evidence: a mismatch is a FAIL
+            res.update(status="fail", reason=f"{'; '.join(bad)} (then skipped: {e})")
+        else:
+            res.update(status="skip", reason=str(e))
     except Stop as e:
         res.update(status="fail", reason=f"required check failed: {e}")
     except Exception as e:  # noqa: BLE001 - reported with its traceback

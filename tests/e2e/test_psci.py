@@ -128,7 +128,8 @@ def test_without_el2_the_family_skips_naming_kvm(machine_factory, profile):
     res = m.agent("psci")["results"]
     assert {r["status"] for r in res} == {"skip"}, res
     assert {r["reason"] for r in res} == {
-        "no /dev/kvm: kernel without KVM, or KVM did not initialise (no EL2 / no SVM)"}
+        "no /dev/kvm: the CPUs started at EL1, not EL2 (no virtualization extensions "
+        "offered), so KVM cannot initialise"}
 
 
 @pytest.mark.arch("x86_64", "x86_64-pc")

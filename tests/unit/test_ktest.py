@@ -78,3 +78,31 @@ def test_host_side_asserts_each_check_again():
         assert_case(ktest.run_case(_case(hangs), None))
     with pytest.raises(AssertionError, match="recorded no check"):
         assert_case({"name": "x", "status": "pass", "checks": []})
+
+
+def test_a_mismatch_before_a_skip_fails_the_case():
+    """Evidence recorded before a Skip is not discarded: guest side and host side."""
+    from harness.verdicts import assert_case
+
+    def case(t):
+        t.expect("FEATURES(SYSTEM_SUSPEND) with the cap", -1, 0)
+        raise ktest.Skip("PSCI version 1.1 < 1.3: SYSTEM_OFF2 absent")
+    r = ktest.run_case(ktest.Case("c", "fam", case, "doc"), env=None)
+    assert r["status"] == "fail" and "then skipped" in r["reason"], r
+    with pytest.raises(AssertionError, match=r"(?s)with the cap.*expected 0.*actual   -1"):
+        assert_case(r)
+    r.update(status="skip", reason="absent")          # a host that got a skip anyway
+    with pytest.raises(AssertionError, match="expected 0"):
+        assert_case(r)
+
+
+def test_a_clean_skip_skips():
+    from harness.verdicts import assert_case
+
+    def case(t):
+        t.expect("probe", 1, 1)
+        raise ktest.Skip("no /dev/kvm")
+    r = ktest.run_case(ktest.Case("c", "fam", case, "doc"), env=None)
+    assert (r["status"], r["reason"]) == ("skip", "no /dev/kvm")
+    with pytest.raises(pytest.skip.Exception, match="no /dev/kvm"):
+        assert_case(r)

@@ -108,3 +108,22 @@ def test_decode_mmio_write():
 
 def test_decode_unknown_exit_keeps_its_number():
     assert decode_run(_run_page(99, b"")).reason == "exit-99"
+
+
+def test_why_no_kvm_names_the_machine_or_the_kernel(tmp_path):
+    """A missing /dev/kvm SKIPs only for a known reason; otherwise it is a defect."""
+    from harness.guest.kvm.vm import why_no_kvm
+    el1 = "Booting Linux\nCPU: All CPU(s) started at EL1\nkvm [1]: HYP mode not available"
+    assert "started at EL1, not EL2" in why_no_kvm(log=el1, machine="aarch64")
+    no_svm = "processor\t: 0\nflags\t\t: fpu vme sse sse2 hypervisor\n"
+    assert "neither svm nor vmx" in why_no_kvm(cpuinfo=no_svm, log="", machine="x86_64")
+    el2 = "CPU: All CPU(s) started at EL2\nkvm [1]: VHE mode initialized successfully"
+    svm = "flags\t\t: fpu svm sse\n"
+    import os
+    if os.path.exists("/sys/module/kvm"):        # this host has KVM: nothing explains it
+        assert why_no_kvm(log=el2, machine="aarch64") is None
+        assert why_no_kvm(cpuinfo=svm, log="kvm_amd: Nested Virtualization enabled",
+                          machine="x86_64") is None
+    else:
+        assert why_no_kvm(log=el2, machine="aarch64") is None      # its log names kvm
+        assert "this kernel has no KVM" in why_no_kvm(cpuinfo=svm, log="", machine="x86_64")

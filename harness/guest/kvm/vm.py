@@ -10,6 +10,7 @@ import errno
 import fcntl
 import mmap
 import os
+import re
 import signal
 import threading
 import time
@@ -19,7 +20,63 @@ from . import uapi
 
 
 class KvmUnavailable(Exception):
-    """No usable /dev/kvm: the reason is a SKIP, not a FAIL."""
+    """The kernel or the machine has no KVM at all (no /dev/kvm, and the reason is
+    known: no EL2 or SVM/VMX, or KVM not built): a SKIP naming it."""
+
+
+class KvmBroken(Exception):
+    """KVM should be there but /dev/kvm is missing or misbehaves: a FAIL quoting it."""
+
+
+def _kernel_log() -> str:
+    """The kernel's log buffer through /dev/kmsg (stdlib: no dmesg binary needed)."""
+    lines = []
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    try:
+        while True:
+            try:
+                rec = os.read(fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError:         # EPIPE: a record was overwritten; go on
+                continue
+            if not rec:
+                break
+            lines.append(rec.decode(errors="replace").partition(";")[2].split("\n")[0])
+    finally:
+        os.close(fd)
+    return "\n".join(lines)
+
+
+def why_no_kvm(path: str = "/dev/kvm", cpuinfo: str | None = None, log: str | None = None,
+               machine: str | None = None) -> str | None:
+    """Why this host has no KVM, when it is a fact of the kernel or the machine (None:
+    nothing explains a missing /dev/kvm, which is then a defect).  Pure when given its
+    inputs (unit-tested)."""
+    machine = machine or os.uname().machine
+    log = _kernel_log() if log is None else log
+    if machine == "aarch64":
+        m = re.search(r"CPU: All CPU\(s\) started at (EL\d)", log)
+        if m and m.group(1) != "EL2":
+            return (f"no {path}: the CPUs started at {m.group(1)}, not EL2 (no virtualization "
+                    "extensions offered), so KVM cannot initialise")
+    elif machine == "x86_64":
+        if cpuinfo is None:
+            try:
+                with open("/proc/cpuinfo") as fh:
+                    cpuinfo = fh.read()
+            except OSError:
+                cpuinfo = ""
+        flags = set(re.findall(r"^flags\s*:(.*)$", cpuinfo, re.M)[0].split()) \
+            if re.search(r"^flags", cpuinfo, re.M) else set()
+        if flags and not flags & {"svm", "vmx"}:
+            return f"no {path}: the CPU has neither svm nor vmx, so KVM cannot initialise"
+    if not os.path.exists("/sys/module/kvm") and not re.search(r"\bkvm\b", log):
+        return f"no {path}: this kernel has no KVM (no kvm module, no kvm line in its log)"
+    return None
 
 
 class VcpuHang(Exception):
@@ -64,6 +121,10 @@ class Exit:
         return {"reason": self.reason, **self.raw}
 
 
+# written into kvm_run.exit_reason before KVM_RUN: no exit of KVM's has this number
+NO_EXIT_YET = 0xFFFFFFFF
+
+
 def decode_run(buf: bytes | mmap.mmap) -> Exit:
     """Decode the exit in a kvm_run buffer (pure: unit-tested on golden bytes)."""
     (code,) = uapi.RUN_EXIT_REASON.unpack_from(buf, 0)
@@ -102,14 +163,18 @@ class Kvm:
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise KvmUnavailable(f"no {path}: kernel without KVM, or KVM did not initialise "
-                                 "(no EL2 / no SVM)") from None
+            why = why_no_kvm(path)
+            if why:
+                raise KvmUnavailable(why) from None
+            tail = [ln for ln in _kernel_log().splitlines() if "kvm" in ln.lower()][-3:]
+            raise KvmBroken(f"no {path}, although the machine can run KVM and the kernel "
+                            f"has it; its kvm log lines: {tail}") from None
         except OSError as e:
-            raise KvmUnavailable(f"cannot open {path}: {_errname(e)}") from None
+            raise KvmBroken(f"cannot open {path}: {_errname(e)}") from None
         version = fcntl.ioctl(self.fd, uapi.KVM_GET_API_VERSION)
         if version != uapi.KVM_API_VERSION:
             os.close(self.fd)
-            raise KvmUnavailable(f"{path} speaks KVM API {version}, not {uapi.KVM_API_VERSION}")
+            raise KvmBroken(f"{path} speaks KVM API {version}, not {uapi.KVM_API_VERSION}")
         self.vcpu_mmap_size = fcntl.ioctl(self.fd, uapi.KVM_GET_VCPU_MMAP_SIZE)
 
     def check_extension(self, cap: int) -> int:
@@ -246,7 +311,11 @@ class Vcpu:
     # --------------------------------------------------------- running
     def run(self, timeout: float = 10.0) -> Exit:
         """KVM_RUN once, bounded: past `timeout` a SIGALRM kicks the vCPU out (EINTR)
-        and VcpuHang reports its state. Signals need the main thread."""
+        and VcpuHang reports its state. Signals need the main thread.
+
+        A hang is counted only when KVM_RUN itself was interrupted, which KVM records
+        as exit_reason KVM_EXIT_INTR: an exit that completes just as the alarm fires
+        is that exit, not a hang."""
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("Vcpu.run() must run in the main thread: its bound is SIGALRM")
         fired = False
@@ -256,6 +325,7 @@ class Vcpu:
             fired = True
             raise _Alarm()
 
+        uapi.RUN_EXIT_REASON.pack_into(self.run_page, 0, NO_EXIT_YET)
         old = signal.signal(signal.SIGALRM, on_alarm)
         signal.setitimer(signal.ITIMER_REAL, timeout)
         t0 = time.monotonic()
@@ -270,7 +340,8 @@ class Vcpu:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, old)
         elapsed = time.monotonic() - t0
-        if fired:
+        (reason,) = uapi.RUN_EXIT_REASON.unpack_from(self.run_page, 0)
+        if fired and reason in (uapi.KVM_EXIT_INTR, NO_EXIT_YET):
             state = self.state_hook() if self.state_hook else {"vcpu": self.id}
             raise VcpuHang(f"KVM_RUN on vCPU {self.id} did not return within {timeout:g} s",
                            state)
