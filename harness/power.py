@@ -23,10 +23,15 @@ class NeverWoke(AssertionError):
     """QEMU saw the guest suspend, but no WAKEUP followed within the bound."""
 
 
+class WokeEarly(AssertionError):
+    """The guest woke before the wake action: whatever woke it, it was not the action."""
+
+
 @dataclass
 class Cycle:
     suspend_s: float      # write started -> QMP SUSPEND
-    wake_s: float         # wake action (or SUSPEND, for a timed wake) -> QMP WAKEUP
+    wake_s: float         # wake action (or SUSPEND, for a timed wake) -> QMP WAKEUP,
+                          # which counts only from the action on
     return_s: float       # WAKEUP -> the guest's write returned
     status: int           # of `echo mem > /sys/power/state`
 
@@ -55,10 +60,16 @@ def suspend_to_ram(m: Machine, wake: Callable[[], None] | None, timeout: float =
     m.qmp.wait_event("SUSPEND", after=t0, timeout=timeout, watchdog=returned_early)
     t1 = time.time()
     if wake:
+        early = [e for e in m.qmp.events if e["event"] == "WAKEUP" and e["host_time"] >= t1]
+        if early:
+            raise WokeEarly(f"{what}: the guest woke by itself {early[0]['host_time'] - t1:.2f}"
+                            f" s after SUSPEND, before the wake action ({m.qmp_log})")
+        t2 = time.time()
         wake()
-    t2 = time.time()
+    else:                # a timed wake (RTC alarm): its own evidence is checked by the caller
+        t2 = t1
     try:
-        m.qmp.wait_event("WAKEUP", after=t1, timeout=timeout, watchdog=m._watchdog)
+        m.qmp.wait_event("WAKEUP", after=t2, timeout=timeout, watchdog=m._watchdog)
     except WaitTimeout as e:
         raise NeverWoke(f"{what}: suspended but never woke: {e}; console tail "
                         f"({m.console_log}):\n{m.console.tail()}") from None

@@ -56,12 +56,15 @@ def _assert_resumed(m, cycle: Cycle, cycles_so_far: int, how: str) -> None:
     if how == "rtc":     # nothing was sent: the wake must follow the +5 s alarm, not precede it
         asleep = cycle.suspend_s + cycle.wake_s
         assert asleep >= 3.0, f"woke {asleep:.1f} s after the write, before the RTC alarm"
+        left = m.ssh.run("cat /sys/class/rtc/rtc0/wakealarm").check().output.strip()
+        assert not left, f"the RTC alarm is still armed ({left}): it did not fire, yet the " \
+                         "guest woke"
     log = m.ssh.run("dmesg").check().output        # the same connection that suspended
-    assert "PM: suspend entry (deep)" in log
-    assert len(re.findall(re.escape(RESUMED), log)) == cycles_so_far, \
-        f"expected {cycles_so_far} x {RESUMED!r}; PM lines:\n" + \
-        "\n".join(ln for ln in log.splitlines() if "PM:" in ln)
-    assert "PM: suspend exit" in log
+    pm = "\n".join(ln for ln in log.splitlines() if "PM:" in ln)
+    # every cycle leaves its own lines: cycle 1's must not stand in for cycle 3's
+    for line in ("PM: suspend entry (deep)", RESUMED, "PM: suspend exit"):
+        assert len(re.findall(re.escape(line), log)) == cycles_so_far, \
+            f"expected {cycles_so_far} x {line!r} after cycle {cycles_so_far}; PM lines:\n{pm}"
 
 
 @pytest.mark.parametrize("how", ["system_wakeup", "rtc", "key"])

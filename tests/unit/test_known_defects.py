@@ -1,0 +1,55 @@
+"""The xfails' symptoms against recorded text: each matches its defect and only it."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+GOLDEN = Path(__file__).parent / "golden" / "oops"
+
+
+def _trans_pgd():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "e2e_hibernate", Path(__file__).parents[1] / "e2e" / "test_hibernate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.TRANS_PGD_OOPS
+
+
+def _recorded() -> str:
+    """The oops lines docs/known-defects.md recorded, as the console prints them (with
+    printk timestamps)."""
+    lines = (GOLDEN / "trans_pgd-6.12-arm64.txt").read_text().splitlines()
+    return "".join(f"[   14.{530000 + i:06d}] {ln}\n" for i, ln in enumerate(lines))
+
+
+def test_trans_pgd_symptom_matches_the_recorded_oops():
+    assert _trans_pgd().search(_recorded())
+    assert _trans_pgd().search((GOLDEN / "trans_pgd-6.12-arm64.txt").read_text())
+
+
+@pytest.mark.parametrize("change", [
+    ("pc : trans_pgd_create_copy", "pc : swsusp_arch_resume"),     # named only in a trace
+    ("52-bit VAs", "48-bit VAs"),                                  # another page table
+    ("Unable to handle kernel paging request", "Unable to handle kernel NULL pointer"),
+])
+def test_trans_pgd_symptom_is_not_wider_than_the_defect(change):
+    text = _recorded().replace(*change)
+    text += "[   14.6] Call trace:\n[   14.6]  trans_pgd_create_copy+0x1f8/0x790\n"
+    assert not _trans_pgd().search(text)
+
+
+@pytest.mark.parametrize("line,symptom", [
+    ("[    0.012] CPU topo: Allowing 2 present CPUs plus 0 hotplug CPUs", True),
+    ("[    0.012] smpboot: Allowing 3 CPUs, 0 hotplug CPUs", True),
+    ("[    0.012] smpboot: Allowing 3 CPUs, 1 hotplug CPUs", False),
+    ("[    0.012] CPU topo: Allowing 2 present CPUs plus 1 hotplug CPUs", False),
+])
+def test_cpu_hotplug_symptom_is_the_boot_line(line, symptom):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "e2e_acpi_events", Path(__file__).parents[1] / "e2e" / "test_acpi_events.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert bool(mod.NO_HOTPLUG_SLOTS.search(line)) is symptom
