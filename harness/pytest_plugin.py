@@ -151,6 +151,7 @@ def pytest_configure(config: pytest.Config) -> None:
                  "needs_config(option, ...): skip unless the kernel config has CONFIG_option",
                  "harness_selftest: a test of guestpm itself: with --self-test, first target",
                  "needs_build_tools(arch, ...): collected only where guestpm build can build",
+                 "stock_kernel_only: collected only for debian: kernels (upstream history)",
                  "e2e: boots real kernels in QEMU",
                  "slow: opt-in (--slow): builds a whole kernel tree from the fragments"):
         config.addinivalue_line("markers", line)
@@ -214,6 +215,9 @@ def _why_not_collected(config: pytest.Config, item: pytest.Item, tools: dict) ->
     m = item.get_closest_marker("arch")
     if m and t.arch not in m.args:
         return f"tests do not apply to {t.arch}"
+    if item.get_closest_marker("stock_kernel_only") and not t.kernel.startswith("debian:"):
+        return f"tests do not apply to {t.kernel} (upstream history is asserted on stock " \
+               "Debian kernels; on others it is reported as information)"
     m = item.get_closest_marker("profile_has")
     if m:
         p = profiles.get(t.arch)
@@ -370,6 +374,11 @@ def machine_pool(request: pytest.FixtureRequest, target: Target, profile, kernel
 def machine(machine_pool: MachinePool) -> Machine:
     """One booted machine per target, shared by the target's tests."""
     return machine_pool.get((), tag="shared")
+
+
+def note(request: pytest.FixtureRequest, text: str) -> None:
+    """Information about the target, not a verdict: shown under the summary matrix."""
+    request.node.user_properties.append(("info", text))
 
 
 def attach_machine(request: pytest.FixtureRequest, m: Machine) -> None:
@@ -554,7 +563,10 @@ class Reporter:
             link = str(art.relative_to(self.res)) if art.exists() else None
             verdicts.append(summary.Verdict(row, props.get("family") or "unit", r.outcome,
                                             nodeid, link))
-        return summary.Matrix.of(verdicts, releases)
+        m = summary.Matrix.of(verdicts, releases)
+        m.info = sorted({f"{self.target_of[n]}: {v}" for n, props in self.props.items()
+                         for k, v in props.items() if k == "info"})
+        return m
 
     @staticmethod
     def _target(target_id: str | None) -> Target | None:

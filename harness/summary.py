@@ -62,6 +62,7 @@ class Cell:
 class Matrix:
     rows: dict[str, dict[str, Cell]] = field(default_factory=dict)
     releases: dict[str, str] = field(default_factory=dict)
+    info: list[str] = field(default_factory=list)    # "target: text", not verdicts
 
     @classmethod
     def of(cls, verdicts: list[Verdict], releases: dict[str, str] | None = None) -> "Matrix":
@@ -106,6 +107,7 @@ class Matrix:
         for v in self.first_failures():
             lines.append(f"first {LABEL[v.outcome]} in {v.row} {v.family}: {v.nodeid}"
                          + (f"  (artifacts: {v.link})" if v.link else ""))
+        lines += [f"information: {i}" for i in self.info]
         return "\n".join(lines)
 
     def markdown(self) -> str:
@@ -124,4 +126,6 @@ class Matrix:
             out += ["", "First failure of each cell:", ""]
             out += [f"- {v.row} {v.family}: `{v.nodeid}`" + (f" ([artifacts]({v.link}))"
                                                               if v.link else "") for v in bad]
+        if self.info:
+            out += ["", "Information (not verdicts):", ""] + [f"- {i}" for i in self.info]
         return "\n".join(out) + "\n"
