@@ -23,7 +23,7 @@ import subprocess
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import cmdline
@@ -55,11 +55,14 @@ class BootInfo:
     wall_s: float            # QEMU start -> shell ready, measured by the harness
     guest_uptime_s: float    # the guest's /proc/uptime when it printed the ready line
     release: str
+    insmod_failed: list[str] = field(default_factory=list)   # profile modules /init could
+                                                              # not load (guest-rootfs/init)
 
 
 # Anchored at the line end: pexpect may see a line before all of it has arrived.
 READY = re.compile(r"guestpm: ready uptime=([\d.]+) release=(\S+)\r?\n")
 RESTORED_OR_FRESH = re.compile(r"(PM: hibernation: hibernation exit)\r?\n|guestpm: ready uptime=")
+INSMOD_FAILED = re.compile(r"guestpm: insmod (\S+) failed")
 HOSTKEY = re.compile(r"guestpm: hostkey (ssh-\S+ \S+)[^\n]*\n")
 
 
@@ -208,7 +211,8 @@ class Machine:
         self.host_key = key.group(1)
         m = self.console.expect(READY, timeout, "the guest's 'guestpm: ready' line",
                                 self._watchdog)
-        self.boot = BootInfo(time.monotonic() - self.started_at, float(m.group(1)), m.group(2))
+        self.boot = BootInfo(time.monotonic() - self.started_at, float(m.group(1)), m.group(2),
+                             INSMOD_FAILED.findall(self.console_log.read_text(errors="replace")))
         self.ssh_port = self._forwarded_port()
         return self.boot
 
