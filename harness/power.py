@@ -80,7 +80,41 @@ def suspend_to_ram(m: Machine, wake: Callable[[], None] | None, timeout: float =
 
 # The guest's own evidence that it sits in the s2idle wait: s2idle_loop()'s pm_pr_dbg
 # line, which is KERN_DEBUG; PM_DEBUG turns it on and lets it through to the console.
+# pm_pr_dbg prints only with CONFIG_PM_SLEEP_DEBUG, which is what creates the switch
+# (kernel/power/main.c in 5.10, 6.1 and 7.2).
 PM_DEBUG = "echo 1 > /sys/power/pm_debug_messages && echo 8 > /proc/sys/kernel/printk"
+
+
+def pm_debug_on(m: Machine) -> str | None:
+    """Turn the PM debug messages on (PM_DEBUG).  None, or why this kernel cannot print
+    them (a reason to SKIP with: the s2idle wait is then invisible from outside)."""
+    if m.ssh.run("test -e /sys/power/pm_debug_messages").status != 0:
+        return ("no /sys/power/pm_debug_messages (CONFIG_PM_SLEEP_DEBUG is off): this "
+                "kernel cannot print 'PM: suspend-to-idle', the evidence of its s2idle wait")
+    m.ssh.run(PM_DEBUG).check()
+    return None
+
+
+# FADT flag LOW_POWER_S0_IDLE_CAPABLE (ACPI 6.x, bit 21 of the flags at offset 112)
+FADT_LOW_POWER_S0 = 1 << 21
+# Before 6.0 Linux attaches the LPS0 device (PNP0D80) only when the FADT sets that flag
+# (drivers/acpi/sleep.c, lps0_device_attach(), read in 5.10), and it knows only the Intel
+# _DSM UUID (the Microsoft one came in 5.14); 6.1's drivers/acpi/x86/s2idle.c attaches
+# without the flag.  QEMU's FADT never sets it.
+LPS0_WITHOUT_FADT_FLAG = (6, 0)
+
+
+def lps0_unobservable(m: Machine, version: tuple[int, int] | None) -> str | None:
+    """Why this kernel will make no LPS0 _DSM call on this machine (a SKIP reason), or
+    None.  Probes the machine's FADT; the kernel's side is its release."""
+    if version is None or version >= LPS0_WITHOUT_FADT_FLAG:
+        return None
+    r = m.ssh.run("od -An -tu4 -j112 -N4 /sys/firmware/acpi/tables/FACP").check()
+    if int(r.output.split()[0]) & FADT_LOW_POWER_S0:
+        return None
+    return (f"Linux {version[0]}.{version[1]} attaches the LPS0 device (PNP0D80) only when "
+            "the FADT sets LOW_POWER_S0_IDLE_CAPABLE, which QEMU's FADT does not: no LPS0 "
+            "_DSM call to observe")
 IDLE_LINE = r"PM: suspend-to-idle\r?\n"
 # Boot a hibernation guest with: /init points /sys/power/resume at vda (guest-rootfs/init);
 # no_console_suspend, so a restore that crashes says so on the console at once.
