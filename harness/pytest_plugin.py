@@ -11,6 +11,9 @@ Markers:  @pytest.mark.arch("arm64", ...)       not collected for other arches
                                                  --self-test, on the first target (of its arch)
           @pytest.mark.needs_build_tools("arm64") not collected where `guestpm build` could
                                                  not build for the arch (names the packages)
+          @pytest.mark.standin("series")         our stand-in for an unmerged series: per
+                                                 target, reported under "stand-in"
+          @pytest.mark.stock_kernel_only         collected only for debian: kernels
 
 Bad input (an unknown spec, a missing, foreign or truncated image, no QEMU) ends the
 run before anything boots: one line, exit status 2.
@@ -152,6 +155,8 @@ def pytest_configure(config: pytest.Config) -> None:
                  "harness_selftest: a test of guestpm itself: with --self-test, first target",
                  "needs_build_tools(arch, ...): collected only where guestpm build can build",
                  "stock_kernel_only: collected only for debian: kernels (upstream history)",
+                 "standin(series): runs our stand-in for an unmerged series; reported apart "
+                 "from the kernel's verdicts, under 'stand-in'",
                  "e2e: boots real kernels in QEMU",
                  "slow: opt-in (--slow): builds a whole kernel tree from the fragments"):
         config.addinivalue_line("markers", line)
@@ -241,6 +246,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.user_properties.append(("family", summary.family_of(item.nodeid.split("::")[0])))
         if item.get_closest_marker("harness_selftest"):
             item.user_properties.append(("kind", "self-test"))
+        elif item.get_closest_marker("standin"):
+            item.user_properties.append(("kind", "stand-in"))
         if t is None:
             continue
         item.add_marker(pytest.mark.xdist_group(t.id))
@@ -524,9 +531,11 @@ class Reporter:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = self.props[report.nodeid] = dict(report.user_properties)
-        target = props.get("target", "")
-        self.target_of[report.nodeid] = target if target and props.get("kind") != "self-test" \
-            else summary.SELF_TEST
+        target, kind = props.get("target", ""), props.get("kind")
+        # the kernel's verdicts, apart from guestpm's self-tests and from stand-ins (our
+        # code playing an unmerged series: a PASS there is not the kernel's)
+        self.target_of[report.nodeid] = summary.SELF_TEST if not target or kind == "self-test" \
+            else f"{summary.STAND_IN} {target}" if kind == "stand-in" else target
         path, _, func = report.nodeid.partition("::")
         # the target is the KTAP subtest; other parameters stay in the test's name
         func, _, params = func.partition("[")
@@ -557,8 +566,8 @@ class Reporter:
         for nodeid, r in self.results.items():
             props = self.props.get(nodeid, {})
             target, row = props.get("target"), self.target_of[nodeid]
-            if target and "release" in props:
-                releases[target] = props["release"]
+            if row != summary.SELF_TEST and "release" in props:
+                releases[row] = props["release"]
             art = artifacts_dir_of(self.config, nodeid, self._target(target))
             link = str(art.relative_to(self.res)) if art.exists() else None
             verdicts.append(summary.Verdict(row, props.get("family") or "unit", r.outcome,

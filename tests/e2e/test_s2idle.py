@@ -180,8 +180,11 @@ def _standin(machine_factory, kernel, profile, early: bool) -> S2idleX86:
 
 
 @pytest.mark.arch("x86_64")
+@pytest.mark.standin("virtual PMC (HYPE0001) s2idle notification")
 def test_hype0001_notify_with_the_standin_fixture(machine_factory, kernel, profile):
-    """tests/fixtures/vpmc_standin (built against Debian's linux-headers for this kernel)
+    """A stand-in, not the kernel's verdict: it proves the harness's half (the SSDT, the
+    debug port, the order checks) on a path no merged kernel takes.
+    tests/fixtures/vpmc_standin (built against Debian's linux-headers for this kernel)
     evaluates the HYPE0001 _DSM from the LPS0 prepare hook: the notify must reach the
     host after the last LPS0 entry call and before the wake."""
     s = _standin(machine_factory, kernel, profile, early=False)
