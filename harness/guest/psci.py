@@ -161,8 +161,17 @@ class PsciGuest:
         if ex.reason == "MMIO" and ex.is_write and ex.phys_addr == RESULT:
             return ret(ex.value)
         if ex.reason == "SYSTEM_EVENT":
+            if not self.kvm.system_event_data:     # before 5.18: type and flags only
+                return {"exit": "SYSTEM_EVENT", "type": ex.type, "flags": ex.flags}
             return {"exit": "SYSTEM_EVENT", "type": ex.type, "ndata": ex.ndata, "data": ex.data}
         return {"exit": ex.reason, **{k: v for k, v in ex.summary().items() if k != "reason"}}
+
+    def event(self, type_: str, data: list[int] | None = None) -> dict:
+        """The system event a kernel promises, in the kvm_run layout it writes: ndata and
+        data (KVM_CAP_SYSTEM_EVENT_DATA, 5.18+), or the old `flags` in data[0]'s place."""
+        if self.kvm.system_event_data:
+            return system_event(type_, data)
+        return {"exit": "SYSTEM_EVENT", "type": type_, "flags": (data or [0])[0]}
 
     def call(self, fid: int, a1: int = 0, a2: int = 0, a3: int = 0, vcpu: int = 0) -> dict:
         v = self.vcpu(vcpu)
@@ -223,7 +232,7 @@ def system_off_exits_shutdown_without_the_off2_flag(t):
     """SYSTEM_OFF: SHUTDOWN exit, ndata 1, data[0] = 0 (no PSCI_OFF2); every vCPU STOPPED;
     a VMM that runs the vCPU again makes the guest see INTERNAL_FAILURE."""
     with PsciGuest(vcpus=2, online=(0, 1)) as g:
-        t.expect("SYSTEM_OFF", g.call(PSCI_SYSTEM_OFF), system_event("SHUTDOWN", [0]))
+        t.expect("SYSTEM_OFF", g.call(PSCI_SYSTEM_OFF), g.event("SHUTDOWN", [0]))
         t.expect("MP_STATE of both vCPUs", [g.vcpu(0).mp_state, g.vcpu(1).mp_state],
                  ["STOPPED", "STOPPED"])
         g.vcpu(0).set_mp_state(uapi.KVM_MP_STATE_RUNNABLE)
@@ -234,7 +243,7 @@ def system_off_exits_shutdown_without_the_off2_flag(t):
 def system_reset_exits_reset(t):
     """SYSTEM_RESET: RESET exit, ndata 1, data[0] = 0."""
     with PsciGuest() as g:
-        t.expect("SYSTEM_RESET", g.call(PSCI_SYSTEM_RESET), system_event("RESET", [0]))
+        t.expect("SYSTEM_RESET", g.call(PSCI_SYSTEM_RESET), g.event("RESET", [0]))
         t.expect("MP_STATE", g.vcpu(0).mp_state, "STOPPED")
 
 
@@ -246,7 +255,7 @@ def system_reset2_flags_the_exit(t):
         t.expect("SYSTEM_RESET2 type 1 (reserved)", g.call(PSCI_SYSTEM_RESET2_64, 1),
                  ret(PSCI_INVALID_PARAMS))
         t.expect("SYSTEM_RESET2 type 0 (SYSTEM_WARM_RESET)", g.call(PSCI_SYSTEM_RESET2_64, 0),
-                 system_event("RESET", [uapi.KVM_SYSTEM_EVENT_RESET_FLAG_PSCI_RESET2]))
+                 g.event("RESET", [uapi.KVM_SYSTEM_EVENT_RESET_FLAG_PSCI_RESET2]))
 
 
 @case("baseline")
@@ -307,7 +316,7 @@ def system_suspend_exits_with_the_call_in_the_registers(t):
     (api.rst: 'the call parameters are left in-place') and the vCPU RUNNABLE."""
     with PsciGuest(suspend_cap=True) as g:
         t.expect("SYSTEM_SUSPEND64", g.call(PSCI_SYSTEM_SUSPEND64, g.entry["resume"], ENTRY_CTX),
-                 system_event("SUSPEND"))
+                 g.event("SUSPEND"))
         t.expect("x0, x1, x2 at the exit", [hex(g.reg(n)) for n in range(3)],
                  [hex(PSCI_SYSTEM_SUSPEND64), hex(g.entry["resume"]), hex(ENTRY_CTX)])
         t.expect("MP_STATE at the exit", g.vcpu(0).mp_state, "RUNNABLE")
@@ -321,7 +330,7 @@ def system_suspend32_narrows_its_arguments(t):
     with PsciGuest(suspend_cap=True) as g:
         t.expect("SYSTEM_SUSPEND (SMC32), upper bits set",
                  g.call(PSCI_SYSTEM_SUSPEND, junk | g.entry["resume"], junk | ENTRY_CTX, junk | 7),
-                 system_event("SUSPEND"))
+                 g.event("SUSPEND"))
         t.expect("x0..x3 at the exit", [hex(g.reg(n)) for n in range(4)],
                  [hex(PSCI_SYSTEM_SUSPEND), hex(g.entry["resume"]), hex(ENTRY_CTX), hex(7)])
 
@@ -331,7 +340,7 @@ def system_suspend_denied_by_the_vmm(t):
     """A VMM that denies writes DENIED to x0 and runs on: the guest's call returns it."""
     with PsciGuest(suspend_cap=True) as g:
         t.require("SYSTEM_SUSPEND64", g.call(PSCI_SYSTEM_SUSPEND64, g.entry["resume"], ENTRY_CTX),
-                  system_event("SUSPEND"))
+                  g.event("SUSPEND"))
         g.vcpu(0).set_reg(uapi.arm64_x(0), PSCI_DENIED)
         t.expect("guest's return value", g.outcome(g.run()), ret(PSCI_DENIED))
 
@@ -356,7 +365,7 @@ def system_suspend_honoured_until_an_interrupt_wakes_it(t):
     delay = 0.5
     with PsciGuest(suspend_cap=True) as g:
         t.require("SYSTEM_SUSPEND64", g.call(PSCI_SYSTEM_SUSPEND64, g.entry["resume"], ENTRY_CTX),
-                  system_event("SUSPEND"))
+                  g.event("SUSPEND"))
         entry, ctx = g.reg(1), g.reg(2)
         g.vcpu(0).set_mp_state(uapi.KVM_MP_STATE_SUSPENDED)
         # only that KVM accepted the write; what KVM does with the state follows
@@ -368,12 +377,12 @@ def system_suspend_honoured_until_an_interrupt_wakes_it(t):
         done_at = time.monotonic()
         th.join()
         t.observed["blocked_s"] = round(ex.elapsed_s, 3)
-        t.expect("exit after the interrupt", g.outcome(ex), system_event("WAKEUP"))
+        t.expect("exit after the interrupt", g.outcome(ex), g.event("WAKEUP"))
         t.expect("KVM_RUN returned only after the interrupt was raised",
                  "irq_at" in stamp and done_at >= stamp["irq_at"], True)
         t.expect("MP_STATE after WAKEUP (sticky)", g.vcpu(0).mp_state, "SUSPENDED")
         t.expect("KVM_RUN again, still SUSPENDED, interrupt pending", g.outcome(g.run()),
-                 system_event("WAKEUP"))
+                 g.event("WAKEUP"))
         g.vm.arm64_cpu_irq(0, False)
         v = g.vcpu(0)
         v.set_mp_state(uapi.KVM_MP_STATE_RUNNABLE)
@@ -394,7 +403,7 @@ def system_suspend_suspended_vcpu_waits_without_a_wakeup(t):
     in KVM_RUN for any other reason would not)."""
     with PsciGuest(suspend_cap=True) as g:
         t.require("SYSTEM_SUSPEND64", g.call(PSCI_SYSTEM_SUSPEND64, g.entry["resume"], ENTRY_CTX),
-                  system_event("SUSPEND"))
+                  g.event("SUSPEND"))
         g.vcpu(0).set_mp_state(uapi.KVM_MP_STATE_SUSPENDED)
         try:
             ex = g.run(timeout=1.0)
@@ -405,7 +414,7 @@ def system_suspend_suspended_vcpu_waits_without_a_wakeup(t):
         t.expect("MP_STATE", g.vcpu(0).mp_state, "SUSPENDED")
         g.vm.arm64_cpu_irq(0, True)
         t.expect("KVM_RUN once an interrupt is raised", g.outcome(g.run(timeout=5.0)),
-                 system_event("WAKEUP"))
+                 g.event("WAKEUP"))
         g.vm.arm64_cpu_irq(0, False)
 
 
@@ -418,7 +427,7 @@ def system_suspend_with_another_vcpu_online(t):
     with PsciGuest(suspend_cap=True, vcpus=2, online=(0, 1)) as g:
         t.expect("SYSTEM_SUSPEND64 with vCPU 1 online",
                  g.call(PSCI_SYSTEM_SUSPEND64, g.entry["resume"], ENTRY_CTX),
-                 system_event("SUSPEND"))
+                 g.event("SUSPEND"))
         t.expect("vCPU 1 MP_STATE as the VMM sees it", g.vcpu(1).mp_state, "RUNNABLE")
         # the VMM started vCPU 1 itself, so it denies (PSCI 5.19.2), whatever it reads
         g.vcpu(0).set_reg(uapi.arm64_x(0), PSCI_DENIED)
@@ -426,7 +435,7 @@ def system_suspend_with_another_vcpu_online(t):
     with PsciGuest(suspend_cap=True, vcpus=2, online=(0,)) as g:
         t.expect("SYSTEM_SUSPEND64 with vCPU 1 off",
                  g.call(PSCI_SYSTEM_SUSPEND64, g.entry["resume"], ENTRY_CTX),
-                 system_event("SUSPEND"))
+                 g.event("SUSPEND"))
         t.expect("vCPU 1 MP_STATE as the VMM sees it", g.vcpu(1).mp_state, "STOPPED")
 
 
@@ -468,7 +477,7 @@ def _off2_exit(t, fid: int, typ: int, cookie: int = 0, label: str = "") -> None:
     with PsciGuest(vcpus=2, online=(0, 1)) as g:
         t.expect(f"SYSTEM_OFF2 {fid:#x} type {typ:#x} cookie {cookie:#x}{label}",
                  g.call(fid, typ, cookie),
-                 system_event("SHUTDOWN", [uapi.KVM_SYSTEM_EVENT_SHUTDOWN_FLAG_PSCI_OFF2]))
+                 g.event("SHUTDOWN", [uapi.KVM_SYSTEM_EVENT_SHUTDOWN_FLAG_PSCI_OFF2]))
         t.expect(f"MP_STATE of both vCPUs after {fid:#x}",
                  [g.vcpu(0).mp_state, g.vcpu(1).mp_state], ["STOPPED", "STOPPED"])
 
@@ -516,12 +525,12 @@ def system_off2_rerun_after_the_exit_sees_internal_failure(t):
     with PsciGuest() as g:
         t.require("SYSTEM_OFF2_64(HIBERNATE_OFF)",
                   g.call(PSCI_SYSTEM_OFF2_64, PSCI_OFF2_TYPE_HIBERNATE_OFF),
-                  system_event("SHUTDOWN", [uapi.KVM_SYSTEM_EVENT_SHUTDOWN_FLAG_PSCI_OFF2]))
+                  g.event("SHUTDOWN", [uapi.KVM_SYSTEM_EVENT_SHUTDOWN_FLAG_PSCI_OFF2]))
         g.vcpu(0).set_mp_state(uapi.KVM_MP_STATE_RUNNABLE)
         t.expect("guest's return value", g.outcome(g.run()), ret(PSCI_INTERNAL_FAILURE))
         t.expect("a second SYSTEM_OFF2 exits again",
                  g.call(PSCI_SYSTEM_OFF2_64, 0),
-                 system_event("SHUTDOWN", [uapi.KVM_SYSTEM_EVENT_SHUTDOWN_FLAG_PSCI_OFF2]))
+                 g.event("SHUTDOWN", [uapi.KVM_SYSTEM_EVENT_SHUTDOWN_FLAG_PSCI_OFF2]))
 
 
 @case("system_off2", requires=OFF2)

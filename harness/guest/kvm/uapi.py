@@ -58,6 +58,10 @@ KVM_API_VERSION = 12
 # ---------------------------------------------------------------- capabilities
 KVM_CAP_ARM_PSCI_0_2 = 102
 KVM_CAP_ARM_SYSTEM_SUSPEND = 216
+# 5.18+: kvm_run.system_event has ndata + data[16]; before, `__u32 type; __u64 flags;`,
+# with flags where data[0] is now (api.rst: "Previous versions of Linux defined a
+# `flags` member in this struct.  The field is now aliased to `data[0]`")
+KVM_CAP_SYSTEM_EVENT_DATA = 215
 
 # ---------------------------------------------------------------- kvm_run
 KVM_EXIT_NAMES = {

@@ -104,6 +104,7 @@ class Exit:
     type: str | None = None          # SYSTEM_EVENT
     ndata: int | None = None
     data: list[int] = field(default_factory=list)
+    flags: int | None = None         # SYSTEM_EVENT: the pre-5.18 `flags` (data[0]'s place)
     phys_addr: int | None = None     # MMIO
     is_write: bool | None = None
     len: int | None = None
@@ -135,6 +136,7 @@ def decode_run(buf: bytes | mmap.mmap) -> Exit:
         ex.type = uapi.SYSTEM_EVENT_NAMES.get(typ, f"type-{typ}")
         ex.ndata = ndata
         ex.data = list(data[:min(ndata, 16)])
+        ex.flags = data[0]
     elif code == uapi.KVM_EXIT_MMIO:
         addr, data, length, is_write = uapi.RUN_MMIO.unpack_from(buf, off)
         ex.phys_addr, ex.len, ex.is_write = addr, length, bool(is_write)
@@ -176,6 +178,8 @@ class Kvm:
             os.close(self.fd)
             raise KvmBroken(f"{path} speaks KVM API {version}, not {uapi.KVM_API_VERSION}")
         self.vcpu_mmap_size = fcntl.ioctl(self.fd, uapi.KVM_GET_VCPU_MMAP_SIZE)
+        # which kvm_run.system_event layout this kernel writes (ndata/data, or flags)
+        self.system_event_data = self.check_extension(uapi.KVM_CAP_SYSTEM_EVENT_DATA) > 0
 
     def check_extension(self, cap: int) -> int:
         return fcntl.ioctl(self.fd, uapi.KVM_CHECK_EXTENSION, cap)
