@@ -89,6 +89,8 @@ class Machine:
         self.ssh_connect_timeout = 60.0
         self.started_at = 0.0
         self.launches = 0            # QEMU runs of this machine (relaunch() adds one)
+        self.on_silent = None        # called with the SilentMachine error (the test plugin
+                                     # marks the target dead: its kernel never starts)
         self._closed = False
 
     @staticmethod
@@ -203,9 +205,12 @@ class Machine:
         assert self.console is not None
         silent = min(timeout, self.profile.silent_after_s)
         if not self.console.wait_output(silent, self._watchdog):
-            raise SilentMachine(f"the console stayed silent for {silent:.0f}s after QEMU "
-                                f"started ({self.profile.name}: the kernel or firmware never "
-                                f"printed); {self.artifacts()}")
+            e = SilentMachine(f"the console stayed silent for {silent:.0f}s after QEMU "
+                              f"started ({self.profile.name}: the kernel or firmware never "
+                              f"printed); {self.artifacts()}")
+            if self.on_silent:
+                self.on_silent(e)
+            raise e
         key = self.console.expect(HOSTKEY, timeout, "the guest's ssh host key line "
                                   "(printed by /init after dropbear starts)", self._watchdog)
         self.host_key = key.group(1)

@@ -408,15 +408,11 @@ def machine_factory(request: pytest.FixtureRequest, target: Target, profile, ker
             rootfs.initramfs(kernel, profile, progress)     # other modules: its own
         m = Machine(profile, kernel, own,
                     _machine_dir(request.config, target, request.node.name), **kwargs)
+        m.on_silent = lambda e: dead.record(target, e)   # a kernel that never prints
         made.append(m)
         request.node.stash.setdefault(_MACHINES, []).append(m)
         return m
 
-    def booted(profile: profiles.Profile = profile, **kwargs) -> Machine:
-        """make(), launched and ready (a silent kernel marks the target dead)."""
-        return _launch(make(profile, **kwargs), dead, target, shared=False)
-
-    make.booted = booted
     yield make
     for m in made:
         m.close()

@@ -134,9 +134,12 @@ def test_a_silent_console_fails_within_its_bound(machine_factory, profile):
     import dataclasses
     from harness.errors import SilentMachine
     m = machine_factory(profile=dataclasses.replace(profile, console="tty1", silent_after_s=10))
+    seen = []
+    m.on_silent = seen.append        # silent on purpose: the target itself is not dead
     m.launch()
     t = time.monotonic()
     with pytest.raises(SilentMachine, match=r"the console stayed silent for 10s after QEMU "
                                             r"started"):
         m.wait_ready(timeout=240)
     assert time.monotonic() - t < 40
+    assert len(seen) == 1 and isinstance(seen[0], SilentMachine)

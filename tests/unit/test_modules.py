@@ -57,3 +57,22 @@ def test_closure_decompresses(tree):
 def test_missing_module_names_who_needs_it(tree):
     with pytest.raises(KernelError, match="missing_mod is neither built in.*needed by loop"):
         tree.closure(["loop"])
+
+
+def test_drivers_for_a_modalias(tmp_path, monkeypatch):
+    """HYPE0001's driver is looked up by modalias, built in (modules.builtin.modinfo) or
+    a module (its .modinfo), so a kernel that has it as a module is not taken for one
+    that lacks it."""
+    monkeypatch.setenv("GUESTPM_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "lib/modules/7.2.0"
+    (root / "kernel/drivers/acpi").mkdir(parents=True)
+    (root / "kernel/drivers/acpi/vpmc.ko").write_bytes(
+        fake_ko(name="vpmc", alias="acpi*:HYPE0001:*", depends=""))
+    (root / "kernel/drivers/acpi/other.ko").write_bytes(fake_ko(name="other", alias="x"))
+    (root / "modules.builtin.modinfo").write_bytes(
+        b"button.alias=acpi*:PNP0C0C:*\0button.license=GPL\0")
+    tree = ModuleTree(root)
+    assert tree.drivers_for("acpi*:HYPE0001:*") == ([], ["vpmc"])
+    assert tree.drivers_for("acpi*:PNP0C0C:*") == (["button"], [])
+    assert tree.drivers_for("acpi*:NONE0000:*") == ([], [])
+    assert tree.drivers_for("acpi*:HYPE0001:*") == ([], ["vpmc"])     # from the cache now

@@ -1,0 +1,69 @@
+"""harness.power's decisions against a fake machine (no QEMU): the order of events."""
+
+import pytest
+
+from harness import power
+
+
+class FakeQmp:
+    def __init__(self, events):
+        self.events = events
+
+    def wait_event(self, name, after, timeout, watchdog=lambda: None):
+        for e in self.events:
+            if e["event"] == name and e["host_time"] >= after:
+                return e
+        raise power.WaitTimeout(f"no QMP {name}")
+
+
+class FakeRunning:
+    command = "echo mem > /sys/power/state"
+
+    def done(self):
+        return False
+
+    def wait(self, timeout):
+        return type("R", (), {"status": 0, "stderr": ""})()
+
+
+class FakeMachine:
+    qmp_log = "qmp-events.jsonl"
+    console_log = "console.log"
+
+    def __init__(self, events):
+        self.qmp = FakeQmp(events)
+        self.ssh = type("S", (), {"start": lambda s, cmd: FakeRunning()})()
+        self.console = type("C", (), {"tail": lambda s: ""})()
+
+    def _watchdog(self):
+        pass
+
+    def artifacts(self):
+        return "artifacts"
+
+
+def test_a_guest_that_wakes_before_the_action_is_not_woken_by_it(monkeypatch):
+    """SUSPEND, then a WAKEUP nobody asked for, then the key press: the key press must
+    not be credited with the wake."""
+    now = [100.0]
+    monkeypatch.setattr(power.time, "time", lambda: now[0])
+    m = FakeMachine([{"event": "SUSPEND", "host_time": 100.1},
+                     {"event": "WAKEUP", "host_time": 100.2}])
+    pressed = []
+
+    def press():
+        pressed.append(True)
+    with pytest.raises(power.WokeEarly, match="woke by itself"):
+        power.suspend_to_ram(m, press)
+    assert not pressed
+
+
+def test_a_wake_after_the_action_counts(monkeypatch):
+    clock = iter([100.0, 100.15, 100.3, 100.4, 100.5, 100.6])
+    monkeypatch.setattr(power.time, "time", lambda: next(clock))
+    m = FakeMachine([{"event": "SUSPEND", "host_time": 100.1}])
+
+    def press():
+        m.qmp.events.append({"event": "WAKEUP", "host_time": 100.35})
+    c = power.suspend_to_ram(m, press)
+    assert c.status == 0
