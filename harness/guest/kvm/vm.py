@@ -122,10 +122,6 @@ class Exit:
         return {"reason": self.reason, **self.raw}
 
 
-# written into kvm_run.exit_reason before KVM_RUN: no exit of KVM's has this number
-NO_EXIT_YET = 0xFFFFFFFF
-
-
 def decode_run(buf: bytes | mmap.mmap) -> Exit:
     """Decode the exit in a kvm_run buffer (pure: unit-tested on golden bytes)."""
     (code,) = uapi.RUN_EXIT_REASON.unpack_from(buf, 0)
@@ -318,8 +314,9 @@ class Vcpu:
         and VcpuHang reports its state. Signals need the main thread.
 
         A hang is counted only when KVM_RUN itself was interrupted, which KVM records
-        as exit_reason KVM_EXIT_INTR: an exit that completes just as the alarm fires
-        is that exit, not a hang."""
+        as exit_reason KVM_EXIT_INTR (it writes KVM_EXIT_UNKNOWN on entry): an exit that
+        completes just as the alarm fires is that exit, not a hang.  exit_reason is
+        never written here: KVM reads it on entry to complete a pending MMIO access."""
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("Vcpu.run() must run in the main thread: its bound is SIGALRM")
         fired = False
@@ -329,7 +326,6 @@ class Vcpu:
             fired = True
             raise _Alarm()
 
-        uapi.RUN_EXIT_REASON.pack_into(self.run_page, 0, NO_EXIT_YET)
         old = signal.signal(signal.SIGALRM, on_alarm)
         signal.setitimer(signal.ITIMER_REAL, timeout)
         t0 = time.monotonic()
@@ -345,7 +341,7 @@ class Vcpu:
             signal.signal(signal.SIGALRM, old)
         elapsed = time.monotonic() - t0
         (reason,) = uapi.RUN_EXIT_REASON.unpack_from(self.run_page, 0)
-        if fired and reason in (uapi.KVM_EXIT_INTR, NO_EXIT_YET):
+        if fired and reason in (uapi.KVM_EXIT_INTR, uapi.KVM_EXIT_UNKNOWN):
             state = self.state_hook() if self.state_hook else {"vcpu": self.id}
             raise VcpuHang(f"KVM_RUN on vCPU {self.id} did not return within {timeout:g} s",
                            state)
