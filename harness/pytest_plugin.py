@@ -41,7 +41,7 @@ from pathlib import Path
 import pytest
 
 from . import kernels, ktap, profiles, rootfs, summary
-from .errors import BootError, GuestpmError, SilentMachine
+from .errors import BootError, GuestpmError
 from .machine import Machine
 
 _counter = itertools.count()
@@ -321,11 +321,12 @@ def _launch(m: Machine, dead: DeadTargets, target: Target, shared: bool) -> Mach
     """Boot `m` unless its target is known dead; record the target as dead when its
     shared machine does not boot, or when any of its machines stays silent."""
     dead.check(target)
+    m.on_silent = lambda e: dead.record(target, e)
     try:
         m.launch()
         m.wait_ready()
-    except (BootError, GuestpmError) as e:
-        if shared or isinstance(e, SilentMachine):
+    except GuestpmError as e:
+        if shared:
             dead.record(target, e)
         raise
     return m

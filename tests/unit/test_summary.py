@@ -55,13 +55,17 @@ def test_family_of(module, family):
 
 
 class FakeMachine:
+    """Launches and, like Machine.wait_ready, reports silence to on_silent."""
+
     def __init__(self, error=None):
-        self.error, self.launched = error, 0
+        self.error, self.launched, self.on_silent = error, 0, None
 
     def launch(self):
         self.launched += 1
 
     def wait_ready(self):
+        if isinstance(self.error, SilentMachine) and self.on_silent:
+            self.on_silent(self.error)
         if self.error:
             raise self.error
 
