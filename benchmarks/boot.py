@@ -3,7 +3,8 @@
 For each target, alternately (so machine noise hits both alike):
   bare     the same QEMU argv the harness builds, read by a minimal loop on the
            console socket until /init's ready line: the floor any harness pays;
-           also the console's first byte (what a profile's silent_after_s bounds);
+           also the first sign of the kernel on the console (its first byte, or the
+           profile's kernel_started line after firmware): what silent_after_s bounds;
   harness  Machine.launch() + wait_ready() (QMP negotiated, console via pexpect,
            host key parsed) and then the first ssh command.
 Prints median wall times, the guest's own uptime at the ready line, and the
@@ -15,6 +16,7 @@ harness overhead ratio = harness / bare - 1 (goal <= 10 %).
 from __future__ import annotations
 
 import argparse
+import re
 import socket
 import statistics
 import subprocess
@@ -48,8 +50,10 @@ def bare(profile, kernel, initrd) -> tuple[float, float, float]:
             data = con_a.recv(65536)
             if not data:
                 raise RuntimeError("QEMU exited before the ready line")
-            first = first or time.monotonic() - t0
             buf += data
+            if not first and (not profile.kernel_started or
+                              re.search(profile.kernel_started, buf.decode(errors="replace"))):
+                first = time.monotonic() - t0
             m = READY.search(buf.decode(errors="replace"))
             if m:
                 return time.monotonic() - t0, float(m.group(1)), first

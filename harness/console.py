@@ -183,10 +183,16 @@ class Console:
         if text is not None:
             raise GuestPanic(f"the guest kernel crashed (console log {self.log_path}):\n{text}")
 
-    def wait_output(self, timeout: float, watchdog=None) -> bool:
-        """Whether the guest printed anything within `timeout` (the watchdog runs every
-        half second, so a QEMU that exits is reported as such)."""
+    def wait_output(self, timeout: float, watchdog=None, pattern: str | None = None) -> bool:
+        """Whether the guest printed anything (or `pattern`) within `timeout` (the
+        watchdog runs every half second, so a QEMU that exits is reported as such)."""
         watchdog = watchdog or self.check_fatal
+        if pattern:
+            try:
+                self.expect(pattern, timeout, pattern, watchdog)
+                return True
+            except WaitTimeout:
+                return False
         deadline = time.monotonic() + timeout
         while not self.output_seen.wait(min(0.5, max(deadline - time.monotonic(), 0))):
             watchdog()

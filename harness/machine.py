@@ -204,10 +204,12 @@ class Machine:
         timeout = timeout or self.boot_timeout
         assert self.console is not None
         silent = min(timeout, self.profile.silent_after_s)
-        if not self.console.wait_output(silent, self._watchdog):
+        if not self.console.wait_output(silent, self._watchdog, self.profile.kernel_started):
+            sign = f"kernel line '{self.profile.kernel_started}'" \
+                if self.profile.kernel_started else "byte"
             e = SilentMachine(f"the console stayed silent for {silent:.0f}s after QEMU "
-                              f"started ({self.profile.name}: the kernel or firmware never "
-                              f"printed); {self.artifacts()}")
+                              f"started: no {sign} on it ({self.profile.name}); "
+                              f"console tail ({self.console_log}):\n{self.console.tail(5)}")
             if self.on_silent:
                 self.on_silent(e)
             raise e

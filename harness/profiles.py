@@ -46,10 +46,12 @@ class Profile:
     # QEMU loads the kernel itself (DT on arm64, QEMU's own ACPI tables on x86).
     firmware: str | None = None
     firmware_package: str | None = None
-    # A console that stays silent this long after QEMU starts means the kernel (or the
-    # firmware) never ran: the boot fails then, not after the whole boot timeout.
-    # Measured first bytes are in docs/figures.md; the bound leaves room for a loaded host.
+    # A console that shows no sign of the kernel this long after QEMU starts means the
+    # kernel never ran: the boot fails then, not after the whole boot timeout.  The sign
+    # is the console's first byte, or with firmware (which prints first) the kernel's
+    # own first line.  Measured in docs/figures.md; the bound leaves room for a loaded host.
     silent_after_s: float = 60.0
+    kernel_started: str | None = None     # regex; None: any console byte
 
 
 _COMMON_MODULES = ("virtio_pci", "virtio_net", "virtio_blk")
@@ -110,6 +112,9 @@ ARM64_UEFI = replace(ARM64_VIRT, name="arm64-uefi",
                      firmware="/usr/share/qemu-efi-aarch64/QEMU_EFI.fd",
                      firmware_package="qemu-efi-aarch64",
                      extra_append=("acpi=force",),
+                     # EDK2 prints at once; the kernel's EFI stub says when it runs
+                     kernel_started=r"EFI stub: Booting Linux Kernel",
+                     silent_after_s=90.0,
                      modules=ARM64_VIRT.modules + ("button", "evdev"))  # Debian: button built in
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (X86_64_Q35, X86_64_PC, ARM64_VIRT,
