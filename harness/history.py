@@ -40,3 +40,14 @@ def differences(merged: dict[str, tuple[int, int] | None], version: tuple[int, i
         out.append(f"{fam} {g} on {'.'.join(map(str, version))} ({when}), expected "
                    f"{w}:{guess}".rstrip(":"))
     return out
+
+
+def information(kernel, merged: dict[str, tuple[int, int] | None],
+                results: list[dict]) -> list[str]:
+    """The differences worth telling a developer about their own kernel (path:, build:);
+    none for a stock Debian kernel, where the history is asserted instead."""
+    from .kernels import release_version
+    version = release_version(kernel.release)
+    if kernel.debian is not None or version is None:
+        return []
+    return differences(merged, version, results)

@@ -65,10 +65,9 @@ def kvm_host(request, machine, machine_pool, kernel) -> KvmHost:
 @pytest.fixture
 def host(request, kvm_host, kernel) -> KvmHost:
     attach_machine(request, kvm_host.machine)
-    if kernel.debian is None and not kvm_host.noted:     # a developer's kernel: information
+    if not kvm_host.noted:            # a developer's kernel: information, not verdicts
         kvm_host.noted = True
-        version = kernels.release_version(kernel.release)
-        for d in history.differences(MERGED, version, kvm_host.run["results"]) if version else ():
+        for d in history.information(kernel, MERGED, kvm_host.run["results"]):
             note(request, f"{kvm_host.mode}: {d}")
     return kvm_host
 

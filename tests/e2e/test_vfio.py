@@ -88,11 +88,9 @@ def vfio_host_machine(machine, machine_pool, profile) -> VfioHost:
 def host(request, vfio_host_machine, kernel) -> VfioHost:
     """The vfio machine: only profiles that can have an IOMMU collect its tests."""
     attach_machine(request, vfio_host_machine.machine)
-    if kernel.debian is None and not vfio_host_machine.noted:    # information, not a verdict
+    if not vfio_host_machine.noted:   # a developer's kernel: information, not verdicts
         vfio_host_machine.noted = True
-        version = kernels.release_version(kernel.release)
-        for d in history.differences(MERGED, version, vfio_host_machine.run["results"]) \
-                if version else ():
+        for d in history.information(kernel, MERGED, vfio_host_machine.run["results"]):
             note(request, d)
     return vfio_host_machine
 
