@@ -14,6 +14,7 @@ import re
 import pytest
 
 from harness import profiles
+from harness.errors import GuestPanic
 from harness.power import Cycle, NeverSuspended, suspend_to_ram
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("x86_64")]
@@ -22,6 +23,30 @@ CHIPSETS = {"q35": "x86_64", "pc": "x86_64-pc"}
 # drivers/acpi/sleep.c: "ACPI: Waking up from system sleep state S3" in 5.10 (PREFIX),
 # "ACPI: PM: ..." once the file got its pr_fmt (6.1 and later)
 RESUMED = re.compile(r"ACPI: (PM: )?Waking up from system sleep state S3")
+
+
+# Kernel defect seen on Debian's 5.10.223 amd64 (1 S3 cycle in 3 runs): IPv6's DAD work
+# transmits through virtio-net while the suspend has already frozen the device, and
+# the transmit faults in the virtqueue code (docs/known-defects.md).  A race, so the
+# xfail is not strict; it is raised only on the whole symptom.
+VIRTIO_NET_SUSPEND_GPF = re.compile(
+    r"(?s)general protection fault, probably for non-canonical address.*?"
+    r"Workqueue: ipv6_addrconf addrconf_dad_work.*?"
+    r"RIP: 0010:virtqueue_enable_cb_delayed\+0x[0-9a-f]+/0x[0-9a-f]+ \[virtio_ring\].*?"
+    r"start_xmit\+0x[0-9a-f]+/0x[0-9a-f]+ \[virtio_net\]")
+
+
+def _suspend(m, wake, what: str):
+    """suspend_to_ram, with the 5.10 virtio-net race named when (only when) it strikes."""
+    try:
+        return suspend_to_ram(m, wake, what=what)
+    except GuestPanic as e:
+        if VIRTIO_NET_SUSPEND_GPF.search(str(e)):
+            pytest.xfail("known kernel defect: IPv6 DAD transmits through virtio-net after "
+                         "the suspend froze it; general protection fault in "
+                         "virtqueue_enable_cb_delayed (docs/known-defects.md; "
+                         f"{m.console_log})")
+        raise
 
 
 class PmbaseDefect(AssertionError):
@@ -74,7 +99,7 @@ def _assert_resumed(m, cycle: Cycle, cycles_so_far: int, how: str) -> None:
 @pytest.mark.parametrize("how", ["system_wakeup", "rtc", "key"])
 def test_s3_on_q35_wakes_by(machine_factory, how):
     m = _boot(machine_factory, "q35")
-    cycle = suspend_to_ram(m, _wake(m, how), what=f"q35 S3, wake by {how}")
+    cycle = _suspend(m, _wake(m, how), what=f"q35 S3, wake by {how}")
     _assert_resumed(m, cycle, 1, how)
 
 
@@ -83,7 +108,7 @@ def test_s3_on_pc_three_consecutive_cycles(machine_factory):
     alarm armed before suspending, a key press."""
     m = _boot(machine_factory, "pc")
     for n, how in enumerate(("system_wakeup", "rtc", "key"), 1):
-        cycle = suspend_to_ram(m, _wake(m, how), what=f"pc S3 cycle {n}, wake by {how}")
+        cycle = _suspend(m, _wake(m, how), what=f"pc S3 cycle {n}, wake by {how}")
         _assert_resumed(m, cycle, n, how)
 
 
@@ -99,7 +124,7 @@ def _pmbase(m) -> tuple[int, int]:
 def test_s3_on_q35_second_cycle(machine_factory):
     m = _boot(machine_factory, "q35")
     before = _pmbase(m)
-    _assert_resumed(m, suspend_to_ram(m, _wake(m, "system_wakeup"), what="q35 cycle 1"), 1,
+    _assert_resumed(m, _suspend(m, _wake(m, "system_wakeup"), what="q35 cycle 1"), 1,
                     "system_wakeup")
     after = _pmbase(m)
     try:

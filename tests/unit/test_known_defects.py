@@ -53,3 +53,21 @@ def test_cpu_hotplug_symptom_is_the_boot_line(line, symptom):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert bool(mod.NO_HOTPLUG_SLOTS.search(line)) is symptom
+
+
+def _e2e(name: str):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        f"e2e_{name}", Path(__file__).parents[1] / "e2e" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_virtio_net_suspend_symptom_matches_the_recorded_oops():
+    """Recorded on debian:bullseye x86_64 (5.10.223), S3 on q35, 2026-11-30."""
+    text = (GOLDEN / "virtio-net-s3-5.10-amd64.txt").read_text()
+    symptom = _e2e("test_s3").VIRTIO_NET_SUSPEND_GPF
+    assert symptom.search(text)
+    assert not symptom.search(text.replace("addrconf_dad_work", "other_work"))
+    assert not symptom.search(text.replace("start_xmit+", "virtnet_poll+"))
