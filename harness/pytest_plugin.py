@@ -221,8 +221,8 @@ def _why_not_collected(config: pytest.Config, item: pytest.Item, tools: dict) ->
     if m and t.arch not in m.args:
         return f"tests do not apply to {t.arch}"
     if item.get_closest_marker("stock_kernel_only") and not t.kernel.startswith("debian:"):
-        return f"tests do not apply to {t.kernel} (upstream history is asserted on stock " \
-               "Debian kernels; on others it is reported as information)"
+        return f"tests do not apply to {summary.short_spec(t.kernel)} (upstream history is " \
+               "asserted on stock Debian kernels; on others it is reported as information)"
     m = item.get_closest_marker("profile_has")
     if m:
         p = profiles.get(t.arch)

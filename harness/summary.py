@@ -18,6 +18,16 @@ SELF_TEST = "guestpm self-tests"
 STAND_IN = "stand-in"        # row prefix: our code playing an unmerged series
 
 
+def short_spec(spec: str, width: int = 32) -> str:
+    """A kernel spec fit for a table column: path:/long/dir/Image.gz,modules=... ->
+    path:…/Image.gz (debian: specs are short already)."""
+    if len(spec) <= width:
+        return spec
+    scheme, _, rest = spec.partition(":")
+    name = rest.split(",")[0].rstrip("/").rsplit("/", 1)[-1]
+    return f"{scheme}:…/{name}"[:width]
+
+
 def family_of(module: str) -> str:
     """tests/e2e/test_acpi_events.py -> acpi; test_s2idle -> s2idle; tests/unit/* -> unit."""
     if "unit/" in module:
@@ -91,6 +101,8 @@ class Matrix:
         body = []
         for row, cells in self.rows.items():
             kernel, _, arch = row.rpartition("/") if "/" in row else (row, "", "")
+            prefix = f"{STAND_IN} " if kernel.startswith(f"{STAND_IN} ") else ""
+            kernel = prefix + short_spec(kernel.removeprefix(prefix))
             t = self.totals(row)
             body.append([kernel, arch, self.releases.get(row, ""), str(t["passed"]),
                          str(t["failed"]), str(t["skipped"]), str(t["xfailed"]),

@@ -110,3 +110,14 @@ def test_target_slugs_are_short_and_unique():
     assert Target("debian:6.1", "arm64").slug == "debian-6.1-arm64"
     s1, s2 = Target(long, "arm64").slug, Target(long + "z", "arm64").slug
     assert len(s1) < 60 and s1.startswith("vmlinuz-6.6.0-rc1-arm64-") and s1 != s2
+
+
+def test_long_specs_are_shortened_for_the_table():
+    spec = "path:/tmp/userkern/Image-7.2.gz,modules=/root/.cache/guestpm/kernels/x/lib/modules/7"
+    assert summary.short_spec(spec) == "path:…/Image-7.2.gz"
+    assert summary.short_spec("debian:bookworm-backports") == "debian:bookworm-backports"
+    m = summary.Matrix.of([V(f"{spec}/arm64", "boot", "passed", "t"),
+                           V(f"stand-in {spec}/arm64", "s2idle", "passed", "u")])
+    rows = m.text().splitlines()
+    assert rows[1].startswith("path:…/Image-7.2.gz ") and "arm64" in rows[1]
+    assert rows[2].startswith("stand-in path:…/Image-7.2.gz ")
