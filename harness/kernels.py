@@ -141,10 +141,10 @@ def inspect_image(path: Path, want: str | None = None) -> ImageInfo:
     if want and fmt != want:
         raise KernelError(f"{path} is {_a(fmt)} but this profile boots {_a(want)}: "
                           "wrong architecture")
-    want = expected_size(data, fmt)
-    if want is not None and len(data) < want:
-        raise KernelError(f"{path} is truncated: its {fmt} header promises {want} bytes, the "
-                          f"{'decompressed ' if compressed else ''}file has {len(data)}")
+    promised = expected_size(data, fmt)
+    if promised is not None and len(data) < promised:
+        raise KernelError(f"{path} is truncated: its {fmt} header promises {promised} bytes, "
+                          f"the {'decompressed ' if compressed else ''}file has {len(data)}")
     return ImageInfo(fmt, image_release(data, fmt), compressed)
 
 
@@ -225,8 +225,7 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
 def check_spec(spec: str, profile: Profile) -> None:
     """Everything about a spec that can be checked without the network: the scheme,
     and for path: and build: the image itself (there, arch, whole).  Raises KernelError."""
-    scheme, value, options = parse_spec(spec)
-    if scheme in ("path", "build"):
+    if parse_spec(spec)[0] in ("path", "build"):
         resolve(spec, profile)
 
 
