@@ -112,8 +112,10 @@ ARM64_UEFI = replace(ARM64_VIRT, name="arm64-uefi",
                      firmware="/usr/share/qemu-efi-aarch64/QEMU_EFI.fd",
                      firmware_package="qemu-efi-aarch64",
                      extra_append=("acpi=force",),
-                     # EDK2 prints at once; the kernel's EFI stub says when it runs
-                     kernel_started=r"EFI stub: Booting Linux Kernel",
+                     # EDK2 prints at once; the kernel's sign is its EFI stub's line
+                     # (5.10-6.12; 7.2's stub is quiet) or its banner, which it prints
+                     # first when its console (SPCR) comes up
+                     kernel_started=r"EFI stub: Booting Linux Kernel|Linux version \S+ \(",
                      silent_after_s=90.0,
                      modules=ARM64_VIRT.modules + ("button", "evdev"))  # Debian: button built in
 

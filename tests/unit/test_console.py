@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from harness.console import split_kernel_messages
 
 GOLDEN = Path(__file__).parent / "golden" / "console"
@@ -43,13 +45,20 @@ def test_silence_is_bounded_and_a_byte_ends_it(tmp_path):
         con.close()
 
 
-def test_after_firmware_only_the_kernel_line_counts(tmp_path):
+@pytest.mark.parametrize("kernel_line", [
+    b"EFI stub: Booting Linux Kernel...\r\n",                          # 5.10 - 6.12
+    b"[    0.000000] Linux version 7.2.13+deb14-arm64 (debian-kernel@lists.debian.org) "
+    b"(aarch64-linux-gnu-gcc-16 (Debian 16.2.0-4) 16.2.0, GNU ld) #1 SMP\r\n",  # 7.2: quiet stub
+])
+def test_after_firmware_only_the_kernel_line_counts(tmp_path, kernel_line):
+    from harness.profiles import ARM64_UEFI
     con, guest = _console(tmp_path)
     try:
-        guest.sendall(b"\x1b[2J\x1b[01;01HBdsDxe: loading Boot0001\r\n")   # firmware talks
-        assert con.wait_output(0.6, pattern=r"EFI stub: Booting Linux Kernel") is False
-        guest.sendall(b"EFI stub: Booting Linux Kernel...\r\n")
-        assert con.wait_output(2, pattern=r"EFI stub: Booting Linux Kernel") is True
+        guest.sendall(b"UEFI firmware (version  built at 13:10:49 on Nov  5 2024)\r\n"
+                      b"\x1b[2J\x1b[01;01H\x1b[=3h")                           # EDK2 talks
+        assert con.wait_output(0.6, pattern=ARM64_UEFI.kernel_started) is False
+        guest.sendall(kernel_line)
+        assert con.wait_output(2, pattern=ARM64_UEFI.kernel_started) is True
     finally:
         guest.close()
         con.close()
