@@ -41,8 +41,10 @@ def _kernel_log() -> str:
                 rec = os.read(fd, 8192)
             except BlockingIOError:
                 break
-            except OSError:         # EPIPE: a record was overwritten; go on
-                continue
+            except OSError as e:    # EPIPE: a record was overwritten; go on
+                if e.errno == errno.EPIPE:
+                    continue
+                break               # anything else: no log (never an unbounded loop)
             if not rec:
                 break
             lines.append(rec.decode(errors="replace").partition(";")[2].split("\n")[0])
