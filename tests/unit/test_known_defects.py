@@ -71,3 +71,14 @@ def test_virtio_net_suspend_symptom_matches_the_recorded_oops():
     assert symptom.search(text)
     assert not symptom.search(text.replace("addrconf_dad_work", "other_work"))
     assert not symptom.search(text.replace("start_xmit+", "virtnet_poll+"))
+
+
+def test_virtio_net_suspend_symptom_matches_the_6_1_oops():
+    """Recorded by CI on debian:6.1 x86_64 (6.1.176), S3 on pc, 2026-11-30: the same race
+    as a NULL dereference in virtqueue_get_buf."""
+    text = (GOLDEN / "virtio-net-s3-6.1-amd64.txt").read_text()
+    symptom = _e2e("test_s3").VIRTIO_NET_SUSPEND_GPF
+    assert symptom.search(text)
+    assert not symptom.search(text.replace("addrconf_dad_work", "other_work"))
+    assert not symptom.search(text.replace("[virtio_ring]", "[other]"))
+    assert not symptom.search(text.replace("NULL pointer dereference", "something else"))
