@@ -15,21 +15,10 @@ import re
 import pytest
 
 from harness import disks
-from harness.errors import GuestPanic
+from harness.known_defects import TRANS_PGD_RESTORE, VIRTIO_NET_FROZEN_XMIT, xfail_on
 from harness.power import HIBERNATE_APPEND, NeverHibernated, hibernate
 
 pytestmark = [pytest.mark.e2e]
-
-# Kernel defect seen on Debian's 6.12 arm64 (52-bit VA with LPA2, which QEMU's -cpu max
-# offers), gone in 7.2 and absent with lpa2=off: docs/known-defects.md.  The whole
-# symptom, in the order the oops prints it: a paging request fault, with 52-bit VAs,
-# and the faulting PC inside trans_pgd_create_copy (not merely the name somewhere in a
-# call trace).  tests/unit/test_known_defects.py holds it against the recorded oops.
-TRANS_PGD_OOPS = re.compile(
-    r"(?s)Unable to handle kernel paging request at virtual address [0-9a-f]+\n"
-    r".*?swapper pgtable: 4k pages, 52-bit VAs"
-    r".*?\bpc : trans_pgd_create_copy\+0x[0-9a-f]+/0x[0-9a-f]+")
-
 
 def _boot(machine_factory, tmp_path, resume: bool = True):
     image = disks.overlay(disks.swap_base(), tmp_path / "swap.qcow2")
@@ -54,7 +43,8 @@ def test_hibernate_round_trip_keeps_memory_and_processes(machine_factory, tmp_pa
     value, pid, boot_id = before.output.split()
     host_key = m.host_key
 
-    h = hibernate(m)
+    with xfail_on(m, VIRTIO_NET_FROZEN_XMIT):
+        h = hibernate(m)
     got = [n for n in h.names() if n in ("SUSPEND_DISK", "SHUTDOWN")]
     assert got == _expected_events(profile), \
         f"QMP events from `echo disk` to QEMU's exit: {h.names()} ({m.qmp_log})"
@@ -63,14 +53,8 @@ def test_hibernate_round_trip_keeps_memory_and_processes(machine_factory, tmp_pa
     assert h.exit_status == 0, f"QEMU exited {h.exit_status} ({m.stderr_log})"
 
     m.relaunch()
-    try:
+    with xfail_on(m, TRANS_PGD_RESTORE):
         restored = m.wait_restored()
-    except GuestPanic as e:
-        if profile.arch == "arm64" and TRANS_PGD_OOPS.search(str(e).replace("\r", "")):
-            pytest.xfail("known kernel defect: the arm64 restore oopses in "
-                         "trans_pgd_create_copy (paging request in the linear map copy, "
-                         f"52-bit VA/LPA2); docs/known-defects.md ({m.console_log})")
-        raise
     assert restored, f"the same command line booted afresh instead of restoring ({m.console_log})"
     booting = m.console_log.read_text(errors="replace")
     assert "PM: hibernation: resume from hibernation" in booting, \

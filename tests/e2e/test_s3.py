@@ -14,7 +14,7 @@ import re
 import pytest
 
 from harness import profiles
-from harness.errors import GuestPanic
+from harness.known_defects import VIRTIO_NET_FROZEN_XMIT, xfail_on
 from harness.power import Cycle, NeverSuspended, suspend_to_ram
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("x86_64")]
@@ -25,30 +25,10 @@ CHIPSETS = {"q35": "x86_64", "pc": "x86_64-pc"}
 RESUMED = re.compile(r"ACPI: (PM: )?Waking up from system sleep state S3")
 
 
-# Kernel defect seen on Debian's 5.10.223 amd64 (1 S3 cycle in 3 runs) and 6.1.176
-# amd64 (1 CI run): IPv6's DAD work transmits through virtio-net while the suspend has
-# already frozen the device, and the transmit faults in the virtqueue code
-# (docs/known-defects.md).  5.10 takes a general protection fault in
-# virtqueue_enable_cb_delayed, 6.1 a NULL dereference in virtqueue_get_buf.  A race,
-# so the xfail is not strict; it is raised only on the whole symptom.
-VIRTIO_NET_SUSPEND_GPF = re.compile(
-    r"(?s)(general protection fault, probably for non-canonical address"
-    r"|BUG: kernel NULL pointer dereference, address: [0-9a-f]+).*?"
-    r"Workqueue: ipv6_addrconf addrconf_dad_work.*?"
-    r"RIP: 0010:virtqueue_\w+\+0x[0-9a-f]+/0x[0-9a-f]+ \[virtio_ring\].*?"
-    r"start_xmit\+0x[0-9a-f]+/0x[0-9a-f]+ \[virtio_net\]")
-
-
 def _suspend(m, wake, what: str):
     """suspend_to_ram, with the virtio-net race named when (only when) it strikes."""
-    try:
+    with xfail_on(m, VIRTIO_NET_FROZEN_XMIT):
         return suspend_to_ram(m, wake, what=what)
-    except GuestPanic as e:
-        if VIRTIO_NET_SUSPEND_GPF.search(str(e)):
-            pytest.xfail("known kernel defect: IPv6 DAD transmits through virtio-net after "
-                         "the suspend froze it; the transmit faults in the virtqueue code "
-                         f"(docs/known-defects.md; {m.console_log})")
-        raise
 
 
 class PmbaseDefect(AssertionError):
