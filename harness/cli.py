@@ -36,7 +36,8 @@ from .machine import Machine, install_signal_handlers
 ROOT = Path(__file__).resolve().parent.parent
 # Debian packages the host needs, by the command that proves each is there.
 HOST_PACKAGES = {"mmdebstrap": "mmdebstrap", "dpkg-deb": "dpkg", "apt-get": "apt",
-                 "iasl": "acpica-tools", "qemu-img": "qemu-utils"}
+                 "iasl": "acpica-tools", "qemu-img": "qemu-utils",
+                 "dtc": "device-tree-compiler"}    # the FDT writer's unit tests
 
 
 def say(msg: str) -> None:
@@ -127,6 +128,8 @@ def cmd_run(args) -> int:
             "--junitxml", str(Path(args.results) / "junit.xml")]
     if args.self_test:
         argv.append("--self-test")
+    if args.guest_kernel:
+        argv.append(f"--guest-kernel={args.guest_kernel}")
     for k in args.kernel:
         argv.append(f"--kernel={k}")
     for a in args.arch:
@@ -235,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--self-test", action="store_true",
                    help="also run guestpm's own self-tests (harness failure paths; build and "
                         "bisect where the build tools are installed)")
+    p.add_argument("--guest-kernel", metavar="SPEC",
+                   help="the L2 guest kernel of the reference-VMM tests (default: the kernel "
+                        "under test)")
     p.set_defaults(build_tools=False)
     p.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     p = sub.add_parser("boot", help="boot one kernel and attach to its console")

@@ -90,6 +90,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="bound on one boot to a shell (default 300; TCG is slow)")
     g.addoption("--self-test", action="store_true",
                 help="also run guestpm's own self-tests (harness failure paths, build, bisect)")
+    g.addoption("--guest-kernel", metavar="SPEC",
+                help="the L2 guest kernel of the reference-VMM tests (any --kernel spec); "
+                     "default: the kernel under test, as host and guest")
 
 
 def targets(config: pytest.Config) -> list[Target]:
@@ -277,6 +280,13 @@ def profile(target: Target) -> profiles.Profile:
 @pytest.fixture(scope="session")
 def kernel(target: Target, profile: profiles.Profile) -> kernels.Kernel:
     return kernels.resolve(target.kernel, profile, progress)
+
+
+@pytest.fixture(scope="session")
+def guest_kernel(request, kernel: kernels.Kernel, profile: profiles.Profile) -> kernels.Kernel:
+    """The kernel the reference VMM boots as an L2 guest inside the kernel under test."""
+    spec = request.config.getoption("guest_kernel")
+    return kernels.resolve(spec, profile, progress) if spec else kernel
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from . import aptrepo, cache
-from .cpio import CpioWriter
+from .guest.cpio import CpioWriter
 from .errors import SetupError
 from .kernels import Kernel, Progress
 from .modules import ModuleTree

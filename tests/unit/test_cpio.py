@@ -1,7 +1,7 @@
 import hashlib
 import io
 
-from harness.cpio import CpioWriter, read_names
+from harness.guest.cpio import CpioWriter, read_names
 
 
 def build() -> bytes:

@@ -36,6 +36,8 @@ ONE_REG = struct.Struct("<QQ")                      # id, addr
 MP_STATE = struct.Struct("<I")
 IRQ_LEVEL = struct.Struct("<II")                    # irq, level
 VCPU_INIT = struct.Struct("<I7I")                   # target, features[7]
+CREATE_DEVICE = struct.Struct("<III")               # type, fd, flags
+DEVICE_ATTR = struct.Struct("<IIQQ")                # flags, group, attr, addr
 
 KVM_GET_API_VERSION = _IO(0x00)
 KVM_CREATE_VM = _IO(0x01)
@@ -52,11 +54,14 @@ KVM_GET_ONE_REG = _IOW(0xAB, ONE_REG.size)
 KVM_SET_ONE_REG = _IOW(0xAC, ONE_REG.size)
 KVM_ARM_VCPU_INIT = _IOW(0xAE, VCPU_INIT.size)
 KVM_ARM_PREFERRED_TARGET = _IOR(0xAF, VCPU_INIT.size)
+KVM_CREATE_DEVICE = _IOC(_IOC_READ | _IOC_WRITE, 0xE0, CREATE_DEVICE.size)
+KVM_SET_DEVICE_ATTR = _IOW(0xE1, DEVICE_ATTR.size)
 
 KVM_API_VERSION = 12
 
 # ---------------------------------------------------------------- capabilities
 KVM_CAP_ARM_PSCI_0_2 = 102
+KVM_CAP_IMMEDIATE_EXIT = 136
 KVM_CAP_ARM_SYSTEM_SUSPEND = 216
 # 5.18+: kvm_run.system_event has ndata + data[16]; before, `__u32 type; __u64 flags;`,
 # with flags where data[0] is now (api.rst: "Previous versions of Linux defined a
@@ -78,6 +83,8 @@ KVM_SYSTEM_EVENT_SHUTDOWN_FLAG_PSCI_OFF2 = 1 << 0
 KVM_SYSTEM_EVENT_RESET_FLAG_PSCI_RESET2 = 1 << 0
 
 RUN_EXIT_REASON = struct.Struct("<8xI")     # offset 8
+RUN_IMMEDIATE_EXIT = 1                      # __u8 immediate_exit, polled on KVM_RUN entry
+RUN_MMIO_DATA = 32 + 8                      # mmio.data[8]: where a read's value goes
 UNION_OFFSET = 32                           # the exit union follows 32 bytes of header
 RUN_MMIO = struct.Struct("<Q8sIB")          # phys_addr, data[8], len, is_write
 RUN_SYSTEM_EVENT = struct.Struct("<II16Q")  # type, ndata, data[16]
@@ -97,6 +104,16 @@ KVM_ARM_VCPU_PSCI_0_2 = 2
 
 KVM_ARM_IRQ_TYPE_SHIFT, KVM_ARM_IRQ_VCPU_SHIFT, KVM_ARM_IRQ_VCPU2_SHIFT = 24, 16, 28
 KVM_ARM_IRQ_TYPE_CPU = 0
+KVM_ARM_IRQ_TYPE_SPI = 1          # in-kernel GICv2/v3: irq_id is the INTID, 32..1019
+
+# in-kernel vGICv3 (KVM_CREATE_DEVICE)
+KVM_DEV_TYPE_ARM_VGIC_V3 = 7
+KVM_DEV_ARM_VGIC_GRP_ADDR = 0
+KVM_DEV_ARM_VGIC_GRP_NR_IRQS = 3
+KVM_DEV_ARM_VGIC_GRP_CTRL = 4
+KVM_DEV_ARM_VGIC_CTRL_INIT = 0
+KVM_VGIC_V3_ADDR_TYPE_DIST = 2       # 64 KiB
+KVM_VGIC_V3_ADDR_TYPE_REDIST = 3     # 128 KiB per vCPU
 KVM_ARM_IRQ_CPU_IRQ, KVM_ARM_IRQ_CPU_FIQ = 0, 1
 
 KVM_REG_ARM64 = 0x6000000000000000

@@ -203,6 +203,7 @@ class Vm:
         self.vcpus: list[Vcpu] = []
         self._maps: list[mmap.mmap] = []
         self._views: list[ctypes.Array] = []    # ctypes views pin the maps' addresses
+        self.devices: list[Device] = []
 
     def check_extension(self, cap: int) -> int:
         return fcntl.ioctl(self.fd, uapi.KVM_CHECK_EXTENSION, cap)
@@ -230,11 +231,22 @@ class Vm:
     def irq_line(self, irq: int, level: bool) -> None:
         fcntl.ioctl(self.fd, uapi.KVM_IRQ_LINE, uapi.IRQ_LEVEL.pack(irq, int(level)))
 
+    def create_device(self, dev_type: int) -> "Device":
+        buf = bytearray(uapi.CREATE_DEVICE.pack(dev_type, 0, 0))
+        fcntl.ioctl(self.fd, uapi.KVM_CREATE_DEVICE, buf)
+        dev = Device(uapi.CREATE_DEVICE.unpack(buf)[1])
+        self.devices.append(dev)
+        return dev
+
     # arm64
     def arm64_preferred_target(self) -> int:
         buf = bytearray(uapi.VCPU_INIT.size)
         fcntl.ioctl(self.fd, uapi.KVM_ARM_PREFERRED_TARGET, buf)
         return uapi.VCPU_INIT.unpack(buf)[0]
+
+    def arm64_spi(self, intid: int, level: bool) -> None:
+        """Drive a shared peripheral interrupt of the in-kernel vGIC (INTID 32..1019)."""
+        self.irq_line((uapi.KVM_ARM_IRQ_TYPE_SPI << uapi.KVM_ARM_IRQ_TYPE_SHIFT) | intid, level)
 
     def arm64_cpu_irq(self, vcpu_id: int, level: bool, fiq: bool = False) -> None:
         """Drive a vCPU's IRQ (or FIQ) input: the userspace-irqchip path, no vGIC."""
@@ -248,6 +260,9 @@ class Vm:
         for v in self.vcpus:
             v.close()
         self.vcpus.clear()
+        for d in self.devices:
+            d.close()
+        self.devices.clear()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -263,6 +278,37 @@ class Vm:
         self.close()
 
 
+class Device:
+    """A KVM device fd (KVM_CREATE_DEVICE): the in-kernel vGIC."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self._val = ctypes.c_uint64(0)
+
+    def set_attr(self, group: int, attr: int, value: int | None = None) -> None:
+        """KVM_SET_DEVICE_ATTR; `value` (a u64, or a u32 for 32-bit attributes, which
+        KVM reads from the low half on little-endian hosts) or none."""
+        addr = 0
+        if value is not None:
+            self._val.value = value
+            addr = _addr(self._val)
+        fcntl.ioctl(self.fd, uapi.KVM_SET_DEVICE_ATTR, uapi.DEVICE_ATTR.pack(0, group, attr, addr))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+KICK_SIGNAL = signal.SIGUSR1
+
+
+def install_kick_handler() -> None:
+    """Let Vcpu.kick() interrupt KVM_RUN in another thread: a handler that does nothing
+    (the default action of SIGUSR1 would end the process).  Main thread only, once."""
+    signal.signal(KICK_SIGNAL, lambda signum, frame: None)
+
+
 class Vcpu:
     def __init__(self, vm: Vm, vcpu_id: int, fd: int):
         self.vm, self.id, self.fd = vm, vcpu_id, fd
@@ -270,6 +316,7 @@ class Vcpu:
                                   mmap.PROT_READ | mmap.PROT_WRITE)
         self._reg = ctypes.c_uint64(0)
         self.state_hook = None      # called for the report when a run hangs
+        self._thread: int | None = None     # the thread that runs it (run_in_thread)
 
     # --------------------------------------------------------- registers
     def get_reg(self, reg_id: int) -> int:
@@ -350,6 +397,41 @@ class Vcpu:
         ex = decode_run(self.run_page)
         ex.elapsed_s = elapsed
         return ex
+
+    # --------------------------------------------------------- one thread per vCPU
+    def run_in_thread(self) -> Exit | None:
+        """KVM_RUN once from the vCPU's own thread, unbounded: None when kick() ended it.
+
+        The bound belongs to whoever owns the threads (a VMM's main loop): it kicks
+        the vCPU out with a signal plus kvm_run.immediate_exit, as api.rst describes,
+        so a kick that lands before KVM_RUN is entered is not lost.  A STOPPED or
+        SUSPENDED vCPU sleeps inside KVM_RUN; kicking it is how its state is read
+        (KVM_GET_MP_STATE waits for the vCPU's mutex, which KVM_RUN holds)."""
+        self._thread = threading.get_ident()
+        t0 = time.monotonic()
+        try:
+            fcntl.ioctl(self.fd, uapi.KVM_RUN, 0)
+        except InterruptedError:
+            self.run_page[uapi.RUN_IMMEDIATE_EXIT] = 0
+            return None
+        ex = decode_run(self.run_page)
+        ex.elapsed_s = time.monotonic() - t0
+        return ex
+
+    def kick(self) -> None:
+        """Make the vCPU's thread leave (or not enter) KVM_RUN; any thread may call it."""
+        self.run_page[uapi.RUN_IMMEDIATE_EXIT] = 1
+        if self._thread is not None:
+            try:
+                signal.pthread_kill(self._thread, KICK_SIGNAL)
+            except ProcessLookupError:      # the thread has ended
+                pass
+
+    def complete_mmio_read(self, value: int, length: int) -> None:
+        """Hand KVM the value of the MMIO read that just exited; the next KVM_RUN
+        writes it to the guest register and moves PC on (never touch PC here)."""
+        self.run_page[uapi.RUN_MMIO_DATA:uapi.RUN_MMIO_DATA + length] = \
+            (value & ((1 << (8 * length)) - 1)).to_bytes(length, "little")
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -1,0 +1,118 @@
+"""The reference VMM's arm64 machine: its memory map, and the device tree that tells
+Linux about it.  The addresses follow QEMU's `virt` board, so a kernel that boots there
+finds its devices at familiar places.  Pure (unit-tested against dtc)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .fdt import U64, Node
+
+GIC_DIST = 0x0800_0000          # 64 KiB
+GIC_REDIST = 0x080A_0000        # 128 KiB per vCPU
+UART = 0x0900_0000              # PL011, 4 KiB
+RTC = 0x0901_0000               # PL031, 4 KiB
+RAM = 0x4000_0000
+
+UART_INTID = 32 + 1             # SPI 1
+RTC_INTID = 32 + 2              # SPI 2
+NR_IRQS = 64                    # 32 private + 32 shared: all this board uses
+
+GIC_SPI, GIC_PPI = 0, 1
+IRQ_LEVEL_HIGH = 4
+# arch timer PPIs, in the binding's order: secure phys, non-secure phys, virt, hyp
+TIMER_PPIS = (13, 14, 11, 10)
+
+PHANDLE_GIC, PHANDLE_CLK = 1, 2
+
+
+@dataclass(frozen=True)
+class Layout:
+    ram_size: int
+    vcpus: int
+    bootargs: str
+    initrd: tuple[int, int] | None = None      # [start, end) guest physical
+
+    def mmio(self) -> list[tuple[int, int, str]]:
+        return [(GIC_DIST, 0x1_0000, "gic-dist"),
+                (GIC_REDIST, 0x2_0000 * self.vcpus, "gic-redist"),
+                (UART, 0x1000, "pl011"), (RTC, 0x1000, "pl031")]
+
+
+def _reg(base: int, size: int) -> list[U64]:
+    return [U64(base), U64(size)]
+
+
+def _spi(intid: int) -> list[int]:
+    return [GIC_SPI, intid - 32, IRQ_LEVEL_HIGH]
+
+
+def device_tree(layout: Layout) -> Node:
+    root = Node("")
+    root.prop("interrupt-parent", PHANDLE_GIC)
+    root.prop("#size-cells", 2)
+    root.prop("#address-cells", 2)
+    root.prop("compatible", "linux,dummy-virt")
+    root.prop("model", "guestpm reference VMM")
+
+    chosen = root.child("chosen")
+    chosen.prop("bootargs", layout.bootargs)
+    chosen.prop("stdout-path", f"/pl011@{UART:x}")
+    if layout.initrd:
+        chosen.prop("linux,initrd-start", U64(layout.initrd[0]))
+        chosen.prop("linux,initrd-end", U64(layout.initrd[1]))
+
+    mem = root.child(f"memory@{RAM:x}")
+    mem.prop("device_type", "memory")
+    mem.prop("reg", _reg(RAM, layout.ram_size))
+
+    psci = root.child("psci")
+    psci.prop("compatible", ["arm,psci-1.0", "arm,psci-0.2"])
+    psci.prop("method", "hvc")
+
+    cpus = root.child("cpus")
+    cpus.prop("#size-cells", 0)
+    cpus.prop("#address-cells", 1)
+    for n in range(layout.vcpus):
+        cpu = cpus.child(f"cpu@{n}")
+        cpu.prop("device_type", "cpu")
+        cpu.prop("compatible", "arm,arm-v8")
+        cpu.prop("enable-method", "psci")
+        cpu.prop("reg", n)
+
+    gic = root.child(f"intc@{GIC_DIST:x}")
+    gic.prop("compatible", "arm,gic-v3")
+    gic.prop("#interrupt-cells", 3)
+    gic.prop("interrupt-controller")
+    gic.prop("#address-cells", 0)
+    gic.prop("#redistributor-regions", 1)
+    gic.prop("reg", _reg(GIC_DIST, 0x1_0000) + _reg(GIC_REDIST, 0x2_0000 * layout.vcpus))
+    gic.prop("phandle", PHANDLE_GIC)
+
+    timer = root.child("timer")
+    timer.prop("compatible", "arm,armv8-timer")
+    timer.prop("interrupts", [c for ppi in TIMER_PPIS for c in (GIC_PPI, ppi, IRQ_LEVEL_HIGH)])
+    timer.prop("always-on")
+
+    clk = root.child("apb-pclk")
+    clk.prop("compatible", "fixed-clock")
+    clk.prop("#clock-cells", 0)
+    clk.prop("clock-frequency", 24_000_000)
+    clk.prop("clock-output-names", "clk24mhz")
+    clk.prop("phandle", PHANDLE_CLK)
+
+    uart = root.child(f"pl011@{UART:x}")
+    uart.prop("compatible", ["arm,pl011", "arm,primecell"])
+    uart.prop("reg", _reg(UART, 0x1000))
+    uart.prop("interrupts", _spi(UART_INTID))
+    uart.prop("clocks", [PHANDLE_CLK, PHANDLE_CLK])
+    uart.prop("clock-names", ["uartclk", "apb_pclk"])
+
+    rtc = root.child(f"pl031@{RTC:x}")
+    rtc.prop("compatible", ["arm,pl031", "arm,primecell"])
+    rtc.prop("reg", _reg(RTC, 0x1000))
+    rtc.prop("interrupts", _spi(RTC_INTID))
+    rtc.prop("clocks", [PHANDLE_CLK])
+    rtc.prop("clock-names", "apb_pclk")
+    rtc.prop("wakeup-source")
+    return root
