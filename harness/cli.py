@@ -30,6 +30,7 @@ import tty
 from pathlib import Path
 
 from . import build, kconfig, kernels, profiles, rootfs
+from . import l2 as l2mod
 from .errors import GuestpmError, SetupError
 from .machine import Machine, install_signal_handlers
 
@@ -146,8 +147,13 @@ def cmd_boot(args) -> int:
     initrd = rootfs.initramfs(k, profile, say)
     work = Path(tempfile.mkdtemp(prefix="guestpm-boot-"))
     qmp_sock = str(work / "qmp.sock")
+    l2 = args.l2 and profile.arch == "arm64"
+    if args.l2 and not l2:
+        raise SetupError("--l2: the reference VMM runs arm64 guests only")
+    guest = kernels.resolve(args.guest_kernel, profile, say) if args.guest_kernel else k
     with Machine(profile, k, initrd, work, extra_qmp_socket=qmp_sock,
-                 append=tuple(args.append)).launch() as m:
+                 append=tuple(args.append),
+                 qemu_args=l2mod.guest_disks(guest).qemu_args if l2 else ()).launch() as m:
         say(f"booting {k.spec} ({k.release}) on {profile.name}; logs in {work}")
         info = m.wait_ready()
         key = work / "id_ecdsa"
@@ -156,6 +162,11 @@ def cmd_boot(args) -> int:
         say(f"QMP:  {qmp_sock}   (e.g. qmp-shell {qmp_sock})")
         say(f"ssh:  ssh -i {key} -p {m.ssh_port} -o StrictHostKeyChecking=no "
             "-o UserKnownHostsFile=/dev/null root@127.0.0.1")
+        if l2:
+            say(f"L2:   the guest kernel ({guest.release}) is /dev/vda, its modules /dev/vdb; "
+                "in the shell: cd /opt/guestpm && python3 -m harness.guest.vmm --kernel "
+                "/dev/vda --initrd-extra /dev/vdb --progress --suspend honour --append "
+                "'guestpm.suspend=1 guestpm.mem_sleep=deep'")
         say("console attached below; Ctrl-] quits and stops the guest")
         _attach(m)
     return 0
@@ -247,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kernel", required=True)
     p.add_argument("--arch", required=True)
     p.add_argument("--append", action="append", default=[], help="extra kernel parameter")
+    p.add_argument("--l2", action="store_true",
+                   help="arm64: attach the L2 guest kernel for the reference VMM as /dev/vda")
+    p.add_argument("--guest-kernel", metavar="SPEC", help="with --l2: the L2 kernel "
+                   "(default: the booted one)")
 
     def build_opts(p):
         p.add_argument("--tree", required=True, help="your kernel source tree")

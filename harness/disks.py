@@ -73,3 +73,4 @@ def payload(data: bytes, name: str) -> Path:
             if not out.exists():
                 cache.write_atomic(out, data + b"\0" * (-len(data) % 512))
     return out
+

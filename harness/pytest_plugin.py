@@ -18,12 +18,12 @@ Markers:  @pytest.mark.arch("arm64", ...)       not collected for other arches
 Bad input (an unknown spec, a missing, foreign or truncated image, no QEMU) ends the
 run before anything boots: one line, exit status 2.
 
-Under pytest-xdist the tests of one target are marked to land on one worker
-(xdist_group), so that each target boots once per run; machines, sockets and ports
-are per process.  Known defect: with pytest 9.2 and pytest-xdist 3.8 the mark is
-inert (xdist appends "@group" to item._nodeid, which pytest 9 no longer reads: it
-keeps the id in item._id), so a target's tests spread over the workers and each
-worker boots its own machines.  Verdicts are unaffected; boots are duplicated.
+Under pytest-xdist (`--dist loadgroup`, as `guestpm run` passes) the plugin's own
+scheduler sends each test file's tests for one target to one worker (`scope_of`), so
+that machines a file shares (the L2 host, the PSCI hosts) boot once per run, not once
+per worker.  The `xdist_group` mark is inert with pytest 9.2 and pytest-xdist 3.8
+(xdist appends "@group" to item._nodeid, which pytest 9 no longer reads), which is why
+the scope comes from the target in the test id instead.
 """
 
 from __future__ import annotations
@@ -262,6 +262,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                             if not r.startswith("tests do not apply") else
                             f"{n} {r if n > 1 else r.replace('tests do', 'test does')}"
                             for r, n in why.items()]
+
+
+def scope_of(nodeid: str, target_ids: list[str]) -> str:
+    """The unit of work an xdist worker takes: a test file's tests of one target (pure).
+    Tests without a target (unit tests, self-tests) are grouped by file."""
+    file = nodeid.split("::")[0]
+    m = re.search(r"\[(.*)\]$", nodeid)
+    if m:
+        params = m.group(1)
+        for t in sorted(target_ids, key=len, reverse=True):
+            if params == t or params.endswith("-" + t) or params.startswith(t + "-") \
+                    or f"-{t}-" in params:
+                return f"{file}::{t}"
+    return file
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """loadgroup as it was meant: a target's tests of one file stay on one worker."""
+    if config.getoption("dist", None) != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+    ids = [t.id for t in targets(config)]
+
+    class TargetScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid, ids)
+
+    return TargetScheduling(config, log)
 
 
 @pytest.hookimpl(trylast=True)

@@ -10,116 +10,141 @@ another."""
 
 from __future__ import annotations
 
-import gzip
-import json
-import re
-import shlex
-from dataclasses import dataclass, field
-
 import pytest
 
-from harness import disks
-from harness.guest.vmm import l2init
-from harness.machine import Machine
-from harness.pytest_plugin import attach_machine
+from harness.l2 import L2Host, L2Run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("arm64")]
 
-MODES = {"vhe": (), "nvhe": ("kvm-arm.mode=nvhe",)}
 ALARM_S = 3
 RAM = 0x4000_0000
 
 
-@dataclass
-class L2Run:
-    """One L2 boot: the VMM's result (its exit log included) and the L2 reports."""
-    policy: str
-    result: dict
-    reports: list[str]
-    where: str
-    stderr: str = ""
-
-    def events(self, name: str) -> list[dict]:
-        return [e for e in self.result["exits"] if e["event"] == name]
-
-    def system_events(self, typ: str) -> list[dict]:
-        return [e for e in self.events("system-event") if e["type"] == typ]
-
-    def report(self, key: str) -> dict[str, str]:
-        """The report line that starts with `key`, as key=value fields ([...] kept whole)."""
-        line = next((r for r in self.reports if r.split(" ", 1)[0] == key), None)
-        assert line is not None, f"the L2 guest never reported {key!r}; it said " \
-                                 f"{self.reports} ({self.where})"
-        return {k: v.strip("[]") for k, v in re.findall(r"(\w+)=(\[[^\]]*\]|\S+)", line)}
-
-    def log(self) -> str:
-        keep = [e for e in self.result["exits"] if e["event"] not in ("setup",)]
-        return "\n".join(json.dumps(e) for e in keep[-12:])
+def vmm_run(host: L2Host, policy: str, *append: str) -> L2Run:
+    return host.run(policy, "--suspend", policy, append=append)
 
 
-@dataclass
-class L2Host:
-    mode: str
-    machine: Machine
-    runs: dict = field(default_factory=dict)
-
-    def run(self, policy: str, *append: str, timeout: float = 240) -> L2Run:
-        """The reference VMM in L1, once per (policy, command line) per host machine."""
-        key = (policy, append)
-        if key not in self.runs:
-            out = f"/tmp/l2-{policy}-{len(self.runs)}"
-            cmd = (f"cd /opt/guestpm && python3 -m harness.guest.vmm --kernel /dev/vda "
-                   f"--suspend {policy} --out {out} --timeout {timeout:g} "
-                   f"--append {shlex.quote(' '.join(append))}")
-            r = self.machine.ssh.run(cmd, timeout=timeout + 60)
-            art = self.machine.workdir / f"l2-{self.mode}-{policy}-{len(self.runs)}"
-            art.mkdir(parents=True, exist_ok=True)
-            for name in ("exits.jsonl", "console.log"):
-                got = self.machine.ssh.run(f"cat {out}/{name}", timeout=60)
-                (art / name).write_text(got.output)
-            where = f"VMM exit log and L2 console: {art}"
-            if r.status == 4:
-                pytest.skip(r.stderr.strip().removeprefix("vmm: "))
-            assert r.status in (0, 3), f"the reference VMM failed (exit {r.status}): " \
-                                       f"{r.stderr.strip()} ({where})"
-            result = json.loads(r.output.strip().splitlines()[-1])
-            console = (art / "console.log").read_text(errors="replace")
-            self.runs[key] = L2Run(policy, result, l2init.reports(console), where, r.stderr)
-        return self.runs[key]
+SUSPEND = ("guestpm.suspend=1", "guestpm.mem_sleep=deep", f"guestpm.alarm={ALARM_S}")
 
 
-def _image_bytes(kernel) -> bytes:
-    data = kernel.image.read_bytes()
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+def _one_suspend_exit(run: L2Run) -> dict:
+    """Exactly one SUSPEND exit, from the boot vCPU, with every other vCPU already off
+    (Linux offlines them before SYSTEM_SUSPEND, as DEN0022 5.19.2 asks) and x1 an
+    entry point inside the guest's RAM."""
+    got = run.system_events("SUSPEND")
+    assert len(got) == 1, f"expected one SUSPEND exit, got {len(got)}:\n{run.log()} ({run.where})"
+    ev = got[0]
+    assert ev["vcpu"] == 0, f"SUSPEND came from vCPU {ev['vcpu']}, not the boot vCPU ({run.where})"
+    others = {s["vcpu"]: s["mp_state"] for s in ev["vcpus"] if s["vcpu"] != 0}
+    assert others and set(others.values()) == {"STOPPED"}, \
+        f"at the SUSPEND exit the other vCPUs were {others}, expected all STOPPED ({run.where})"
+    ram = run.result["exits"][0]["ram_mib"] << 20
+    assert RAM <= int(ev["x1"], 16) < RAM + ram, \
+        f"x1 = {ev['x1']} is outside the guest's RAM [{RAM:#x}, {RAM + ram:#x}) ({run.where})"
+    return ev
 
 
-@pytest.fixture(scope="session", params=list(MODES))
-def l2_host(request, machine_pool, kernel, guest_kernel) -> L2Host:
-    disk = disks.payload(_image_bytes(guest_kernel), "l2-image")
-    m = machine_pool.get(MODES[request.param], tag=f"l2-{request.param}",
-                         qemu_args=disks.virtio_disk_args(disk, node="l2", fmt="raw",
-                                                          readonly=True))
-    return L2Host(request.param, m)
+def _restarted_at_the_entry_point(run: L2Run, ev: dict, why: str) -> dict:
+    restarts = run.events("restart")
+    assert len(restarts) == 1 and restarts[0]["why"] == why, \
+        f"expected one restart ({why}), got {restarts} ({run.where})"
+    r = restarts[0]
+    assert (hex(r["pc"]), hex(r["x0"])) == (ev["x1"], ev["x2"]), \
+        f"restarted at pc={r['pc']:#x} x0={r['x0']:#x}, expected pc=x1={ev['x1']} " \
+        f"x0=x2={ev['x2']} ({run.where})"
+    return r
 
 
-@pytest.fixture
-def l2(request, l2_host) -> L2Host:
-    attach_machine(request, l2_host.machine)
-    return l2_host
+def _woken_by_the_alarm(run: L2Run, ev: dict, wake_t: float) -> None:
+    armed = run.events("rtc-alarm-set")
+    fired = run.events("rtc-alarm-fired")
+    assert armed and fired, f"the L2 RTC alarm was never armed or never fired: " \
+                            f"{armed} {fired} ({run.where})"
+    assert ev["t"] < fired[-1]["t"] <= wake_t, \
+        f"SUSPEND at {ev['t']} s, alarm at {fired[-1]['t']} s, wake at {wake_t} s: the wake " \
+        f"must follow the alarm ({run.where})"
+    asleep = wake_t - ev["t"]
+    expected = armed[-1]["in_s"] - (ev["t"] - armed[-1]["t"])
+    assert expected - 1.5 <= asleep <= expected + 3, \
+        f"suspended {asleep:.1f} s; the alarm was due {expected:.1f} s after the SUSPEND " \
+        f"exit ({run.where})"
 
 
-def _assert_ended(run: L2Run) -> None:
-    assert run.result["outcome"] == "shutdown", \
-        f"L2 under policy {run.policy}: {run.result['outcome']} ({run.result['detail']}); " \
-        f"last exits:\n{run.log()}\nL2 console tail:\n{run.result['console_tail'][-1500:]}\n" \
-        f"({run.where})"
+def _guest_resumed(run: L2Run, mode: str) -> None:
+    said = run.report("resumed")
+    assert said.get("rc") == "0", f"`echo mem` in L2 returned {said} ({run.where})"
+    assert (said.get("marker"), said.get("sleeper")) == ("kept", "running"), \
+        f"L2 lost its state across the suspend: {said} ({run.where})"
+    assert said.get("alarm_left") == "", f"the L2 RTC alarm is still armed: {said} ({run.where})"
+    assert int(said.get("rtc_s", 0)) >= ALARM_S - 1, \
+        f"L2's RTC moved {said.get('rtc_s')} s across the suspend, less than the " \
+        f"{ALARM_S} s alarm ({run.where})"
+    pm = run.report("pm")
+    assert pm.get("entry") == f"PM: suspend entry ({mode})", f"L2: {pm} ({run.where})"
+    run.assert_ended()
 
 
-def test_l2_boots_and_sees_the_psci_version_l1_gave_it(l2):
-    run = l2.run("honour", "guestpm.suspend=0")
-    _assert_ended(run)
-    said = run.report("psci")
+def test_l2_boots_and_sees_the_psci_version_l1_gave_it(l1):
+    run = vmm_run(l1, "honour", *SUSPEND)
+    assert run.report("up").get("cpus") == "2", f"L2 brought up {run.reports[:1]} ({run.where})"
     version = run.result["psci_version"]
-    assert f"PSCIv{version} detected in firmware" in " ".join(said) + \
-        " ".join(r for r in run.reports if r.startswith("psci")), \
-        f"the VMM set PSCI {version}; the L2 kernel said {run.reports} ({run.where})"
+    psci = next((r for r in run.reports if r.startswith("psci")), "")
+    assert f"PSCIv{version} detected in firmware" in psci, \
+        f"the VMM gave PSCI {version}; the L2 kernel said {psci!r} ({run.where})"
+
+
+def test_l2_offers_deep_only_with_the_cap(l1):
+    with_cap = vmm_run(l1, "honour", *SUSPEND).report("mem_sleep")["mem_sleep"].split()
+    assert "deep" in with_cap or "[deep]" in with_cap, \
+        f"with KVM_CAP_ARM_SYSTEM_SUSPEND, L2's mem_sleep is {with_cap}: no deep ({l1.runs})"
+    off = vmm_run(l1, "off", "guestpm.suspend=1", f"guestpm.alarm={ALARM_S}")
+    without = off.report("mem_sleep")["mem_sleep"].split()
+    assert not {"deep", "[deep]"} & set(without), \
+        f"without the cap L2 offers {without}: PSCI_FEATURES(SYSTEM_SUSPEND) must fail " \
+        f"({off.where})"
+
+
+def test_l2_suspend_honoured_in_kvm_wakes_on_the_rtc_alarm(l1):
+    run = vmm_run(l1, "honour", *SUSPEND)
+    ev = _one_suspend_exit(run)
+    assert [e["event"] for e in run.events("suspend-in-kvm")] == ["suspend-in-kvm"] and \
+        run.events("suspend-in-kvm")[0]["mp_state"] == "SUSPENDED", \
+        f"the VMM did not leave vCPU 0 SUSPENDED in KVM ({run.where})"
+    wakes = run.system_events("WAKEUP")
+    assert len(wakes) == 1 and wakes[0]["vcpu"] == 0, \
+        f"expected one WAKEUP exit from vCPU 0, got {wakes}:\n{run.log()} ({run.where})"
+    _woken_by_the_alarm(run, ev, wakes[0]["t"])
+    _restarted_at_the_entry_point(run, ev, "wakeup exit")
+    _guest_resumed(run, "deep")
+
+
+def test_l2_suspend_held_by_the_vmm_restarts_at_the_entry_point(l1):
+    run = vmm_run(l1, "hold", *SUSPEND)
+    ev = _one_suspend_exit(run)
+    assert not run.system_events("WAKEUP"), \
+        f"a WAKEUP exit although KVM never held the vCPU ({run.where})"
+    held, woke = run.events("suspend-held"), run.events("vmm-wake")
+    assert len(held) == 1 and len(woke) == 1, f"hold {held}, wake {woke} ({run.where})"
+    _woken_by_the_alarm(run, ev, woke[0]["t"])
+    _restarted_at_the_entry_point(run, ev, "vmm wake")
+    _guest_resumed(run, "deep")
+
+
+def test_l2_suspend_denied_fails_the_write_with_eperm(l1):
+    run = vmm_run(l1, "deny", *SUSPEND)
+    _one_suspend_exit(run)
+    refused = run.events("suspend-refused")
+    assert [r["x0"] for r in refused] == ["DENIED"], f"{refused} ({run.where})"
+    assert not run.events("restart"), \
+        f"the VMM restarted a vCPU at x1 after denying: {run.events('restart')} ({run.where})"
+    said = run.report("resumed")
+    assert said.get("rc") == "1" and "Operation not permitted" in said.get("err", ""), \
+        f"after DENIED, L2's `echo mem` should fail with EPERM; it said {said} ({run.where})"
+    run.assert_ended()
+
+
+def test_l2_without_the_cap_takes_s2idle_and_no_suspend_exit(l1):
+    run = vmm_run(l1, "off", "guestpm.suspend=1", f"guestpm.alarm={ALARM_S}")
+    assert not run.system_events("SUSPEND") and not run.system_events("WAKEUP"), \
+        f"without the cap KVM must not exit for SUSPEND:\n{run.log()} ({run.where})"
+    _guest_resumed(run, "s2idle")

@@ -69,3 +69,14 @@ def test_the_board_gives_each_vcpu_a_redistributor_and_a_cpu_node():
         gic = next(c for c in root.children if c.name.startswith("intc@"))
         reg = dict(gic.props)["reg"]
         assert struct.unpack(">4Q", reg)[3] == 0x20000 * n
+
+
+def test_a_pmem_region_is_described_by_the_pmem_region_binding():
+    root = board.device_tree(board.Layout(128 << 20, 1, "x", pmem_size=64 << 20))
+    pmem = next(c for c in root.children if c.name.startswith("pmem@"))
+    props = dict(pmem.props)
+    assert pmem.name == f"pmem@{board.PMEM:x}"
+    assert props["compatible"] == b"pmem-region\0"
+    assert struct.unpack(">2Q", props["reg"]) == (board.PMEM, 64 << 20)
+    plain = board.device_tree(board.Layout(128 << 20, 1, "x"))
+    assert not any(c.name.startswith("pmem@") for c in plain.children)

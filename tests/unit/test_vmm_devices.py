@@ -86,3 +86,28 @@ def test_l2_initramfs_holds_init_busybox_and_console():
     from harness.guest.cpio import read_names
     names = read_names(l2init.initramfs(b"\x7fELF fake busybox"))
     assert {"init", "bin/busybox", "dev/console"} <= set(names)
+
+
+def test_the_vmm_refuses_bad_input_in_one_line(tmp_path, capsys):
+    from harness.guest.vmm.__main__ import main
+    assert main(["--kernel", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    bad = tmp_path / "bzImage"
+    bad.write_bytes(b"\0" * 0x202 + b"HdrS" + b"\0" * 100)
+    assert main(["--kernel", str(bad)]) == 2
+    assert "no arm64 Image magic" in capsys.readouterr().err
+    img = tmp_path / "Image"
+    img.write_bytes(_header() + b"\0" * 64)
+    assert main(["--kernel", str(img), "--initrd", str(img), "--kvm",
+                 str(tmp_path / "kvm")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vmm: ") and err.count("\n") == 1 and "kvm" in err
+
+
+def test_l2_report_fields_keep_braced_values_whole():
+    from harness.l2 import parse_report
+    line = "resumed rc=1 err={sh: write error: Operation not permitted} rtc_s=1 alarm_left={}"
+    assert parse_report(line) == {"rc": "1", "err": "sh: write error: Operation not permitted",
+                                  "rtc_s": "1", "alarm_left": ""}
+    assert parse_report("mem_sleep={s2idle [deep]} state={freeze mem disk}") == \
+        {"mem_sleep": "s2idle [deep]", "state": "freeze mem disk"}

@@ -223,6 +223,23 @@ class Vm:
         self._views.append(view)
         return mem
 
+    def add_file_memory(self, slot: int, gpa: int, path: str, size: int) -> mmap.mmap:
+        """The file at `path` (created or extended to `size`, sparse) mapped shared at
+        `gpa`: what the guest writes there outlives the VM (a pmem region)."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
+            mem = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        view = (ctypes.c_char * size).from_buffer(mem)
+        fcntl.ioctl(self.fd, uapi.KVM_SET_USER_MEMORY_REGION,
+                    uapi.USERSPACE_MEMORY_REGION.pack(slot, 0, gpa, size, _addr(view)))
+        self._maps.append(mem)
+        self._views.append(view)
+        return mem
+
     def create_vcpu(self, vcpu_id: int) -> "Vcpu":
         vcpu = Vcpu(self, vcpu_id, fcntl.ioctl(self.fd, uapi.KVM_CREATE_VCPU, vcpu_id))
         self.vcpus.append(vcpu)

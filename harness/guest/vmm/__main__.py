@@ -10,8 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..kvm.vm import KvmBroken
 from . import l2init
-from .vmm import CapAbsent, Policy, ReferenceVmm, VmmError, load_kernel, write_outdir
+from .vmm import (CapAbsent, Policy, ReferenceVmm, Result, VmmError, load_kernel,
+                  write_outdir)
 
 DEFAULT_APPEND = "console=ttyAMA0 quiet rdinit=/init panic=-1"
 
@@ -26,40 +28,80 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vcpus", type=int, default=2)
     ap.add_argument("--ram-mib", type=int, default=256)
     ap.add_argument("--append", default="", help="more kernel command line")
+    ap.add_argument("--initrd-extra", action="append", default=[], metavar="PATH",
+                    help="a cpio (file or block device) appended to the initramfs: modules")
+    ap.add_argument("--pmem", metavar="FILE", help="a pmem region backed by FILE (kept "
+                    "across VMs: the L2 guest's swap for hibernation)")
+    ap.add_argument("--pmem-mib", type=int, default=256)
+    ap.add_argument("--relaunch", choices=("never", "off2", "always"), default="never",
+                    help="after a SHUTDOWN exit boot a new VM on the same pmem: only when "
+                         "flagged PSCI_OFF2 (hibernated), or always (a test that needs the "
+                         "round trip records that the VMM was not told)")
+    ap.add_argument("--relaunch-append", default="", help="its extra command line")
+    ap.add_argument("--relaunch-ram-mib", type=int, help="its RAM (default: the same)")
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--silent", type=float, default=60,
                     help="end a guest that prints nothing for this long")
     ap.add_argument("--out", type=Path, help="directory for exits.jsonl and console.log")
     ap.add_argument("--progress", action="store_true", help="a line on stderr every 15 s")
+    ap.add_argument("--kvm", default="/dev/kvm", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     try:
         version = tuple(int(x) for x in a.psci_version.split(".")) if a.psci_version else None
         policy = Policy(system_suspend_cap=a.suspend != "off",
                         on_suspend="honour" if a.suspend == "off" else a.suspend,
-                        psci_version=version, vcpus=a.vcpus, ram_mib=a.ram_mib)
+                        psci_version=version, vcpus=a.vcpus, ram_mib=a.ram_mib,
+                        pmem_mib=a.pmem_mib if a.pmem else 0)
         kernel = load_kernel(a.kernel)
         if a.initrd:
             initrd = Path(a.initrd).read_bytes()
         else:
             initrd = l2init.initramfs(Path(l2init.BUSYBOX).read_bytes())
+        for extra in a.initrd_extra:
+            with open(extra, "rb") as fh:
+                initrd += fh.read()
         if a.out:
             write_outdir(a.out)
         vmm = ReferenceVmm(kernel, initrd, f"{DEFAULT_APPEND} {a.append}".strip(), policy,
-                           a.out)
+                           a.out, kvm_path=a.kvm, pmem=a.pmem)
         vmm.setup()
     except CapAbsent as e:
         print(f"vmm: {e}", file=sys.stderr)
         return 4
-    except (VmmError, OSError, ValueError) as e:
+    except (VmmError, KvmBroken, OSError, ValueError) as e:
         print(f"vmm: {e}", file=sys.stderr)
         return 2
+    result = _run(vmm, a)
+    if result.outcome == "shutdown" and (a.relaunch == "always"
+                                         or (a.relaunch == "off2" and result.off2)):
+        again = Policy(**{**policy.__dict__, "ram_mib": a.relaunch_ram_mib or a.ram_mib})
+        out = a.out / "relaunch" if a.out else None
+        try:
+            if out:
+                write_outdir(out)
+            vmm2 = ReferenceVmm(kernel, initrd,
+                                f"{DEFAULT_APPEND} {a.relaunch_append}".strip(), again, out,
+                                kvm_path=a.kvm, pmem=a.pmem)
+            vmm2.setup()
+        except (VmmError, KvmBroken, OSError, ValueError) as e:
+            print(f"vmm: relaunch: {e}", file=sys.stderr)
+            return 2
+        second = _run(vmm2, a)
+        result.relaunch = {**second.__dict__,
+                           "because": "off2" if result.off2 else "forced (the VMM was not told)"}
+        if second.outcome in ("timeout", "silent"):
+            print(result.to_json(), flush=True)
+            return 3
+    print(result.to_json(), flush=True)
+    return 3 if result.outcome in ("timeout", "silent") else 0
+
+
+def _run(vmm: ReferenceVmm, a) -> Result:
     try:
-        result = vmm.run(a.timeout, a.silent, progress=(lambda s: print(
+        return vmm.run(a.timeout, a.silent, progress=(lambda s: print(
             f"vmm: {s}", file=sys.stderr, flush=True)) if a.progress else None)
     finally:
         vmm.close()
-    print(result.to_json(), flush=True)
-    return 3 if result.outcome in ("timeout", "silent") else 0
 
 
 if __name__ == "__main__":

@@ -13,10 +13,15 @@ GIC_REDIST = 0x080A_0000        # 128 KiB per vCPU
 UART = 0x0900_0000              # PL011, 4 KiB
 RTC = 0x0901_0000               # PL031, 4 KiB
 RAM = 0x4000_0000
+PMEM = 0x1_0000_0000             # above any RAM this VMM gives (at most 3 GiB)
 
 UART_INTID = 32 + 1             # SPI 1
 RTC_INTID = 32 + 2              # SPI 2
 NR_IRQS = 64                    # 32 private + 32 shared: all this board uses
+
+# what Linux needs for this board that Debian builds as modules (PL011 and PL031 are
+# built in): the pmem region (of_pmem) and its block device (nd_pmem)
+MODULES = ("of_pmem", "nd_pmem")
 
 GIC_SPI, GIC_PPI = 0, 1
 IRQ_LEVEL_HIGH = 4
@@ -32,6 +37,7 @@ class Layout:
     vcpus: int
     bootargs: str
     initrd: tuple[int, int] | None = None      # [start, end) guest physical
+    pmem_size: int = 0                         # a persistent pmem region at PMEM
 
     def mmio(self) -> list[tuple[int, int, str]]:
         return [(GIC_DIST, 0x1_0000, "gic-dist"),
@@ -115,4 +121,9 @@ def device_tree(layout: Layout) -> Node:
     rtc.prop("clocks", [PHANDLE_CLK])
     rtc.prop("clock-names", "apb_pclk")
     rtc.prop("wakeup-source")
+
+    if layout.pmem_size:            # Documentation/devicetree/bindings/pmem/pmem-region.yaml
+        pmem = root.child(f"pmem@{PMEM:x}")
+        pmem.prop("compatible", "pmem-region")
+        pmem.prop("reg", _reg(PMEM, layout.pmem_size))
     return root

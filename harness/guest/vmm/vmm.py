@@ -11,6 +11,7 @@ SUSPEND exit gets (honour in KVM, hold in the VMM, deny), the PSCI version, vCPU
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -19,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..kvm import arm64, uapi
-from ..kvm.vm import Kvm, KvmUnavailable, Vcpu, install_kick_handler
-from . import board, image
+from ..kvm.vm import Kvm, KvmBroken, KvmUnavailable, Vcpu, install_kick_handler
+from . import board, image, l2init
 from .devices import Pl011, Pl031
 from .fdt import to_dtb
 
@@ -45,6 +46,7 @@ class Policy:
     psci_version: tuple[int, int] | None = None     # None: KVM's default
     vcpus: int = 2
     ram_mib: int = 256
+    pmem_mib: int = 0                   # a pmem region backed by `pmem` (a file)
 
     def __post_init__(self):
         if self.on_suspend not in ON_SUSPEND:
@@ -65,6 +67,7 @@ class Result:
     console_tail: str = ""
     psci_version: str = ""
     system_suspend_cap: bool | None = None
+    relaunch: dict | None = None        # the next VM on the same pmem, when there was one
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -96,7 +99,8 @@ def _s64(v: int) -> int:
 
 class ReferenceVmm:
     def __init__(self, kernel: bytes, initrd: bytes, bootargs: str, policy: Policy,
-                 outdir: Path | None = None, kvm_path: str = "/dev/kvm"):
+                 outdir: Path | None = None, kvm_path: str = "/dev/kvm",
+                 pmem: str | None = None):
         self.policy = policy
         self.hdr = image.parse(kernel[:64])
         self.kernel, self.initrd, self.bootargs = kernel, initrd, bootargs
@@ -116,6 +120,9 @@ class ReferenceVmm:
         self.mmio_count: dict[str, int] = {}
         self.mmio_s = 0.0
         self.kvm_path = kvm_path
+        self.pmem = pmem
+        if policy.pmem_mib and not pmem:
+            raise VmmError("a pmem region needs a backing file")
         self.ram_size = policy.ram_mib * MiB
         self.uart = Pl011(self._console_out, lambda level: self.vm.arm64_spi(board.UART_INTID, level))
         self.rtc = Pl031(lambda level: self.vm.arm64_spi(board.RTC_INTID, level),
@@ -129,15 +136,23 @@ class ReferenceVmm:
         self.last_output = time.monotonic()
         if self.console_fh:
             self.console_fh.write(b)
+        if b == b"\n":                  # the scenario's reports, timed on the VMM's clock
+            start = self.console.rfind(b"\n", 0, len(self.console) - 1) + 1
+            line = bytes(self.console[start:-1]).decode(errors="replace")
+            i = line.find(l2init.PREFIX)
+            if i >= 0:
+                self.log.add("l2-report", text=line[i + len(l2init.PREFIX):].strip())
 
     def setup(self) -> None:
         p = self.policy
         try:
             self.kvmfd = Kvm(self.kvm_path)
-        except KvmUnavailable as e:
+        except (KvmUnavailable, KvmBroken) as e:
             raise VmmError(str(e)) from None
         self.vm = self.kvmfd.create_vm()
         self.ram = self.vm.add_memory(0, board.RAM, self.ram_size)
+        if p.pmem_mib:
+            self.vm.add_file_memory(1, board.PMEM, self.pmem, p.pmem_mib * MiB)
         has_cap = self.vm.check_extension(uapi.KVM_CAP_ARM_SYSTEM_SUSPEND) > 0
         if p.system_suspend_cap:
             if not has_cap:
@@ -151,8 +166,14 @@ class ReferenceVmm:
             v.arm64_init(*feats)
             self.features[n] = feats
         if p.psci_version:
-            self.vm.vcpus[0].set_reg(uapi.KVM_REG_ARM_PSCI_VERSION,
-                                     arm64.psci_version(*p.psci_version))
+            want = arm64.psci_version(*p.psci_version)
+            default = self.vm.vcpus[0].get_reg(uapi.KVM_REG_ARM_PSCI_VERSION)
+            try:
+                self.vm.vcpus[0].set_reg(uapi.KVM_REG_ARM_PSCI_VERSION, want)
+            except OSError as e:
+                raise CapAbsent(f"this host KVM refuses PSCI version {arm64.version_str(want)} "
+                                f"({errno.errorcode.get(e.errno, e.errno)}); its PSCI version "
+                                f"is {arm64.version_str(default)}") from None
         self.psci_version = arm64.version_str(
             self.vm.vcpus[0].get_reg(uapi.KVM_REG_ARM_PSCI_VERSION))
         gic = self.vm.create_device(uapi.KVM_DEV_TYPE_ARM_VGIC_V3)
@@ -164,7 +185,8 @@ class ReferenceVmm:
         self._load()
         self.log.add("setup", vcpus=p.vcpus, ram_mib=p.ram_mib, psci_version=self.psci_version,
                      system_suspend_cap=p.system_suspend_cap, host_has_cap=has_cap,
-                     on_suspend=p.on_suspend, system_event_data=self.kvmfd.system_event_data)
+                     on_suspend=p.on_suspend, system_event_data=self.kvmfd.system_event_data,
+                     pmem_mib=p.pmem_mib, pmem=self.pmem)
 
     def _load(self) -> None:
         """Image at RAM + text_offset (2 MiB aligned), the initrd after its image_size,
@@ -179,7 +201,8 @@ class ReferenceVmm:
         self.ram[k_at:k_at + len(self.kernel)] = self.kernel
         self.ram[i_at:i_at + len(self.initrd)] = self.initrd
         layout = board.Layout(self.ram_size, self.policy.vcpus, self.bootargs,
-                              (board.RAM + i_at, board.RAM + i_at + len(self.initrd)))
+                              (board.RAM + i_at, board.RAM + i_at + len(self.initrd)),
+                              pmem_size=self.policy.pmem_mib * MiB)
         dtb = to_dtb(board.device_tree(layout))
         self.ram[dtb_at:dtb_at + len(dtb)] = dtb
         boot = self.vm.vcpus[0]

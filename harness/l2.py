@@ -1,0 +1,180 @@
+"""Host side of the L2 tests: an L1 host (the kernel under test, booted with EL2) that
+runs guestpm's reference VMM (harness/guest/vmm) on a guest kernel, and what one VMM
+run left: its result (exit log included), the L2 scenario's reports, its files.
+
+The L2 kernel and its modules reach L1 as two read-only raw virtio disks: /dev/vda is
+the uncompressed Image, /dev/vdb a cpio of the modules the VMM's board needs (pmem),
+which the VMM appends to the L2 initramfs.  Copying a 48 MB Image over ssh took 20.7 s
+under TCG; a disk is read in about a second."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from . import disks
+from .errors import GuestpmError
+from .guest.cpio import CpioWriter
+from .guest.vmm import board, l2init
+from .kernels import Kernel
+from .machine import Machine
+from .modules import ModuleTree
+
+MODES = {"vhe": (), "nvhe": ("kvm-arm.mode=nvhe",)}
+KERNEL_DISK, MODULES_DISK = "/dev/vda", "/dev/vdb"
+VMM = "cd /opt/guestpm && python3 -m harness.guest.vmm"
+
+
+def modules_cpio(kernel: Kernel, names: tuple[str, ...]) -> tuple[bytes, str | None]:
+    """The named modules with their dependencies, in load order, as an initramfs layer
+    (/lib/modules/guestpm/*.ko and /etc/guestpm/modules), and why not, if they cannot be
+    had (a kernel without modules: the layer is then empty)."""
+    why = None
+    order: list[tuple[str, bytes]] = []
+    if kernel.modules:
+        try:
+            order = ModuleTree(kernel.modules).closure(list(names))
+        except GuestpmError as e:
+            why = str(e)
+    else:
+        why = f"{kernel.release} comes without a modules directory"
+    buf = io.BytesIO()
+    w = CpioWriter(buf)
+    for d in ("lib", "lib/modules", "lib/modules/guestpm", "etc", "etc/guestpm"):
+        w.directory(d)
+    for name, data in order:
+        w.file(f"lib/modules/guestpm/{name}.ko", data)
+    w.file("etc/guestpm/modules", "".join(f"{n}\n" for n, _ in order).encode())
+    w.close()
+    return buf.getvalue(), why
+
+
+@dataclass(frozen=True)
+class GuestDisks:
+    qemu_args: tuple[str, ...]
+    modules_missing: str | None          # why the L2 modules layer is empty, if it is
+
+
+def guest_disks(kernel: Kernel) -> GuestDisks:
+    data = kernel.image.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    mods, why = modules_cpio(kernel, board.MODULES)
+    image = disks.payload(data, "l2-image")
+    layer = disks.payload(mods, "l2-modules")
+    return GuestDisks(disks.virtio_disk_args(image, node="l2k", fmt="raw", readonly=True)
+                      + disks.virtio_disk_args(layer, node="l2m", fmt="raw", readonly=True),
+                      why)
+
+
+def parse_report(line: str) -> dict[str, str]:
+    """`WORD k=v k={v with spaces}` -> {k: v} (pure)."""
+    return {k: v[1:-1] if v.startswith("{") else v
+            for k, v in re.findall(r"(\w+)=(\{[^}]*\}|\S*)", line)}
+
+
+@dataclass
+class L2Run:
+    """One VMM run: the result (its exit log included), the L2 console and its reports;
+    `relaunch` is the next VM on the same pmem, when the run had one."""
+    name: str
+    result: dict
+    console_text: str
+    where: str
+    art: Path | None = None
+
+    @property
+    def reports(self) -> list[str]:
+        return l2init.reports(self.console_text)
+
+    def events(self, name: str) -> list[dict]:
+        return [e for e in self.result["exits"] if e["event"] == name]
+
+    def system_events(self, typ: str) -> list[dict]:
+        return [e for e in self.events("system-event") if e["type"] == typ]
+
+    def has(self, key: str) -> bool:
+        return any(re.split(r"[ =]", r, 1)[0] == key for r in self.reports)
+
+    def report(self, key: str) -> dict[str, str]:
+        """The report line that starts with `key`, as key=value fields."""
+        line = next((r for r in self.reports if re.split(r"[ =]", r, 1)[0] == key), None)
+        assert line is not None, f"the L2 guest never reported {key!r}; it said " \
+                                 f"{self.reports} ({self.where})"
+        return parse_report(line)
+
+    def log(self, n: int = 12) -> str:
+        keep = [e for e in self.result["exits"] if e["event"] != "setup"]
+        return "\n".join(json.dumps(e) for e in keep[-n:])
+
+    def console(self) -> str:
+        return self.console_text
+
+    @property
+    def relaunch(self) -> "L2Run | None":
+        r = self.result.get("relaunch")
+        if not r:
+            return None
+        text = (self.art / "relaunch" / "console.log").read_text(errors="replace") \
+            if self.art else r["console_tail"]
+        return L2Run(f"{self.name} (relaunch)", r, text,
+                     self.where.replace("console:", "console (relaunch/):"))
+
+    def assert_ended(self) -> None:
+        assert self.result["outcome"] == "shutdown", \
+            f"L2 run {self.name}: {self.result['outcome']} ({self.result['detail']}); last " \
+            f"exits:\n{self.log()}\nL2 console tail:\n{self.console()[-1500:]}\n({self.where})"
+
+
+@dataclass
+class L2Host:
+    mode: str
+    machine: Machine
+    guest: Kernel
+    disks: GuestDisks
+    runs: dict = field(default_factory=dict)
+
+    def run(self, name: str, *args: str, append: tuple[str, ...] = (),
+            timeout: float = 240) -> L2Run:
+        """The reference VMM in L1, once per (name, args, append) on this host machine.
+        Exit 4 from the VMM (the host KVM lacks what the policy asks) SKIPs, naming it."""
+        key = (name, args, append)
+        if key in self.runs:
+            return self.runs[key]
+        n = len(self.runs)
+        out = f"/tmp/l2-{n}"
+        cmd = (f"{VMM} --kernel {KERNEL_DISK} --initrd-extra {MODULES_DISK} --out {out} "
+               f"--timeout {timeout:g} {' '.join(shlex.quote(a) for a in args)} "
+               f"--append {shlex.quote(' '.join(append))}")
+        r = self.machine.ssh.run(cmd, timeout=2 * timeout + 60)
+        art = self.machine.workdir / f"l2-{self.mode}-{n}-{name}"
+        for sub in ("", "relaunch/"):
+            (art / sub).mkdir(parents=True, exist_ok=True)
+            for f in ("exits.jsonl", "console.log"):
+                got = self.machine.ssh.run(f"cat {out}/{sub}{f} 2>/dev/null", timeout=60)
+                (art / sub / f).write_text(got.output)
+        (art / "command.txt").write_text(cmd + "\n")
+        where = f"VMM exit log and L2 console: {art}"
+        if r.status == 4:
+            pytest.skip(r.stderr.strip().removeprefix("vmm: "))
+        assert r.status in (0, 3), \
+            f"the reference VMM failed (exit {r.status}): {r.stderr.strip()} ({where})"
+        result = json.loads(r.output.strip().splitlines()[-1])
+        console = (art / "console.log").read_text(errors="replace")
+        self.runs[key] = L2Run(name, result, console, where, art)
+        return self.runs[key]
+
+
+def host(machine_pool, mode: str, guest: Kernel) -> L2Host:
+    """The L1 host machine of the L2 tests in `mode`, with `guest` attached (shared by
+    every L2 test of the target that names the same guest)."""
+    d = guest_disks(guest)
+    m = machine_pool.get(MODES[mode], tag=f"l2-{mode}", qemu_args=d.qemu_args)
+    return L2Host(mode, m, guest, d)
