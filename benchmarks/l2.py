@@ -5,10 +5,13 @@ Per L1 host (VHE, nVHE) it prints:
   mmio      one MMIO exit through L1 KVM and the VMM's Python: wall us per exit, and
             the Python share (harness.guest.vmm.bench, 2000 loads)
   boot      L2 boot: the VMM's wall time from start to the scenario's first report,
-            the L2 uptime at that report, MMIO exits in the boot
+            the L2 uptime at that report, MMIO exits in the whole honour scenario
   suspend   SYSTEM_SUSPEND honoured in KVM with a 3 s RTC alarm: SUSPEND exit ->
             WAKEUP exit (the alarm's wait included), WAKEUP -> the L2 "resumed" report
   whole     the VMM's wall time for the whole honour scenario (boot, suspend, power-off)
+  hibernate SYSTEM_OFF2 round trip onto a pmem swap (512 MiB guest): `echo disk` (the
+            "hibernating" report) -> the SHUTDOWN exit, and the new VM's start -> the
+            restored /init's "thawed" report
 Figures are host wall time under TCG (L1) and L1 KVM (L2); compare ratios in one run.
 
     .venv/bin/python benchmarks/l2.py [--kernel K]... [--mode vhe|nvhe]...
@@ -48,18 +51,28 @@ def one(profile, kernel, mode: str, workdir: Path) -> dict:
         mmio = _json(m, "cd /opt/guestpm && python3 -m harness.guest.vmm.bench 2000")
         run = _json(m, VMM + "--suspend honour --append 'guestpm.suspend=1 "
                     "guestpm.mem_sleep=deep guestpm.alarm=3'")
+        res = "guestpm.resume=pmem0 no_console_suspend"
+        hib = _json(m, VMM + f"--suspend off --ram-mib 512 --pmem /tmp/bench-pmem --relaunch "
+                    f"always --relaunch-append '{res}' --append '{res} guestpm.hibernate=1'")
     ex = run["exits"]
     up = next(e for e in ex if e["event"] == "l2-report" and e["text"].startswith("up "))
     uptime = float(up["text"].split("uptime=")[1].split()[0])
     suspend = _t(ex, "system-event", typ="SUSPEND")
     wake = _t(ex, "system-event", typ="WAKEUP")
     resumed = _t(ex, "l2-report", "resumed")
+    hx, rx = hib["exits"], (hib.get("relaunch") or {}).get("exits", [])
+    try:
+        off = round(_t(hx, "system-event", typ="SHUTDOWN") - _t(hx, "l2-report", "hibernating"), 1)
+        back = round(_t(rx, "l2-report", "thawed") - _t(rx, "start"), 1)
+        hibernate = f"{off}+{back}"
+    except StopIteration:
+        hibernate = f"failed ({hib['outcome']}, relaunch {(hib.get('relaunch') or {}).get('outcome')})"
     return {"mmio_us": mmio["us_per_exit"], "python_us": mmio["python_us_per_exit"],
             "boot_s": round(up["t"], 2), "l2_uptime_s": uptime,
             "boot_mmio_exits": sum(run["mmio_exits"].values()),
             "suspend_to_wakeup_s": round(wake - suspend, 2),
             "wakeup_to_resumed_s": round(resumed - wake, 2), "whole_s": run["elapsed_s"],
-            "outcome": run["outcome"]}
+            "outcome": run["outcome"], "hibernate": hibernate}
 
 
 def main() -> int:
@@ -69,7 +82,8 @@ def main() -> int:
     a = ap.parse_args()
     p = profiles.get("arm64")
     print(f"{'kernel':<12} {'mode':<5} {'MMIO us':>8} {'(py)':>6} {'L2 boot s':>9} "
-          f"{'uptime':>6} {'exits':>6} {'susp->wake':>10} {'wake->L2':>8} {'whole s':>7}")
+          f"{'uptime':>6} {'exits':>6} {'susp->wake':>10} {'wake->L2':>8} {'whole s':>7} "
+          "hibernate off+restore s")
     for spec in a.kernel or kernels.DEFAULT_KERNELS:
         k = kernels.resolve(spec, p)
         for mode in a.mode or list(l2.MODES):
@@ -78,7 +92,7 @@ def main() -> int:
             print(f"{spec:<12} {mode:<5} {r['mmio_us']:>8} {r['python_us']:>6} "
                   f"{r['boot_s']:>9} {r['l2_uptime_s']:>6} {r['boot_mmio_exits']:>6} "
                   f"{r['suspend_to_wakeup_s']:>10} {r['wakeup_to_resumed_s']:>8} "
-                  f"{r['whole_s']:>7}  {r['outcome']}", flush=True)
+                  f"{r['whole_s']:>7} {r['hibernate']}", flush=True)
     return 0
 
 

@@ -129,8 +129,8 @@ def cmd_run(args) -> int:
             "--junitxml", str(Path(args.results) / "junit.xml")]
     if args.self_test:
         argv.append("--self-test")
-    if args.guest_kernel:
-        argv.append(f"--guest-kernel={args.guest_kernel}")
+    for g in args.guest_kernel:
+        argv.append(f"--guest-kernel={g}")
     for k in args.kernel:
         argv.append(f"--kernel={k}")
     for a in args.arch:
@@ -249,9 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--self-test", action="store_true",
                    help="also run guestpm's own self-tests (harness failure paths; build and "
                         "bisect where the build tools are installed)")
-    p.add_argument("--guest-kernel", metavar="SPEC",
-                   help="the L2 guest kernel of the reference-VMM tests (default: the kernel "
-                        "under test)")
+    p.add_argument("--guest-kernel", action="append", default=[], metavar="SPEC",
+                   help="an L2 guest kernel of the reference-VMM tests, repeatable: host x "
+                        "guest cells (default: the kernel under test as its own guest)")
     p.set_defaults(build_tools=False)
     p.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     p = sub.add_parser("boot", help="boot one kernel and attach to its console")

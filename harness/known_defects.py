@@ -73,3 +73,11 @@ def xfail_on(m, *defects: KnownDefect) -> Iterator[None]:
             if d.matches(str(e), arch):
                 pytest.xfail(f"known kernel defect: {d.summary} ({d.doc}; {m.console_log})")
         raise
+
+
+def xfail_if_seen(text: str, arch: str, where: str, *defects: KnownDefect) -> None:
+    """The same, for a console the test reads itself (an L2 guest's): XFAIL naming the
+    first of `defects` whose whole symptom is in `text`."""
+    for d in defects:
+        if d.matches(text, arch):
+            pytest.xfail(f"known kernel defect: {d.summary} ({d.doc}; {where})")

@@ -142,7 +142,7 @@ class L2Host:
     runs: dict = field(default_factory=dict)
 
     def run(self, name: str, *args: str, append: tuple[str, ...] = (),
-            timeout: float = 240) -> L2Run:
+            timeout: float = 300, silent: float = 180) -> L2Run:
         """The reference VMM in L1, once per (name, args, append) on this host machine.
         Exit 4 from the VMM (the host KVM lacks what the policy asks) SKIPs, naming it."""
         key = (name, args, append)
@@ -151,7 +151,8 @@ class L2Host:
         n = len(self.runs)
         out = f"/tmp/l2-{n}"
         cmd = (f"{VMM} --kernel {KERNEL_DISK} --initrd-extra {MODULES_DISK} --out {out} "
-               f"--timeout {timeout:g} {' '.join(shlex.quote(a) for a in args)} "
+               f"--timeout {timeout:g} --silent {silent:g} "
+               f"{' '.join(shlex.quote(a) for a in args)} "
                f"--append {shlex.quote(' '.join(append))}")
         r = self.machine.ssh.run(cmd, timeout=2 * timeout + 60)
         art = self.machine.workdir / f"l2-{self.mode}-{n}-{name}"
@@ -172,9 +173,10 @@ class L2Host:
         return self.runs[key]
 
 
-def host(machine_pool, mode: str, guest: Kernel) -> L2Host:
+def host(machine_pool, mode: str, guest: Kernel, same: bool = True) -> L2Host:
     """The L1 host machine of the L2 tests in `mode`, with `guest` attached (shared by
     every L2 test of the target that names the same guest)."""
     d = guest_disks(guest)
-    m = machine_pool.get(MODES[mode], tag=f"l2-{mode}", qemu_args=d.qemu_args)
+    tag = f"l2-{mode}" if same else f"l2-{mode}-guest-{guest.release}"
+    m = machine_pool.get(MODES[mode], tag=tag, qemu_args=d.qemu_args)
     return L2Host(mode, m, guest, d)

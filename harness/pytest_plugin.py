@@ -90,9 +90,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="bound on one boot to a shell (default 300; TCG is slow)")
     g.addoption("--self-test", action="store_true",
                 help="also run guestpm's own self-tests (harness failure paths, build, bisect)")
-    g.addoption("--guest-kernel", metavar="SPEC",
-                help="the L2 guest kernel of the reference-VMM tests (any --kernel spec); "
-                     "default: the kernel under test, as host and guest")
+    g.addoption("--guest-kernel", action="append", default=[], metavar="SPEC",
+                help="an L2 guest kernel of the reference-VMM tests (any --kernel spec; "
+                     "repeatable: host x guest cells); default: the kernel under test, as "
+                     "host and guest")
 
 
 def targets(config: pytest.Config) -> list[Target]:
@@ -158,6 +159,8 @@ def pytest_configure(config: pytest.Config) -> None:
                  "harness_selftest: a test of guestpm itself: with --self-test, first target",
                  "needs_build_tools(arch, ...): collected only where guestpm build can build",
                  "stock_kernel_only: collected only for debian: kernels (upstream history)",
+                 "cross_guest((host_spec, guest_spec), ...): L2 host x guest cells this test "
+                 "also runs (without --guest-kernel), each only on its host kernel",
                  "standin(series): runs our stand-in for an unmerged series; reported apart "
                  "from the kernel's verdicts, under 'stand-in'",
                  "e2e: boots real kernels in QEMU",
@@ -171,8 +174,9 @@ def pytest_configure(config: pytest.Config) -> None:
                 check_targets(config)
             except GuestpmError as e:        # before any worker starts or anything boots
                 pytest.exit(f"guestpm: error: {e}", returncode=2)
-        # a new run's artifacts never mix with an old run's (machine dir names repeat)
-        for old in ("machines", "tests", "targets"):
+        # a new run's artifacts never mix with an old run's (machine dir names repeat);
+        # --collect-only runs nothing, so it leaves a running run's artifacts alone
+        for old in ("machines", "tests", "targets") if not config.option.collectonly else ():
             shutil.rmtree(res / old, ignore_errors=True)
         res.mkdir(parents=True, exist_ok=True)
         if getattr(config.option, "xmlpath", "missing") is None:
@@ -189,6 +193,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             arch = metafunc.definition.get_closest_marker("arch")
             ts = [t for t in ts if not arch or t.arch in arch.args][:1] or ts[:1]
         metafunc.parametrize("target", ts, ids=[t.id for t in ts], scope="session")
+    if "guest_spec" in metafunc.fixturenames:
+        # host x guest cells of the L2 tests: every --guest-kernel; without the option,
+        # the kernel under test as its own guest plus the cells a test's cross_guest mark
+        # names (collected only on their host kernel)
+        specs: list[str | None] = list(metafunc.config.getoption("guest_kernel"))
+        if not specs:
+            m = metafunc.definition.get_closest_marker("cross_guest")
+            specs = [None] + [guest for _, guest in m.args] if m else []
+        if specs:
+            metafunc.parametrize("guest_spec", specs, scope="session",
+                                 ids=[f"guest={s}" if s else "guest=same" for s in specs])
 
 
 def _target_of(item: pytest.Item) -> Target | None:
@@ -226,6 +241,11 @@ def _why_not_collected(config: pytest.Config, item: pytest.Item, tools: dict) ->
     if item.get_closest_marker("stock_kernel_only") and not t.kernel.startswith("debian:"):
         return f"tests do not apply to {summary.short_spec(t.kernel)} (upstream history is " \
                "asserted on stock Debian kernels; on others it is reported as information)"
+    m = item.get_closest_marker("cross_guest")
+    guest = getattr(getattr(item, "callspec", None), "params", {}).get("guest_spec")
+    if m and guest and not config.getoption("guest_kernel") and \
+            (t.kernel, guest) not in [tuple(a) for a in m.args]:
+        return "cross cells (host x guest kernel) of other host kernels"
     m = item.get_closest_marker("profile_has")
     if m:
         p = profiles.get(t.arch)
@@ -246,7 +266,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         keep.append(item)
         t = _target_of(item)
-        item.user_properties.append(("family", summary.family_of(item.nodeid.split("::")[0])))
+        family = summary.family_of(item.nodeid.split("::")[0])
+        guest = getattr(getattr(item, "callspec", None), "params", {}).get("guest_spec")
+        if guest:                       # a host x guest cell of the L2 families
+            family += f" (guest {summary.short_spec(guest)})"
+        item.user_properties.append(("family", family))
         if item.get_closest_marker("harness_selftest"):
             item.user_properties.append(("kind", "self-test"))
         elif item.get_closest_marker("standin"):
@@ -312,10 +336,16 @@ def kernel(target: Target, profile: profiles.Profile) -> kernels.Kernel:
 
 
 @pytest.fixture(scope="session")
-def guest_kernel(request, kernel: kernels.Kernel, profile: profiles.Profile) -> kernels.Kernel:
+def guest_spec() -> str | None:
+    """The L2 guest's spec; None: the kernel under test.  Parametrized (ids
+    `guest=SPEC`) by --guest-kernel and by the cross_guest mark."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def guest_kernel(guest_spec, kernel: kernels.Kernel, profile: profiles.Profile) -> kernels.Kernel:
     """The kernel the reference VMM boots as an L2 guest inside the kernel under test."""
-    spec = request.config.getoption("guest_kernel")
-    return kernels.resolve(spec, profile, progress) if spec else kernel
+    return kernels.resolve(guest_spec, profile, progress) if guest_spec else kernel
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,9 @@ from harness.pytest_plugin import attach_machine
 
 
 @pytest.fixture(scope="session", params=list(l2.MODES))
-def l2_host(request, machine_pool, guest_kernel) -> L2Host:
-    return l2.host(machine_pool, request.param, guest_kernel)
+def l2_host(request, machine_pool, kernel, guest_kernel) -> L2Host:
+    return l2.host(machine_pool, request.param, guest_kernel,
+                   same=guest_kernel is kernel)
 
 
 @pytest.fixture

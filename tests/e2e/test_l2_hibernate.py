@@ -20,11 +20,14 @@ import pytest
 
 from harness import kernels
 from harness.guest.kvm import uapi
+from harness.known_defects import TRANS_PGD_RESTORE, xfail_if_seen
 from harness.l2 import L2Host, L2Run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("arm64")]
 
-RESUME = "guestpm.resume=pmem0"
+# no_console_suspend: an oops in the restore comes after the console would be
+# suspended (the 6.12 guest's restore went silent at "Suspending console(s)")
+RESUME = "guestpm.resume=pmem0 no_console_suspend"
 # 256 MiB (the suspend tests' size) leaves Debian's kernel "Image allocation is 4255
 # pages short": a hibernation image needs about half of RAM free
 RAM_MIB = 512
@@ -37,7 +40,7 @@ def hibernate(l1: L2Host, name: str, *vmm_args: str) -> L2Run:
     return l1.run(name, "--suspend", "off", "--ram-mib", str(RAM_MIB),
                   "--pmem", f"/tmp/l2-pmem-{name}",
                   "--relaunch", "always", "--relaunch-append", RESUME, *vmm_args,
-                  append=(RESUME, "guestpm.hibernate=1", "hibernate=nocompress"))
+                  append=(RESUME, "guestpm.hibernate=1"))
 
 
 def _psci(version: str) -> tuple[int, int]:
@@ -66,6 +69,7 @@ def _restored(run: L2Run) -> None:
     on after `echo disk` with its memory and its background process."""
     again = run.relaunch
     assert again is not None, f"the VMM did not boot a new VM after the SHUTDOWN ({run.where})"
+    xfail_if_seen(again.console(), "arm64", again.where, TRANS_PGD_RESTORE)
     assert "PM: hibernation: resume from hibernation" in again.console(), \
         f"the new VM's kernel never said it resumes:\n{again.console()[-1500:]} ({again.where})"
     assert not again.has("fresh"), \
@@ -77,6 +81,8 @@ def _restored(run: L2Run) -> None:
     again.assert_ended()
 
 
+# one cross cell by default: a guest from before the series on a host that offers it
+@pytest.mark.cross_guest(("debian:7.2", "debian:6.12"))
 def test_l2_hibernation_exits_shutdown_with_the_off2_flag(l1, guest_kernel):
     run = hibernate(l1, "hibernate")
     down = _hibernated(run)

@@ -10,6 +10,8 @@ another."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from harness.l2 import L2Host, L2Run
@@ -148,3 +150,23 @@ def test_l2_without_the_cap_takes_s2idle_and_no_suspend_exit(l1):
     assert not run.system_events("SUSPEND") and not run.system_events("WAKEUP"), \
         f"without the cap KVM must not exit for SUSPEND:\n{run.log()} ({run.where})"
     _guest_resumed(run, "s2idle")
+
+
+SPINNER = ("import struct; open('/tmp/spin.img', 'wb').write(struct.pack("
+           "'<II QQQ QQQ II', 0x14000000, 0, 0, 1 << 21, 0, 0, 0, 0, 0x644D5241, 0) "
+           "+ bytes(4096))")
+
+
+def test_a_guest_that_never_prints_is_ended_by_the_vmm_bound(l1):
+    """An arm64 Image whose first instruction branches to itself: the guest never prints.
+    The VMM ends it at its silence bound (exit 3, one JSON line) and nothing of it stays
+    running in L1."""
+    r = l1.machine.ssh.run(
+        f'python3 -c "{SPINNER}" && cd /opt/guestpm && python3 -m harness.guest.vmm '
+        "--kernel /tmp/spin.img --suspend off --silent 5 --timeout 60 --vcpus 1; "
+        "echo rc=$?; pgrep -f '^python3 -m harness.guest.vmm' || echo none-left", timeout=120)
+    lines = r.output.strip().splitlines()
+    assert lines[-2:] == ["rc=3", "none-left"], f"VMM on a silent guest: {r.output}{r.stderr}"
+    result = json.loads(lines[-3])
+    assert result["outcome"] == "silent" and result["elapsed_s"] < 30, result
+    assert "printed nothing in 5 s" in result["detail"], result

@@ -212,7 +212,7 @@ class ReferenceVmm:
             boot.set_reg(uapi.arm64_x(n), 0)
 
     # ------------------------------------------------------------------ running
-    def run(self, timeout: float = 300, silent_s: float = 60,
+    def run(self, timeout: float = 300, silent_s: float = 120,
             progress=None) -> Result:
         """Run until the guest powers off, resets or crashes, or a bound ends it."""
         install_kick_handler()
