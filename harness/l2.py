@@ -14,7 +14,7 @@ import io
 import json
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -139,16 +139,17 @@ class L2Host:
     machine: Machine
     guest: Kernel
     disks: GuestDisks
-    runs: dict = field(default_factory=dict)
 
     def run(self, name: str, *args: str, append: tuple[str, ...] = (),
             timeout: float = 300, silent: float = 180) -> L2Run:
         """The reference VMM in L1, once per (name, args, append) on this host machine.
         Exit 4 from the VMM (the host KVM lacks what the policy asks) SKIPs, naming it."""
         key = (name, args, append)
-        if key in self.runs:
-            return self.runs[key]
-        n = len(self.runs)
+        # the cache and the numbering live on the machine: two L2Hosts may share one
+        runs = self.machine.__dict__.setdefault("l2_runs", {})
+        if key in runs:
+            return runs[key]
+        n = len(runs)
         out = f"/tmp/l2-{n}"
         cmd = (f"{VMM} --kernel {KERNEL_DISK} --initrd-extra {MODULES_DISK} --out {out} "
                f"--timeout {timeout:g} --silent {silent:g} "
@@ -169,8 +170,8 @@ class L2Host:
             f"the reference VMM failed (exit {r.status}): {r.stderr.strip()} ({where})"
         result = json.loads(r.output.strip().splitlines()[-1])
         console = (art / "console.log").read_text(errors="replace")
-        self.runs[key] = L2Run(name, result, console, where, art)
-        return self.runs[key]
+        runs[key] = L2Run(name, result, console, where, art)
+        return runs[key]
 
 
 def host(machine_pool, mode: str, guest: Kernel, same: bool = True) -> L2Host:

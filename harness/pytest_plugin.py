@@ -90,6 +90,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="bound on one boot to a shell (default 300; TCG is slow)")
     g.addoption("--self-test", action="store_true",
                 help="also run guestpm's own self-tests (harness failure paths, build, bisect)")
+    g.addoption("--all-l2-modes", action="store_true",
+                help="run the L2 tests that are VHE-only by default in nVHE too")
     g.addoption("--guest-kernel", action="append", default=[], metavar="SPEC",
                 help="an L2 guest kernel of the reference-VMM tests (any --kernel spec; "
                      "repeatable: host x guest cells); default: the kernel under test, as "
@@ -160,7 +162,9 @@ def pytest_configure(config: pytest.Config) -> None:
                  "needs_build_tools(arch, ...): collected only where guestpm build can build",
                  "stock_kernel_only: collected only for debian: kernels (upstream history)",
                  "cross_guest((host_spec, guest_spec), ...): L2 host x guest cells this test "
-                 "also runs (without --guest-kernel), each only on its host kernel",
+                 "also runs (without --guest-kernel), each only on its host kernel, in VHE",
+                 "l2_mode_hosts(mode, host_spec, ...): the test's L2 `mode` cells are "
+                 "collected only on these host kernels (all with --all-l2-modes)",
                  "standin(series): runs our stand-in for an unmerged series; reported apart "
                  "from the kernel's verdicts, under 'stand-in'",
                  "e2e: boots real kernels in QEMU",
@@ -202,7 +206,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             m = metafunc.definition.get_closest_marker("cross_guest")
             specs = [None] + [guest for _, guest in m.args] if m else []
         if specs:
-            metafunc.parametrize("guest_spec", specs, scope="session",
+            metafunc.parametrize("guest_spec", specs,
                                  ids=[f"guest={s}" if s else "guest=same" for s in specs])
 
 
@@ -241,11 +245,19 @@ def _why_not_collected(config: pytest.Config, item: pytest.Item, tools: dict) ->
     if item.get_closest_marker("stock_kernel_only") and not t.kernel.startswith("debian:"):
         return f"tests do not apply to {summary.short_spec(t.kernel)} (upstream history is " \
                "asserted on stock Debian kernels; on others it is reported as information)"
+    params = getattr(getattr(item, "callspec", None), "params", {})
     m = item.get_closest_marker("cross_guest")
-    guest = getattr(getattr(item, "callspec", None), "params", {}).get("guest_spec")
-    if m and guest and not config.getoption("guest_kernel") and \
-            (t.kernel, guest) not in [tuple(a) for a in m.args]:
-        return "cross cells (host x guest kernel) of other host kernels"
+    guest = params.get("guest_spec")
+    if m and guest and not config.getoption("guest_kernel"):
+        if (t.kernel, guest) not in [tuple(a) for a in m.args]:
+            return "cross cells (host x guest kernel) of other host kernels"
+        if params.get("l2_mode", "vhe") != "vhe":
+            return "cross cells in nVHE (the guest's side does not depend on the host's mode)"
+    m = item.get_closest_marker("l2_mode_hosts")
+    if m and params.get("l2_mode") == m.args[0] and t.kernel not in m.args[1:] \
+            and not config.getoption("all_l2_modes"):
+        return f"L2 {m.args[0]} cells of hosts other than {', '.join(m.args[1:])} (opt-in: " \
+               "--all-l2-modes)"
     m = item.get_closest_marker("profile_has")
     if m:
         p = profiles.get(t.arch)
@@ -335,17 +347,14 @@ def kernel(target: Target, profile: profiles.Profile) -> kernels.Kernel:
     return kernels.resolve(target.kernel, profile, progress)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def guest_spec() -> str | None:
     """The L2 guest's spec; None: the kernel under test.  Parametrized (ids
-    `guest=SPEC`) by --guest-kernel and by the cross_guest mark."""
+    `guest=SPEC`) by --guest-kernel and by the cross_guest mark.  Function-scoped on
+    purpose: a session fixture computed from it would be cached by pytest under the
+    first value it saw and reused for another guest (seen: a "guest=debian:6.12" cell
+    that booted the host's own kernel); tests/e2e/conftest.py keys L1 hosts by it."""
     return None
-
-
-@pytest.fixture(scope="session")
-def guest_kernel(guest_spec, kernel: kernels.Kernel, profile: profiles.Profile) -> kernels.Kernel:
-    """The kernel the reference VMM boots as an L2 guest inside the kernel under test."""
-    return kernels.resolve(guest_spec, profile, progress) if guest_spec else kernel
 
 
 @pytest.fixture(scope="session")

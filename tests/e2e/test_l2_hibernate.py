@@ -81,9 +81,12 @@ def _restored(run: L2Run) -> None:
     again.assert_ended()
 
 
-# one cross cell by default: a guest from before the series on a host that offers it
+# one cross cell by default (VHE): a guest from before the series on a host that offers
+# it; nVHE on hosts without SYSTEM_OFF2 is opt-in (--all-l2-modes): CI time
 @pytest.mark.cross_guest(("debian:7.2", "debian:6.12"))
-def test_l2_hibernation_exits_shutdown_with_the_off2_flag(l1, guest_kernel):
+@pytest.mark.l2_mode_hosts("nvhe", "debian:7.2")
+def test_l2_hibernation_exits_shutdown_with_the_off2_flag(l1):
+    guest = l1.guest
     run = hibernate(l1, "hibernate")
     down = _hibernated(run)
     version = run.result["psci_version"]
@@ -91,10 +94,10 @@ def test_l2_hibernation_exits_shutdown_with_the_off2_flag(l1, guest_kernel):
         _restored(run)                # the round trip is asserted before the SKIP
         pytest.skip(f"host PSCI version {version} < 1.3: SYSTEM_OFF2 absent (the round trip "
                     "through SYSTEM_OFF passed)")
-    if not kernels.image_mentions(guest_kernel.image, b"SYSTEM_OFF2") and \
-            kernels.image_mentions(guest_kernel.image, b"SYSTEM_SUSPEND"):
+    if not kernels.image_mentions(guest.image, b"SYSTEM_OFF2") and \
+            kernels.image_mentions(guest.image, b"SYSTEM_SUSPEND"):
         _restored(run)
-        pytest.skip(f"guest {guest_kernel.release} has no SYSTEM_OFF2 (its PSCI function "
+        pytest.skip(f"guest {guest.release} has no SYSTEM_OFF2 (its PSCI function "
                     "table does not name it): it hibernates through SYSTEM_OFF (the round "
                     "trip passed)")
     # KVM sets x0..x3 before this exit, so the type argument cannot be read back: the
@@ -107,6 +110,7 @@ def test_l2_hibernation_exits_shutdown_with_the_off2_flag(l1, guest_kernel):
     _restored(run)
 
 
+@pytest.mark.l2_mode_hosts("nvhe", "debian:7.2")
 def test_l2_hibernation_round_trip_at_psci_1_2_goes_through_system_off(l1):
     """The VMM lowers the PSCI version to 1.2: the guest must not see SYSTEM_OFF2 and
     must hibernate through SYSTEM_OFF (no flag); the restore still works."""
@@ -120,6 +124,7 @@ def test_l2_hibernation_round_trip_at_psci_1_2_goes_through_system_off(l1):
     _restored(run)
 
 
+@pytest.mark.l2_mode_hosts("nvhe", "debian:7.2")
 def test_l2_nothing_to_resume_boots_fresh(l1):
     """An empty pmem boots fresh (the first VM of every round trip shows it), and an image
     made with another memory size is refused ("Image mismatch: memory size", "Failed to

@@ -96,9 +96,11 @@ def test_l2_boots_and_sees_the_psci_version_l1_gave_it(l1):
 
 
 def test_l2_offers_deep_only_with_the_cap(l1):
-    with_cap = vmm_run(l1, "honour", *SUSPEND).report("mem_sleep")["mem_sleep"].split()
+    honour = vmm_run(l1, "honour", *SUSPEND)
+    with_cap = honour.report("mem_sleep")["mem_sleep"].split()
     assert "deep" in with_cap or "[deep]" in with_cap, \
-        f"with KVM_CAP_ARM_SYSTEM_SUSPEND, L2's mem_sleep is {with_cap}: no deep ({l1.runs})"
+        f"with KVM_CAP_ARM_SYSTEM_SUSPEND, L2's mem_sleep is {with_cap}: no deep " \
+        f"({honour.where})"
     off = vmm_run(l1, "off", "guestpm.suspend=1", f"guestpm.alarm={ALARM_S}")
     without = off.report("mem_sleep")["mem_sleep"].split()
     assert not {"deep", "[deep]"} & set(without), \
