@@ -16,19 +16,22 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("l2_mode", list(l2.MODES))
 
 
-@pytest.fixture(scope="session")
-def l2_hosts() -> dict:
-    """(mode, guest spec) -> L2Host: the cache is explicit, not pytest's, because pytest
-    keys a session fixture by its own parameters only, not by those it depends on."""
-    return {}
-
-
 @pytest.fixture
-def l1(request, l2_hosts, l2_mode, guest_spec, machine_pool, kernel, profile) -> L2Host:
-    """The L1 host of this test's L2 runs; its console slice goes to the test's artifacts."""
+def l1(request, target, l2_mode, guest_spec, machine_pool, kernel, profile) -> L2Host:
+    """The L1 host of this test's L2 runs; its console slice goes to the test's artifacts.
+
+    Hosts are cached on the target's machine pool, keyed by (mode, guest spec): they
+    live exactly as long as the pool's machines.  Not a session fixture: pytest computes
+    a session fixture without parameters of its own once per worker, whatever it
+    depends on, and one worker runs several targets (seen: 7.2 tests run on a 6.12
+    host, and a "guest=debian:6.12" cell booting 7.2)."""
+    hosts = machine_pool.__dict__.setdefault("l2_hosts", {})
     key = (l2_mode, guest_spec)
-    if key not in l2_hosts:
+    if key not in hosts:
         guest = kernels.resolve(guest_spec, profile, progress) if guest_spec else kernel
-        l2_hosts[key] = l2.host(machine_pool, l2_mode, guest, same=guest_spec is None)
-    attach_machine(request, l2_hosts[key].machine)
-    return l2_hosts[key]
+        hosts[key] = l2.host(machine_pool, l2_mode, guest, same=guest_spec is None)
+    host = hosts[key]
+    assert host.machine.kernel.spec == target.kernel, \
+        f"the L1 host for {target.id} runs {host.machine.kernel.spec}: a fixture mix-up"
+    attach_machine(request, host.machine)
+    return host
