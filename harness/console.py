@@ -21,7 +21,7 @@ from pathlib import Path
 import pexpect
 from pexpect.spawnbase import SpawnBase
 
-from .errors import GuestPanic, WaitTimeout
+from .errors import GuestPanic, WaitTimeout, leave_signals_to_the_main_thread
 
 # Console lines that mean the kernel under test is broken.  The first such line
 # makes every wait on this machine fail, quoting it and what follows.
@@ -127,6 +127,7 @@ class Console:
 
     # ------------------------------------------------------------ reader thread
     def _reader(self) -> None:
+        leave_signals_to_the_main_thread()
         try:
             while True:
                 try:

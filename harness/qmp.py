@@ -18,7 +18,7 @@ from typing import Any
 
 from qemu.qmp import QMPClient
 
-from .errors import WaitTimeout
+from .errors import WaitTimeout, leave_signals_to_the_main_thread
 
 
 class QMP:
@@ -28,11 +28,15 @@ class QMP:
         self.events: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="qmp", daemon=True)
+        self._thread = threading.Thread(target=self._run_loop, name="qmp", daemon=True)
         self._thread.start()
         self._client = QMPClient(name)
         self._call(self._client.connect(sock), timeout=30, what="the QMP greeting")
         self._listener = self._call(self._start_listener(), timeout=5, what="QMP listener")
+
+    def _run_loop(self) -> None:
+        leave_signals_to_the_main_thread()
+        self._loop.run_forever()
 
     async def _start_listener(self) -> asyncio.Task:
         return asyncio.create_task(self._listen())
