@@ -169,6 +169,7 @@ class L2Host:
         assert r.status in (0, 3), \
             f"the reference VMM failed (exit {r.status}): {r.stderr.strip()} ({where})"
         result = json.loads(r.output.strip().splitlines()[-1])
+        (art / "result.json").write_text(json.dumps(result, indent=1))
         console = (art / "console.log").read_text(errors="replace")
         runs[key] = L2Run(name, result, console, where, art)
         return runs[key]
