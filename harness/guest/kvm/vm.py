@@ -214,11 +214,13 @@ class Vm:
 
     def add_memory(self, slot: int, gpa: int, size: int) -> mmap.mmap:
         """Anonymous host memory mapped at guest physical address `gpa`."""
-        mem = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-                        mmap.PROT_READ | mmap.PROT_WRITE)
-        view = (ctypes.c_char * size).from_buffer(mem)
+        return self._slot(slot, gpa, mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                                               mmap.PROT_READ | mmap.PROT_WRITE))
+
+    def _slot(self, slot: int, gpa: int, mem: mmap.mmap) -> mmap.mmap:
+        view = (ctypes.c_char * len(mem)).from_buffer(mem)
         fcntl.ioctl(self.fd, uapi.KVM_SET_USER_MEMORY_REGION,
-                    uapi.USERSPACE_MEMORY_REGION.pack(slot, 0, gpa, size, _addr(view)))
+                    uapi.USERSPACE_MEMORY_REGION.pack(slot, 0, gpa, len(mem), _addr(view)))
         self._maps.append(mem)
         self._views.append(view)
         return mem
@@ -233,12 +235,7 @@ class Vm:
             mem = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
-        view = (ctypes.c_char * size).from_buffer(mem)
-        fcntl.ioctl(self.fd, uapi.KVM_SET_USER_MEMORY_REGION,
-                    uapi.USERSPACE_MEMORY_REGION.pack(slot, 0, gpa, size, _addr(view)))
-        self._maps.append(mem)
-        self._views.append(view)
-        return mem
+        return self._slot(slot, gpa, mem)
 
     def create_vcpu(self, vcpu_id: int) -> "Vcpu":
         vcpu = Vcpu(self, vcpu_id, fcntl.ioctl(self.fd, uapi.KVM_CREATE_VCPU, vcpu_id))
