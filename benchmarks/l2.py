@@ -6,7 +6,7 @@ Per L1 host (VHE, nVHE) it prints:
             the Python share (harness.guest.vmm.bench, 2000 loads)
   boot      L2 boot: the VMM's wall time from start to the scenario's first report,
             the L2 uptime at that report, MMIO exits in the whole honour scenario
-  suspend   SYSTEM_SUSPEND honoured in KVM with a 3 s RTC alarm: SUSPEND exit ->
+  suspend   SYSTEM_SUSPEND honoured in KVM with a 10 s RTC alarm: SUSPEND exit ->
             WAKEUP exit (the alarm's wait included), WAKEUP -> the L2 "resumed" report
   whole     the VMM's wall time for the whole honour scenario (boot, suspend, power-off)
   hibernate SYSTEM_OFF2 round trip onto a pmem swap (512 MiB guest): `echo disk` (the
@@ -50,7 +50,7 @@ def one(profile, kernel, mode: str, workdir: Path) -> dict:
         m.wait_ready()
         mmio = _json(m, "cd /opt/guestpm && python3 -m harness.guest.vmm.bench 2000")
         run = _json(m, VMM + "--suspend honour --append 'guestpm.suspend=1 "
-                    "guestpm.mem_sleep=deep guestpm.alarm=3'")
+                    "guestpm.mem_sleep=deep guestpm.alarm=10'")
         res = "guestpm.resume=pmem0 no_console_suspend"
         hib = _json(m, VMM + f"--suspend off --ram-mib 512 --pmem /tmp/bench-pmem --relaunch "
                     f"always --relaunch-append '{res}' --append '{res} guestpm.hibernate=1'")
