@@ -22,11 +22,16 @@ import pexpect
 from pexpect.spawnbase import SpawnBase
 
 from .errors import GuestPanic, WaitTimeout, leave_signals_to_the_main_thread
+from .splats import Scanner, SplatLog
 
-# Console lines that mean the kernel under test is broken.  The first such line
-# makes every wait on this machine fail, quoting it and what follows.
-FATAL = re.compile(r"Kernel panic - not syncing|\bOops\b|^\s*(\[[ \d.]+\] )?BUG: |"
-                   r"Internal error: |general protection fault|Unable to handle kernel")
+# Console lines that mean the kernel under test crashed.  The first such line makes
+# every wait on this machine fail, quoting it and what follows.  The other "BUG: "
+# titles (KASAN, sleeping in atomic context, soft lockup, ...) leave the kernel
+# running: they are splats (harness/splats.py), which fail the test, not the machine.
+FATAL = re.compile(r"Kernel panic - not syncing|\bOops\b|Internal error: |"
+                   r"^\s*(\[[ \d.]+\] )?(BUG: (unable to handle|kernel NULL pointer|"
+                   r"kernel paging request)|kernel BUG at )|"
+                   r"general protection fault|Unable to handle kernel")
 CONTEXT_LINES = 40
 # A kernel message as the console prints it (CONFIG_PRINTK_TIME).  printk writes
 # whole records, but they can land in the middle of a shell's output line.
@@ -111,9 +116,11 @@ class CommandResult:
 
 
 class Console:
-    def __init__(self, sock: socket.socket, log_path: Path):
+    def __init__(self, sock: socket.socket, log_path: Path, splats: SplatLog | None = None):
         self._sock = sock
         self.log_path = log_path
+        self.splats = splats if splats is not None else SplatLog()
+        self._scanner = Scanner("console", log_path, FATAL)
         self._log = open(log_path, "wb", buffering=0)
         self._lock = threading.Lock()
         self._lines: list[str] = []          # complete lines, for tails and fatal context
@@ -152,6 +159,9 @@ class Console:
             for line in complete:
                 if self.fatal_index is None and FATAL.search(line):
                     self.fatal_index = len(self._lines)
+                splat = self._scanner.feed(line)
+                if splat is not None:
+                    self.splats.add(splat)
                 self._lines.append(line)
 
     # ------------------------------------------------------------ queries

@@ -32,6 +32,7 @@ from .errors import BootError, SetupError, SilentMachine, WaitTimeout
 from .kernels import Kernel
 from .profiles import Profile
 from .qmp import QMP
+from .splats import SplatLog
 from .ssh import SSH, KeyPair
 
 _LIVE: "weakref.WeakSet[Machine]" = weakref.WeakSet()
@@ -91,6 +92,12 @@ class Machine:
         self.launches = 0            # QEMU runs of this machine (relaunch() adds one)
         self.on_silent = None        # called with the SilentMachine error (the test plugin
                                      # marks the target dead: its kernel never starts)
+        # kernel splats from every log read from this machine (its consoles, dmesg over
+        # ssh, its L2 guests' consoles); the test plugin claims them per test
+        self.splats = SplatLog(kernel.release or "", profile.name)
+        self.fail_on_boot_splat = False   # wait_ready() raises BootError on a splat
+        self.retired: str | None = None   # why this machine serves no further test
+        self._dmesg_n = 0
         self._closed = False
 
     @staticmethod
@@ -151,7 +158,7 @@ class Machine:
         _LIVE.add(self)
         qmp_theirs.close()
         con_theirs.close()
-        self.console = Console(con_ours, self.console_log)
+        self.console = Console(con_ours, self.console_log, self.splats)
         try:
             self.qmp = QMP(qmp_ours, self.qmp_log)
         except Exception:
@@ -221,6 +228,12 @@ class Machine:
         self.boot = BootInfo(time.monotonic() - self.started_at, float(m.group(1)), m.group(2),
                              INSMOD_FAILED.findall(self.console_log.read_text(errors="replace")))
         self.ssh_port = self._forwarded_port()
+        if self.fail_on_boot_splat:         # left unclaimed: the caller records them
+            found = [s for s in self.splats.unclaimed() if not s.allowed]
+            if found:
+                self.retired = "a kernel splat during boot"
+                raise BootError(f"kernel splat during boot ({self.artifacts()}):\n" +
+                                "\n".join(s.quote() for s in found))
         return self.boot
 
     def _forwarded_port(self) -> int:
@@ -237,7 +250,7 @@ class Machine:
             if self.ssh_port is None:
                 raise BootError("ssh used before wait_ready()")
             ssh = SSH("127.0.0.1", self.ssh_port, self.keys, self.host_key, self._watchdog,
-                      self._ssh_lost)
+                      self._ssh_lost, self._scan_output)
             try:
                 ssh.connect(timeout=self.ssh_connect_timeout, watchdog=self._watchdog)
             except WaitTimeout as e:
@@ -255,6 +268,16 @@ class Machine:
             raise BootError(f"QEMU exited (status {self.proc.wait()}): "
                             f"{self._stderr_tail()}; console tail ({self.console_log}):\n"
                             f"{self.console.tail()}")
+
+    def _scan_output(self, result: CommandResult) -> None:
+        """A `dmesg` read over ssh: its splats join the console's (each once).  The
+        console sees them first unless the console loglevel hides them."""
+        if "dmesg" not in result.command or "] " not in result.output:
+            return
+        self._dmesg_n += 1
+        log = self.workdir / f"dmesg-{self._dmesg_n}.txt"
+        if self.splats.scan(result.output, "dmesg over ssh", log):
+            log.write_text(result.output)
 
     def _ssh_lost(self, command: str) -> None:
         """The ssh connection died mid-command: say why if the console or QEMU knows."""

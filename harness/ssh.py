@@ -36,9 +36,12 @@ class KeyPair:
 
 class SSH:
     def __init__(self, host: str, port: int, key: KeyPair, host_key_line: str | None,
-                 watchdog=lambda: None, on_lost=lambda command: None):
+                 watchdog=lambda: None, on_lost=lambda command: None,
+                 on_output=lambda result: None):
         self.host, self.port, self.key = host, port, key
         self.watchdog, self.on_lost = watchdog, on_lost
+        self.on_output = on_output      # sees every command's result (kernel splats in a
+                                        # `dmesg` the test read)
         self.client = paramiko.SSHClient()
         if host_key_line:
             ktype, b64 = host_key_line.split()[:2]
@@ -119,5 +122,7 @@ class Running:
         self.chan.close()
         if status == -1:          # no exit status: the connection died under the command
             self.ssh.on_lost(self.command)
-        return CommandResult(self.command, status, self.out.decode(errors="replace"),
-                             self.err.decode(errors="replace"))
+        result = CommandResult(self.command, status, self.out.decode(errors="replace"),
+                               self.err.decode(errors="replace"))
+        self.ssh.on_output(result)
+        return result

@@ -1,0 +1,83 @@
+"""Kernel splat detection (harness/splats.py) on golden kernel logs."""
+
+from pathlib import Path
+
+from harness import splats
+from harness.console import FATAL
+
+GOLDEN = Path(__file__).parent / "golden" / "splats"
+
+
+def found(name: str, fatal=FATAL) -> list[splats.Splat]:
+    return splats.scan((GOLDEN / name).read_text(), "console", GOLDEN / name, fatal)
+
+
+def test_titles_are_anchored_on_the_record_format():
+    kinds = [(s.kind, s.line) for s in found("misc.txt")]
+    # not: a shell's own "WARNING:", an echo of a title, a record with WARNING mid-line
+    assert kinds == [("atomic", 8), ("hung-task", 10), ("rcu-stall", 12),
+                     ("soft-lockup", 14), ("kfence", 15), ("workqueue-lockup", 16)]
+
+
+def test_a_splat_after_a_crash_is_the_crash_s_report():
+    """The L2 6.12 trans_pgd oops (a real console): its WARNING in ktime_get follows the
+    Oops and is not a second defect; without the crash check it would be one."""
+    assert found("l2-6.12-arm64-trans-pgd-crash.txt") == []
+    alone = found("l2-6.12-arm64-trans-pgd-crash.txt", fatal=None)
+    assert [(s.kind, s.line) for s in alone] == [("warning", 84)]
+    assert alone[0].trace()[:2] == ["ktime_get+0xbc/0xe0", "tick_nohz_idle_enter+0x58/0xa0"]
+
+
+def test_ubsan_5_10_title_and_its_banner_ends_it():
+    (s,) = found("ubsan-5.10.txt")
+    assert s.kind == "ubsan" and s.title.startswith("UBSAN: Undefined behaviour in drivers/")
+    assert s.trace() == ["dump_stack+0x6b/0x83", "ubsan_epilogue+0x5/0x40",
+                         "example_probe+0x51/0x60"]
+    assert s.lines[-1].endswith("=" * 80)
+
+
+def test_quote_names_title_trace_and_log_line():
+    (s,) = found("ubsan-5.10.txt")
+    q = s.quote()
+    assert q.splitlines()[0] == (f"kernel splat (ubsan) at [3.101011] on the console, "
+                                 f"{GOLDEN / 'ubsan-5.10.txt'}:2")
+    assert "    example_probe+0x51/0x60" in q
+
+
+def test_the_same_record_read_twice_is_one_splat():
+    log = splats.SplatLog("7.2.13+deb14-amd64", "x86_64")
+    text = (GOLDEN / "ubsan-5.10.txt").read_text()
+    assert len(log.scan(text, "console", "a")) == 1
+    assert log.scan(text, "dmesg over ssh", "b") == []      # dmesg shows it again
+    assert len(log.claim()) == 1 and log.claim() == [] and len(log) == 1
+
+
+def test_allowances_match_kind_title_release_and_profile():
+    a = splats.Allowance("rcu-stall", r"rcu_preempt", r"6\.1\.", r"arm64",
+                         "a stall under TCG", "an example")
+    log = splats.SplatLog("6.1.0-50-arm64", "arm64", allowed=(a,))
+    got = log.scan((GOLDEN / "misc.txt").read_text(), "console", "x")
+    assert [s.kind for s in got if s.allowed] == ["rcu-stall"]
+    other = splats.SplatLog("7.2.13+deb14-arm64", "arm64", allowed=(a,))
+    assert not any(s.allowed for s in other.scan((GOLDEN / "misc.txt").read_text(),
+                                                 "console", "x"))
+
+
+def test_nothing_is_allowed_without_evidence():
+    """Four default runs showed no splat (see ALLOWED): an entry needs its evidence."""
+    assert splats.ALLOWED == ()
+
+
+def test_7_2_warning_format():
+    """7.2 moved the CPU and task to the end of the line (kernel/panic.c); a real
+    WARN_ON of tests/fixtures/splat on debian:7.2 arm64."""
+    (s,) = found("warn-7.2-arm64.txt")
+    assert s.kind == "warning" and s.line == 3
+    assert s.title == ("WARNING: guestpm_splat.c:35 at splat_warn+0x8/0x18 [guestpm_splat], "
+                       "CPU#1: sh/136")
+    assert s.trace()[:2] == ["splat_warn+0x8/0x18 [guestpm_splat] (P)",
+                             "trigger_write+0xbc/0x198 [guestpm_splat]"]
+    assert s.lines[-1].endswith("---[ end trace 0000000000000000 ]---")
+    for older in ("WARNING: CPU: 0 PID: 1 at drivers/x.c:12 f+0x1/0x2",
+                  "WARNING: at f+0x1/0x2, CPU#0: swapper/0/1"):
+        assert splats.classify(older)[0] == "warning"
