@@ -131,6 +131,7 @@ def cmd_run(args) -> int:
         argv.append("--self-test")
     for g in args.guest_kernel:
         argv.append(f"--guest-kernel={g}")
+    argv.append(f"--splats={args.splats}")
     for k in args.kernel:
         argv.append(f"--kernel={k}")
     for a in args.arch:
@@ -252,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guest-kernel", action="append", default=[], metavar="SPEC",
                    help="an L2 guest kernel of the reference-VMM tests, repeatable: host x "
                         "guest cells (default: the kernel under test as its own guest)")
+    p.add_argument("--splats", choices=("fail", "warn"), default="fail",
+                   help="a kernel splat (WARNING, lockdep, KASAN, UBSAN, hung task, ...) "
+                        "fails the test during which it is printed (fail, the default), or "
+                        "is only counted in the summary (warn: bisecting something else on "
+                        "a noisy kernel)")
     p.set_defaults(build_tools=False)
     p.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     p = sub.add_parser("boot", help="boot one kernel and attach to its console")

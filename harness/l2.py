@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from . import disks
+from .console import FATAL
 from .errors import GuestpmError
 from .guest.cpio import CpioWriter
 from .guest.vmm import board, l2init
@@ -163,6 +164,10 @@ class L2Host:
                 got = self.machine.ssh.run(f"cat {out}/{sub}{f} 2>/dev/null", timeout=60)
                 (art / sub / f).write_text(got.output)
         (art / "command.txt").write_text(cmd + "\n")
+        for sub in ("", "relaunch/"):    # the L2 kernel's splats fail the test too
+            log = art / sub / "console.log"
+            self.machine.splats.scan(log.read_text(errors="replace"), "L2 console", log,
+                                     own=False, release=self.guest.release, fatal=FATAL)
         where = f"VMM exit log and L2 console: {art}"
         if r.status == 4:
             pytest.skip(r.stderr.strip().removeprefix("vmm: "))

@@ -90,6 +90,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="bound on one boot to a shell (default 300; TCG is slow)")
     g.addoption("--self-test", action="store_true",
                 help="also run guestpm's own self-tests (harness failure paths, build, bisect)")
+    g.addoption("--splats", choices=("fail", "warn"), default="fail",
+                help="a kernel splat fails the test during which it is printed (fail, "
+                     "default), or is only counted in the summary (warn)")
     g.addoption("--all-l2-modes", action="store_true",
                 help="run the L2 tests that are VHE-only by default in nVHE too")
     g.addoption("--guest-kernel", action="append", default=[], metavar="SPEC",
@@ -182,6 +185,8 @@ def pytest_configure(config: pytest.Config) -> None:
         # --collect-only runs nothing, so it leaves a running run's artifacts alone
         for old in ("machines", "tests", "targets") if not config.option.collectonly else ():
             shutil.rmtree(res / old, ignore_errors=True)
+        if not config.option.collectonly:
+            (res / "splats.jsonl").unlink(missing_ok=True)
         res.mkdir(parents=True, exist_ok=True)
         if getattr(config.option, "xmlpath", "missing") is None:
             config.option.xmlpath = str(res / "junit.xml")
@@ -395,31 +400,72 @@ class DeadTargets:
             pass
 
 
-def _launch(m: Machine, dead: DeadTargets, target: Target, shared: bool) -> Machine:
+def _launch(m: Machine, config: pytest.Config, target: Target, shared: bool) -> Machine:
     """Boot `m` unless its target is known dead; record the target as dead when its
-    shared machine does not boot, or when any of its machines stays silent."""
+    shared machine does not boot (a splat during boot included), or when any of its
+    machines stays silent."""
+    dead = DeadTargets(config)
     dead.check(target)
     m.on_silent = lambda e: dead.record(target, e)
+    m.fail_on_boot_splat = _splats_fail(config)
     try:
         m.launch()
         m.wait_ready()
     except GuestpmError as e:
+        boot = m.splats.claim()
+        if boot:
+            record_splats(config, target, m, boot, "boot", _CURRENT[0])
         if shared:
             dead.record(target, e)
         raise
     return m
 
 
+# ------------------------------------------------------------------ kernel splats
+
+def _splats_fail(config: pytest.Config) -> bool:
+    return config.getoption("splats") == "fail"
+
+
+def record_splats(config: pytest.Config, target: Target | None, m: Machine, found: list,
+                  when: str, test: str | None) -> None:
+    """Append to results/splats.jsonl (every xdist worker appends; the controller counts
+    them per target in the summary).  `when`: test, between (after `test`), boot."""
+    path = results_dir(config) / "splats.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        for s in found:
+            fh.write(json.dumps({"target": target.id if target else None, "when": when,
+                                 "test": test, "machine": str(m.workdir), **s.record()})
+                     + "\n")
+
+
+def read_splats(res: Path) -> list[dict]:
+    path = res / "splats.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def retire_if_splatted(config: pytest.Config, m: Machine, found: list, why: str) -> None:
+    """A machine whose own kernel reported a splat serves no further test: lockdep, for
+    one, switches itself off after its first report (--splats=warn keeps it)."""
+    if _splats_fail(config) and any(s.own and not s.allowed for s in found):
+        m.retired = why
+
+
 class MachinePool:
     """The booted machines of one target, one per variant (extra kernel parameters,
     QEMU arguments, another profile of the same arch; none: `machine`), booted on
-    first use and shared by the target's tests for the session."""
+    first use and shared by the target's tests for the session.  A machine that printed
+    a kernel splat is replaced by a fresh boot (`usable`)."""
 
     def __init__(self, config: pytest.Config, target: Target, profile, kernel, initrd):
         self.config, self.target = config, target
         self.profile, self.kernel, self.initrd = profile, kernel, initrd
         self.machines: dict[tuple, Machine] = {}
         self.failed: dict[tuple, Exception] = {}
+        self.wrappers: dict = {}          # reuse(): objects built around a pool machine
 
     def get(self, append: tuple[str, ...], tag: str, qemu_args: tuple[str, ...] = (),
             profile: profiles.Profile | None = None) -> Machine:
@@ -427,6 +473,10 @@ class MachinePool:
         key = (append, qemu_args, profile)
         if key in self.failed:          # one failed boot is reported once per test, not retried
             raise self.failed[key]
+        old = self.machines.get(key)
+        if old is not None and not self.usable(old):
+            del self.machines[key]
+            self._close(old)
         if key not in self.machines:
             initrd = self.initrd if profile.modules == self.profile.modules else \
                 rootfs.initramfs(self.kernel, profile, progress)
@@ -435,16 +485,43 @@ class MachinePool:
                         qemu_args=qemu_args, boot_timeout=self.config.getoption("boot_timeout"))
             self.machines[key] = m
             try:
-                _launch(m, DeadTargets(self.config), self.target,
+                _launch(m, self.config, self.target,
                         shared=not append and not qemu_args and profile == self.profile)
             except Exception as e:
                 self.failed[key] = e
                 raise
         return self.machines[key]
 
+    def usable(self, m: Machine) -> bool:
+        """Whether `m` may serve the next test.  Splats no test claimed were printed
+        between two tests: they go to the target and the machine in the summary, are
+        never blamed on a test, and retire the machine."""
+        between = m.splats.claim()
+        if between:
+            last = getattr(m, "last_test", None)
+            record_splats(self.config, self.target, m, between, "between", last)
+            retire_if_splatted(self.config, m, between,
+                               f"a kernel splat between tests (after {last})")
+        return m.retired is None
+
+    def reuse(self, key, make, machine_of=lambda w: w.machine):
+        """An object built around a pool machine (a PSCI or vfio host, an L2 host),
+        cached per key and rebuilt when its machine is retired."""
+        w = self.wrappers.get(key)
+        if w is None or not self.usable(machine_of(w)):
+            w = self.wrappers[key] = make()
+        return w
+
+    def _close(self, m: Machine) -> None:
+        m.close()
+        left = m.splats.claim()           # printed after its last test, while it shut down
+        if left:
+            record_splats(self.config, self.target, m, left, "between",
+                          getattr(m, "last_test", None))
+
     def close(self) -> None:
         for m in self.machines.values():
-            m.close()
+            self._close(m)
 
 
 @pytest.fixture(scope="session")
@@ -456,9 +533,10 @@ def machine_pool(request: pytest.FixtureRequest, target: Target, profile, kernel
         pool.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def machine(machine_pool: MachinePool) -> Machine:
-    """One booted machine per target, shared by the target's tests."""
+    """One booted machine per target, shared by the target's tests (a fresh one after
+    a kernel splat)."""
     return machine_pool.get((), tag="shared")
 
 
@@ -480,14 +558,19 @@ def machine_factory(request: pytest.FixtureRequest, target: Target, profile, ker
 
     dead = DeadTargets(request.config)
 
-    def make(profile: profiles.Profile = profile, **kwargs) -> Machine:
+    def make(profile: profiles.Profile = profile, extra_modules=(), **kwargs) -> Machine:
+        """`extra_modules`: (name, .ko bytes, parameters) that /init loads during boot."""
         dead.check(target)
         kwargs.setdefault("boot_timeout", request.config.getoption("boot_timeout"))
         own = initrd if profile.modules == base_profile.modules else \
             rootfs.initramfs(kernel, profile, progress)     # other modules: its own
-        m = Machine(profile, kernel, own,
-                    _machine_dir(request.config, target, request.node.name), **kwargs)
+        workdir = _machine_dir(request.config, target, request.node.name)
+        if extra_modules:
+            workdir.mkdir(parents=True, exist_ok=True)
+            own = rootfs.with_modules(own, list(extra_modules), workdir / "initramfs.cpio")
+        m = Machine(profile, kernel, own, workdir, **kwargs)
         m.on_silent = lambda e: dead.record(target, e)   # a kernel that never prints
+        m.fail_on_boot_splat = _splats_fail(request.config)
         made.append(m)
         request.node.stash.setdefault(_MACHINES, []).append(m)
         return m
@@ -495,6 +578,9 @@ def machine_factory(request: pytest.FixtureRequest, target: Target, profile, ker
     yield make
     for m in made:
         m.close()
+        left = m.splats.claim()          # printed while it shut down, after the test
+        if left:
+            record_splats(request.config, target, m, left, "between", request.node.nodeid)
 
 
 @pytest.fixture(scope="session")
@@ -504,7 +590,7 @@ def kernel_config(request: pytest.FixtureRequest, kernel: kernels.Kernel) -> dic
     opts = kernel.config_options()
     if opts:
         return opts
-    m = request.getfixturevalue("machine")
+    m = request.getfixturevalue("machine_pool").get((), tag="shared")
     r = m.ssh.run("test -r /proc/config.gz && zcat /proc/config.gz")
     return kernels.parse_config(r.output) if r.status == 0 else {}
 
@@ -564,6 +650,8 @@ def _artifacts(request: pytest.FixtureRequest):
 def pytest_runtest_makereport(item: pytest.Item, call):
     outcome = yield
     report = outcome.get_result()
+    if call.when == "call" or (call.when == "setup" and not report.passed):
+        _judge_splats(item, report)
     if report.failed:
         lines = [f"test artifacts: {item.stash.get(_ARTIFACTS, '(none)')}"]
         for m in item.stash.get(_MACHINES, []):
@@ -572,9 +660,43 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         report.sections.append(("guestpm artifacts", "\n".join(lines)))
 
 
+def _judge_splats(item: pytest.Item, report: pytest.TestReport) -> None:
+    """The splats printed on the test's machines since the last claim are the test's:
+    with --splats=fail each one that is not allowed FAILs it, quoting the splat."""
+    found = []
+    for m in dict.fromkeys(item.stash.get(_MACHINES, [])):
+        m.last_test = item.nodeid
+        mine = m.splats.claim()
+        if mine:
+            record_splats(item.config, _target_of(item), m, mine, "test", item.nodeid)
+            retire_if_splatted(item.config, m, mine, f"a kernel splat during {item.nodeid}")
+            found += mine
+    if not found:
+        return
+    bad = [s for s in found if not s.allowed]
+    text = "\n\n".join(s.quote() + (f"\n  (allowed: {s.allowed.reason})" if s.allowed else "")
+                        for s in found)
+    report.sections.append(("kernel splats", text))
+    if not bad or not _splats_fail(item.config):
+        return
+    first = bad[0]
+    report.guestpm_reason = f"kernel splat ({first.kind}): {first.title}" + \
+        (f" (+{len(bad) - 1} more)" if len(bad) > 1 else "")
+    if report.failed:
+        return                            # its own failure stays the message
+    if hasattr(report, "wasxfail"):       # an xfail names another symptom: this is new
+        del report.wasxfail
+    report.outcome = "failed"
+    report.longrepr = (f"{len(bad)} kernel splat(s) during the test (--splats=fail):\n\n"
+                       + "\n\n".join(s.quote() for s in bad))
+
+
 # ------------------------------------------------------------------ reporting
 
 def _reason(report: pytest.TestReport) -> str:
+    splat = getattr(report, "guestpm_reason", None)
+    if splat and report.failed and isinstance(report.longrepr, str):
+        return splat
     if report.skipped and isinstance(report.longrepr, tuple):
         return report.longrepr[2].removeprefix("Skipped: ")
     if hasattr(report, "wasxfail"):
@@ -648,6 +770,7 @@ class Reporter:
             verdicts.append(summary.Verdict(row, props.get("family") or "unit", r.outcome,
                                             nodeid, link))
         m = summary.Matrix.of(verdicts, releases)
+        m.splats = read_splats(self.res)
         m.info = sorted({f"{self.target_of[n]}: {v}" for n, props in self.props.items()
                          for k, v in props.items() if k == "info"})
         return m

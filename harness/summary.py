@@ -74,6 +74,7 @@ class Matrix:
     rows: dict[str, dict[str, Cell]] = field(default_factory=dict)
     releases: dict[str, str] = field(default_factory=dict)
     info: list[str] = field(default_factory=list)    # "target: text", not verdicts
+    splats: list[dict] = field(default_factory=list)  # results/splats.jsonl records
 
     @classmethod
     def of(cls, verdicts: list[Verdict], releases: dict[str, str] | None = None) -> "Matrix":
@@ -97,17 +98,46 @@ class Matrix:
 
     def _table(self, cell_text) -> list[list[str]]:
         fams = self.families()
-        head = ["kernel", "arch", "release", "PASS", "FAIL", "SKIP", "XFAIL", *fams]
+        head = ["kernel", "arch", "release", "PASS", "FAIL", "SKIP", "XFAIL", "SPLATS", *fams]
         body = []
+        counted = self.splat_counts()
         for row, cells in self.rows.items():
             kernel, _, arch = row.rpartition("/") if "/" in row else (row, "", "")
             prefix = f"{STAND_IN} " if kernel.startswith(f"{STAND_IN} ") else ""
             kernel = prefix + short_spec(kernel.removeprefix(prefix))
             t = self.totals(row)
+            n, allowed = counted.get(row, (0, 0)) if row != SELF_TEST else (0, 0)
+            splats = "-" if row == SELF_TEST or row.startswith(f"{STAND_IN} ") else \
+                str(n) + (f" (+{allowed} allowed)" if allowed else "")
             body.append([kernel, arch, self.releases.get(row, ""), str(t["passed"]),
-                         str(t["failed"]), str(t["skipped"]), str(t["xfailed"]),
+                         str(t["failed"]), str(t["skipped"]), str(t["xfailed"]), splats,
                          *(cell_text(cells[f]) if f in cells else "-" for f in fams)])
         return [head, *body]
+
+    def splat_counts(self) -> dict[str, tuple[int, int]]:
+        """Per target: (splats not allowed, allowed ones), whatever --splats said."""
+        out: dict[str, list[int]] = {}
+        for r in self.splats:
+            c = out.setdefault(r.get("target") or "?", [0, 0])
+            c[1 if r.get("allowed") else 0] += 1
+        return {k: (v[0], v[1]) for k, v in out.items()}
+
+    def splat_lines(self) -> list[str]:
+        """One line per splat: where (during which test, between tests, at boot), what,
+        and the log line; allowed ones as warnings with their reason."""
+        out = []
+        for r in self.splats:
+            where = {"test": f"during {r.get('test')}",
+                     "between": f"between tests (after {r.get('test') or 'boot'}, machine "
+                                f"{r.get('machine')})",
+                     "boot": f"during boot (machine {r.get('machine')})"}.get(r.get("when"), "")
+            head = "warning: allowed splat" if r.get("allowed") else "kernel splat"
+            line = (f"{head} in {r.get('target')} {where}: ({r.get('kind')}) {r.get('title')} "
+                    f"[{r.get('log')}:{r.get('line')}]")
+            if r.get("allowed"):
+                line += f" -- {r['allowed']}"
+            out.append(line)
+        return out
 
     def first_failures(self) -> list[Verdict]:
         return [c.first_bad for cells in self.rows.values() for c in cells.values()
@@ -121,6 +151,7 @@ class Matrix:
         for v in self.first_failures():
             lines.append(f"first {LABEL[v.outcome]} in {v.row} {v.family}: {v.nodeid}"
                          + (f"  (artifacts: {v.link})" if v.link else ""))
+        lines += self.splat_lines()
         lines += [f"information: {i}" for i in self.info]
         return "\n".join(lines)
 
@@ -140,6 +171,8 @@ class Matrix:
             out += ["", "First failure of each cell:", ""]
             out += [f"- {v.row} {v.family}: `{v.nodeid}`" + (f" ([artifacts]({v.link}))"
                                                               if v.link else "") for v in bad]
+        if self.splats:
+            out += ["", "Kernel splats:", ""] + [f"- {i}" for i in self.splat_lines()]
         if self.info:
             out += ["", "Information (not verdicts):", ""] + [f"- {i}" for i in self.info]
         return "\n".join(out) + "\n"

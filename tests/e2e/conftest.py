@@ -21,16 +21,15 @@ def l1(request, target, l2_mode, guest_spec, machine_pool, kernel, profile) -> L
     """The L1 host of this test's L2 runs; its console slice goes to the test's artifacts.
 
     Hosts are cached on the target's machine pool, keyed by (mode, guest spec): they
-    live exactly as long as the pool's machines.  Not a session fixture: pytest computes
+    live exactly as long as the pool's machines (a host that printed a kernel splat is
+    replaced).  Not a session fixture: pytest computes
     a session fixture without parameters of its own once per worker, whatever it
     depends on, and one worker runs several targets (seen: 7.2 tests run on a 6.12
     host, and a "guest=debian:6.12" cell booting 7.2)."""
-    hosts = machine_pool.__dict__.setdefault("l2_hosts", {})
-    key = (l2_mode, guest_spec)
-    if key not in hosts:
+    def make() -> L2Host:
         guest = kernels.resolve(guest_spec, profile, progress) if guest_spec else kernel
-        hosts[key] = l2.host(machine_pool, l2_mode, guest, same=guest_spec is None)
-    host = hosts[key]
+        return l2.host(machine_pool, l2_mode, guest, same=guest_spec is None)
+    host = machine_pool.reuse(("l2", l2_mode, guest_spec), make)
     assert host.machine.kernel.spec == target.kernel, \
         f"the L1 host for {target.id} runs {host.machine.kernel.spec}: a fixture mix-up"
     attach_machine(request, host.machine)

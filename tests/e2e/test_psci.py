@@ -51,7 +51,7 @@ class KvmHost:
         return next(r for r in self.run["results"] if r["name"] == name)
 
 
-@pytest.fixture(scope="session", params=list(MODES))
+@pytest.fixture(params=list(MODES))
 def kvm_host(request, machine, machine_pool, kernel) -> KvmHost:
     # `machine` is the pool's no-extra-parameters member; naming it keeps the per-test
     # console slices of the shared machine (see the plugin's _artifacts fixture).
@@ -59,7 +59,9 @@ def kvm_host(request, machine, machine_pool, kernel) -> KvmHost:
         # 5.10 has no such parameter: it would boot in VHE again, and pass as nVHE
         pytest.skip(f"{kernel.release} has no kvm-arm.mode= parameter: nVHE mode cannot "
                     "be requested on a VHE-capable CPU")
-    return KvmHost(request.param, machine_pool.get(MODES[request.param], tag=request.param))
+    mode = request.param
+    return machine_pool.reuse(("psci", mode), lambda: KvmHost(
+        mode, machine_pool.get(MODES[mode], tag=mode)))
 
 
 @pytest.fixture

@@ -77,11 +77,11 @@ class VfioHost:
         return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def vfio_host_machine(machine, machine_pool, profile) -> VfioHost:
-    m = machine_pool.get(profile.iommu_append, tag="vfio", profile=vfio_profile(profile),
-                         qemu_args=profile.iommu_args + device_args(profile))
-    return VfioHost(m)
+    return machine_pool.reuse("vfio", lambda: VfioHost(machine_pool.get(
+        profile.iommu_append, tag="vfio", profile=vfio_profile(profile),
+        qemu_args=profile.iommu_args + device_args(profile))))
 
 
 @pytest.fixture

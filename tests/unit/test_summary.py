@@ -27,9 +27,26 @@ def verdicts() -> list[summary.Verdict]:
     ]
 
 
+SPLATS = [
+    {"target": "debian:7.2/x86_64", "when": "test", "kind": "warning",
+     "test": "tests/e2e/test_s3.py::test_b[debian:7.2/x86_64]", "machine": "machines/m-1",
+     "title": "WARNING: CPU: 0 PID: 1 at kernel/power/suspend.c:42 f+0x1/0x2",
+     "log": "machines/m-1/console.log", "line": 312, "allowed": None},
+    {"target": "debian:7.2/x86_64", "when": "between", "kind": "lockdep",
+     "test": "tests/e2e/test_s3.py::test_b[debian:7.2/x86_64]", "machine": "machines/m-1",
+     "title": "WARNING: possible circular locking dependency detected",
+     "log": "machines/m-1/console.log", "line": 420, "allowed": None},
+    {"target": "debian:6.1/arm64", "when": "test", "kind": "rcu-stall",
+     "test": "tests/e2e/test_boot.py::test_ssh[debian:6.1/arm64]", "machine": "machines/m-2",
+     "title": "rcu: INFO: rcu_preempt self-detected stall on CPU",
+     "log": "machines/m-2/console.log", "line": 7, "allowed": "an example allowance"},
+]
+
+
 def test_matrix_golden():
     m = summary.Matrix.of(verdicts(), {"debian:6.1/arm64": "6.1.0-50-arm64",
                                        "debian:7.2/x86_64": "7.2.13+deb14-amd64"})
+    m.splats = SPLATS
     assert m.text() + "\n" == (GOLDEN / "matrix.txt").read_text()
     assert m.markdown() == (GOLDEN / "summary.md").read_text()
 
@@ -58,7 +75,9 @@ class FakeMachine:
     """Launches and, like Machine.wait_ready, reports silence to on_silent."""
 
     def __init__(self, error=None):
+        from harness.splats import SplatLog
         self.error, self.launched, self.on_silent = error, 0, None
+        self.splats = SplatLog()
 
     def launch(self):
         self.launched += 1
@@ -71,11 +90,11 @@ class FakeMachine:
 
 
 def test_a_silent_target_fails_the_rest_at_once(pytestconfig, tmp_path, monkeypatch):
-    """Two DeadTargets stand for two xdist workers: they share the results directory."""
+    """Two launches stand for two xdist workers: they share the results directory."""
     from harness import pytest_plugin as plugin
     monkeypatch.setattr(plugin, "results_dir", lambda config: tmp_path)
     t = plugin.Target("path:/x/vmlinuz", "arm64")
-    w1, w2 = plugin.DeadTargets(pytestconfig), plugin.DeadTargets(pytestconfig)
+    w1 = w2 = pytestconfig
     monkeypatch.setattr(plugin, "_CURRENT", ["tests/e2e/test_boot.py::test_a[x]"])
     with pytest.raises(SilentMachine):
         plugin._launch(FakeMachine(SilentMachine("console stayed silent")), w1, t, shared=False)
@@ -95,10 +114,10 @@ def test_only_the_shared_machine_or_silence_marks_a_target_dead(pytestconfig, tm
     monkeypatch.setattr(plugin, "results_dir", lambda config: tmp_path)
     t, dead = plugin.Target("debian:7.2", "arm64"), plugin.DeadTargets(pytestconfig)
     with pytest.raises(BootError):
-        plugin._launch(FakeMachine(BootError("panic")), dead, t, shared=False)
+        plugin._launch(FakeMachine(BootError("panic")), pytestconfig, t, shared=False)
     dead.check(t)                                          # still alive
     with pytest.raises(BootError):
-        plugin._launch(FakeMachine(BootError("panic")), dead, t, shared=True)
+        plugin._launch(FakeMachine(BootError("panic")), pytestconfig, t, shared=True)
     with pytest.raises(BootError, match="target did not boot"):
         dead.check(t)
 
