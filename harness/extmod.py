@@ -1,13 +1,22 @@
-"""Out-of-tree kernel modules (test fixtures) built for a stock Debian kernel.
+"""Out-of-tree kernel modules (test fixtures) built for the kernel under test.
 
-The module is built against Debian's own linux-headers package for the kernel under
-test, with the compiler that package depends on (gcc-12 for bookworm's 6.1, gcc-14 for
-trixie, gcc-16 for sid): in a throwaway mmdebstrap chroot of the kernel's suite, so the
-host's toolchain and glibc do not matter.  Built once per (sources, kernel) and cached.
+A stock Debian kernel: the module is built against Debian's own linux-headers package
+for it, with the compiler that package depends on (gcc-12 for bookworm's 6.1, gcc-14
+for trixie, gcc-16 for sid), in a throwaway mmdebstrap chroot of the kernel's suite, so
+the host's toolchain and glibc do not matter.  For another arch (arm64 headers on an
+amd64 host) the chroot is multiarch: the headers package of the target arch pulls
+`gcc-N-for-host`, which is Debian's cross compiler, and the Multi-Arch: foreign
+linux-kbuild of the host arch.
+
+A `guestpm build` kernel (build:DIR|TREE): against its own O= directory, with the
+toolchain it was built with.
+
+Built once per (sources, kernel) and cached.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -27,22 +36,34 @@ class Unbuildable(Exception):
 
 
 def host_deb_arch() -> str:
-    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    machine = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+# Debian arch -> (Kbuild ARCH, the cross prefix of Debian's gcc-N-for-host)
+DEB_ARCHES = {"amd64": ("x86", "x86_64-linux-gnu-"), "arm64": ("arm64", "aarch64-linux-gnu-")}
+
+
+def module_name(src: Path) -> str:
+    return (src / "Kbuild").read_text().split(":=")[-1].strip().removesuffix(".o")
+
+
+def _sources(src: Path) -> list[Path]:
+    return sorted(p for p in src.iterdir() if p.suffix in (".c", ".h") or p.name == "Kbuild")
 
 
 def build(src: Path, kernel: Kernel, deb_arch: str, progress: Progress = lambda s: None) -> Path:
     """The .ko of the single-module Kbuild directory `src`, built for `kernel`."""
-    kbuild = (src / "Kbuild").read_text()
-    name = kbuild.split(":=")[-1].strip().removesuffix(".o")
+    name = module_name(src)
+    if kernel.spec.startswith("build:"):
+        return _build_in_tree(src, kernel, progress)
     if not kernel.debian or not kernel.release:
-        raise Unbuildable(f"{kernel.spec} is not a stock Debian kernel: no linux-headers "
-                          f"package to build {name} against")
-    if deb_arch != host_deb_arch():
-        raise Unbuildable(f"building {name} for {deb_arch} on a {host_deb_arch()} host "
-                          "is not supported")
+        raise Unbuildable(f"{kernel.spec} is not a stock Debian kernel or a `guestpm build`: "
+                          f"no headers to build {name} against")
+    if deb_arch not in DEB_ARCHES:
+        raise Unbuildable(f"building {name} for {deb_arch} is not supported")
     suite, version = kernel.debian
-    sources = sorted(p for p in src.iterdir() if p.suffix in (".c", ".h") or p.name == "Kbuild")
+    sources = _sources(src)
     key = cache.digest(kernel.release, version, *(f"{p.name}\0{p.read_text()}" for p in sources))
     out = cache.cache_dir() / "extmod" / f"{name}-{kernel.release}-{key[:16]}"
     ko = out / f"{name}.ko"
@@ -56,6 +77,41 @@ def build(src: Path, kernel: Kernel, deb_arch: str, progress: Progress = lambda 
     return ko
 
 
+def _build_in_tree(src: Path, kernel: Kernel, progress: Progress) -> Path:
+    """Against a `guestpm build`'s O= directory (CONFIG_MODULES=y: the base fragment)."""
+    from . import build as kbuild        # build imports the kernel tables; keep this lazy
+    name = module_name(src)
+    b = kbuild.find(Path(kernel.spec.partition(":")[2]), kernel.arch)
+    obj = b.dir / "obj"
+    if "CONFIG_MODULES=y" not in b.config.read_text(errors="replace").splitlines():
+        raise Unbuildable(f"{b.dir} was built without CONFIG_MODULES: {name} cannot load")
+    sources = _sources(src)
+    key = cache.digest(str(b.dir), *(p.read_bytes() for p in (
+        b.config, obj / "Module.symvers", obj / "include/generated/utsrelease.h")
+        if p.exists()), *(f"{p.name}\0{p.read_text()}" for p in sources))
+    out = cache.cache_dir() / "extmod" / f"{name}-build-{key[:16]}"
+    ko = out / f"{name}.ko"
+    if ko.exists():
+        return ko
+    tc = kbuild.toolchain(kernel.arch, b.meta.get("cross_compile"),
+                          use_ccache=bool(b.meta.get("ccache")))
+    with cache.locked(out):
+        if ko.exists():
+            return ko
+        with cache.staging_dir(out) as tmp:
+            for p in sources:
+                shutil.copy(p, tmp / p.name)
+            progress(f"building {name} against {b.dir}")
+            log = tmp / "build.log"
+            status = kbuild._run_logged(["make", "-C", str(obj), f"M={tmp}", *tc.make_vars(),
+                                         "modules"], obj, tc.env(), log)
+            if status != 0 or not (tmp / f"{name}.ko").exists():
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                raise SetupError(f"building {name} against {b.dir} failed (make exit "
+                                 f"{status}); log {log}:\n{tail}")
+    return ko
+
+
 def _mmdebstrap(name: str, sources: list[Path], release: str, suite: str, version: str,
                 deb_arch: str, dest: Path, progress: Progress) -> None:
     if not shutil.which("mmdebstrap"):
@@ -63,14 +119,22 @@ def _mmdebstrap(name: str, sources: list[Path], release: str, suite: str, versio
     mirror = aptrepo.system_mirror()
     headers = f"linux-headers-{release}"
     log = dest / "build.log"
+    host = host_deb_arch()
+    cross = deb_arch != host
+    make = f"make -C /usr/src/{headers} M=/build"
+    if cross:      # the headers' gcc-N-for-host:ARCH is the cross compiler
+        karch, prefix = DEB_ARCHES[deb_arch]
+        make += f" ARCH={karch} CROSS_COMPILE={prefix}"
     hooks = [
         'mkdir -p "$1/build"',
         "copy-in " + " ".join(shlex.quote(str(p)) for p in sources) + " /build",
-        f'chroot "$1" make -C /usr/src/{headers} M=/build modules',
+        f'chroot "$1" {make} modules',
         f"copy-out /build/{name}.ko {shlex.quote(str(dest))}",
     ]
-    cmd = ["mmdebstrap", "--variant=minbase", f"--arch={deb_arch}",
-           f"--include=make,{headers}={version}",
+    arches = [f"--architectures={host},{deb_arch}"] if cross else [f"--arch={deb_arch}"]
+    include = f"{headers}:{deb_arch}={version}" if cross else f"{headers}={version}"
+    cmd = ["mmdebstrap", "--variant=minbase", *arches,
+           f"--include=make,{include}",
            # the Release files' Valid-Until is not checked (see aptrepo): signatures are
            '--aptopt=Acquire::Check-Valid-Until "false"',
            *(f"--customize-hook={h}" for h in hooks),

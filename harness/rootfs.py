@@ -133,3 +133,18 @@ def initramfs(kernel: Kernel, profile: Profile, progress: Progress = lambda s: N
             if not out.exists():
                 cache.write_atomic(out, base.read_bytes() + b"".join(layers))
     return out
+
+
+def with_modules(initrd: Path, modules: list[tuple[str, bytes, str]], dest: Path) -> Path:
+    """`initrd` plus a layer with a test's own modules, (name, .ko bytes, parameters),
+    which /init loads before it reports ready: written to `dest`."""
+    buf = io.BytesIO()
+    w = CpioWriter(buf)
+    w.directory("lib/modules/guestpm-extra")
+    for name, data, _ in modules:
+        w.file(f"lib/modules/guestpm-extra/{name}.ko", data)
+    w.file("etc/guestpm/extra-modules",
+           "".join(f"{n} {params}\n" for n, _, params in modules).encode())
+    w.close()
+    dest.write_bytes(initrd.read_bytes() + buf.getvalue())
+    return dest
