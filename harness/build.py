@@ -176,8 +176,9 @@ def build_key(tree: Path, arch: str, base: str, fragments: list[Path], tc: Toolc
     # ccache changes $(CC), which Kbuild records per object: a build with and one
     # without it must not share objects, or every switch rebuilds everything
     parts = [str(tree.resolve()), arch, base, tc.cross_compile] + (["ccache"] if tc.ccache else [])
-    for p in fragments:
-        parts += [p.name, p.read_bytes()]
+    for p in fragments:     # its options, not its comments: a reworded comment rebuilds nothing
+        parts += [p.name, "\n".join(ln.strip() for ln in p.read_text().splitlines()
+                                    if ln.strip() and not ln.lstrip().startswith("#"))]
     return cache.digest(*parts)[:12]
 
 

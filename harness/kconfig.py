@@ -22,7 +22,7 @@ from pathlib import Path
 from .errors import GuestpmError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "kernel-configs"
-ROLES = ("base", "kvm-host", "guest-pm", "acpi", "vfio", "debug")
+ROLES = ("base", "kvm-host", "guest-pm", "acpi", "vfio", "debug", "kasan")
 DEFAULT_ROLES = ("base", "kvm-host", "guest-pm", "acpi", "vfio")
 
 _SET = re.compile(r"^CONFIG_(\w+)=(.*)$")

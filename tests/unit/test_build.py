@@ -94,6 +94,8 @@ def test_build_key_follows_fragment_content(tmp_path):
     assert k1 != build.build_key(t, "arm64", "defconfig", [frag], tc)
     frag.write_text("CONFIG_KVM=y\nCONFIG_DEBUG_KERNEL=y\n")
     assert k1 != build.build_key(t, "arm64", "allnoconfig", [frag], tc)
+    frag.write_text("# a comment, reworded or not, rebuilds nothing\nCONFIG_KVM=y\n\n")
+    assert k1 == build.build_key(t, "arm64", "allnoconfig", [frag], tc)
 
 
 def test_failed_build_log_is_reduced_to_its_errors():
