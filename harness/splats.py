@@ -25,9 +25,10 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# A printk record as console and dmesg print it: the timestamp, and on kernels with
-# CONFIG_PRINTK_CALLER the caller id ([T123] / [C1]).
-RECORD = re.compile(r"^\s*\[ *(\d+\.\d+)\](?:\[ *[CT]\d+\])? (.*)$")
+# A printk record as console and dmesg print it: the timestamp (%5lu.%06lu), and on
+# kernels with CONFIG_PRINTK_CALLER the caller id ([T123] / [C1]).  On the serial
+# console a record can start after a shell prompt's "# ", on the same line.
+RECORD = re.compile(r"^(?:.*?[^\w\]])?\[ *(\d+\.\d{6})\](?:\[ *[CT]\d+\])? (.*)$")
 
 # (kind, title) in the order they are tried.  A title is matched at the start of a
 # record's message.

@@ -109,3 +109,25 @@ def test_a_standin_build_that_hangs_is_killed_and_reported(tmp_path, monkeypatch
     with pytest.raises(SetupError, match=r"(?s)failed \(mmdebstrap exit none: killed after "
                                          r"900 s\); log .*-failed\.log:\n.*downloading"):
         extmod._mmdebstrap("m", [], "7.2.0-amd64", "sid", "7.2-1", "amd64", tmp_path, print)
+
+
+def test_a_fixture_for_another_arch_is_built_with_debian_s_cross_compiler(tmp_path,
+                                                                          monkeypatch):
+    """arm64 headers on an amd64 host: a multiarch chroot whose headers package pulls
+    gcc-N-for-host:arm64 (the cross compiler); make gets ARCH and CROSS_COMPILE."""
+    monkeypatch.setattr(shutil, "which", lambda cmd: f"/usr/bin/{cmd}")
+    monkeypatch.setattr(extmod, "host_deb_arch", lambda: "amd64")
+    seen = []
+
+    def run(cmd, **kw):
+        seen.append(cmd)
+        (tmp_path / "m.ko").write_bytes(b"\x7fELF")
+        return subprocess.CompletedProcess(cmd, 0)
+    monkeypatch.setattr(subprocess, "run", run)
+    extmod._mmdebstrap("m", [], "7.2.13+deb14-arm64", "sid", "7.2.13-1", "arm64", tmp_path,
+                       print)
+    (cmd,) = seen
+    assert "--architectures=amd64,arm64" in cmd
+    assert "--include=make,linux-headers-7.2.13+deb14-arm64:arm64=7.2.13-1" in cmd
+    assert any(a.endswith("M=/build ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- modules")
+               for a in cmd), cmd

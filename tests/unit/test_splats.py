@@ -81,3 +81,11 @@ def test_7_2_warning_format():
     for older in ("WARNING: CPU: 0 PID: 1 at drivers/x.c:12 f+0x1/0x2",
                   "WARNING: at f+0x1/0x2, CPU#0: swapper/0/1"):
         assert splats.classify(older)[0] == "warning"
+
+
+def test_a_record_after_a_shell_prompt_is_still_a_record():
+    """The serial console interleaves: "# " then the kernel's record on one line."""
+    (s,) = splats.scan("# [   11.401391] WARNING: guestpm_splat.c:35 at splat_warn+0x8/0x18 "
+                       "[guestpm_splat], CPU#1: sh/136\n", "console", "c")
+    assert s.timestamp == "11.401391" and s.title.startswith("WARNING: guestpm_splat.c:35")
+    assert splats.scan("echo x[1.5] WARNING: CPU: 0 PID: 1 at a.c:1\n", "console", "c") == []
