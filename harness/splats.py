@@ -65,8 +65,15 @@ CUT_HERE = re.compile(r"-+\[ cut here \]-+")
 BANNER = re.compile(r"^=+$")                   # lockdep, KASAN, KFENCE frame their reports
 END_TRACE = re.compile(r"---\[ end trace")
 CALL_TRACE = re.compile(r"^(Call [Tt]race:|Stack backtrace:)")
-MAX_LINES = 80          # lines kept per splat (a lockdep chain report runs to ~60)
+MAX_LINES = 120         # lines kept per splat (a lockdep report and its backtrace: ~95)
 QUOTE_TRACE = 12        # call-trace lines quoted in a failure message
+# the reporting machinery at the top of a trace (dump_stack and the checker that called
+# it): left out of the quote, so the 12 lines are the code under test
+REPORTER_FRAME = re.compile(r"(show_stack|dump_stack\w*|print_\w+|check_\w+|__lock_acquire|"
+                            r"lock_acquire|kasan_report\w*|__asan_\w+|report_bug|__warn|"
+                            r"ubsan_\w+|__ubsan_\w+)\+")
+# lockdep: the lines that name the locks
+LOCK_CONTEXT = re.compile(r"is trying to acquire lock:|but task is already holding lock:")
 
 
 @dataclass
@@ -101,9 +108,20 @@ class Splat:
                 out.append(msg.strip())
         return out
 
+    def context(self) -> list[str]:
+        """lockdep: which lock is taken while holding which (the line and the next)."""
+        msgs = [(m.group(2) if (m := RECORD.match(t)) else t).strip() for t in self.lines]
+        out = []
+        for i, msg in enumerate(msgs[:-1]):
+            if LOCK_CONTEXT.search(msg):
+                out += [msg, msgs[i + 1]]
+        return out
+
     def quote(self) -> str:
         trace = self.trace()
-        body = [f"  {self.title}"]
+        while len(trace) > 1 and REPORTER_FRAME.match(trace[0]):
+            trace = trace[1:]
+        body = [f"  {self.title}"] + [f"  {c}" for c in self.context()]
         if trace:
             body += ["  Call trace:"] + [f"    {t}" for t in trace[:QUOTE_TRACE]]
             if len(trace) > QUOTE_TRACE:

@@ -89,3 +89,19 @@ def test_a_record_after_a_shell_prompt_is_still_a_record():
                        "[guestpm_splat], CPU#1: sh/136\n", "console", "c")
     assert s.timestamp == "11.401391" and s.title.startswith("WARNING: guestpm_splat.c:35")
     assert splats.scan("echo x[1.5] WARNING: CPU: 0 PID: 1 at a.c:1\n", "console", "c") == []
+
+
+def test_a_lockdep_report_quotes_its_locks_and_the_code_not_dump_stack():
+    """A real report: tests/fixtures/splat's lockdep case on a --fragment debug build."""
+    (s,) = found("lockdep-7.2-arm64-debug.txt")
+    assert s.kind == "lockdep" and s.title == "WARNING: possible circular locking " \
+                                             "dependency detected"
+    q = s.quote().splitlines()
+    assert q[2:6] == [
+        "  sh/77 is trying to acquire lock:",
+        "  ffff800079742080 (guestpm_lock_a){+.+.}-{4:4}, at: splat_lockdep+0x58/0x74 "
+        "[guestpm_splat]",
+        "  but task is already holding lock:",
+        "  ffff800079742108 (guestpm_lock_b){+.+.}-{4:4}, at: splat_lockdep+0x4c/0x74 "
+        "[guestpm_splat]"]
+    assert q[6:8] == ["  Call trace:", "    __mutex_lock+0xa0/0x858"]
