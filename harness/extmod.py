@@ -63,6 +63,8 @@ def build(src: Path, kernel: Kernel, deb_arch: str, progress: Progress = lambda 
     if deb_arch not in DEB_ARCHES:
         raise Unbuildable(f"building {name} for {deb_arch} is not supported")
     suite, version = kernel.debian
+    if deb_arch != host_deb_arch():
+        _check_cross(name, kernel.release, suite, deb_arch)
     sources = _sources(src)
     key = cache.digest(kernel.release, version, *(f"{p.name}\0{p.read_text()}" for p in sources))
     out = cache.cache_dir() / "extmod" / f"{name}-{kernel.release}-{key[:16]}"
@@ -75,6 +77,21 @@ def build(src: Path, kernel: Kernel, deb_arch: str, progress: Progress = lambda 
         with cache.staging_dir(out) as tmp:
             _mmdebstrap(name, sources, kernel.release, suite, version, deb_arch, tmp, progress)
     return ko
+
+
+def _check_cross(name: str, release: str, suite: str, deb_arch: str) -> None:
+    """Cross builds need the headers package to name Debian's cross compiler
+    (gcc-N-for-host: sid's 7.2 does); bookworm's and trixie's depend on plain gcc-N."""
+    repo = aptrepo.AptRepo(cache.cache_dir() / "apt" / suite, suite, aptrepo.system_mirror())
+    with cache.locked(repo.root):
+        repo.update()
+    depends = repo.show(f"linux-headers-{release}", deb_arch).get("Depends", "")
+    if "-for-host" not in depends:
+        gcc = next((d.strip().split()[0] for d in depends.split(",")
+                    if d.strip().startswith("gcc")), "no gcc")
+        raise Unbuildable(f"building {name} for {deb_arch} on this {host_deb_arch()} host needs "
+                          f"a headers package that depends on gcc-N-for-host (Debian's cross "
+                          f"compiler); linux-headers-{release} depends on {gcc}")
 
 
 def _build_in_tree(src: Path, kernel: Kernel, progress: Progress) -> Path:
