@@ -72,8 +72,11 @@ QUOTE_TRACE = 12        # call-trace lines quoted in a failure message
 REPORTER_FRAME = re.compile(r"(show_stack|dump_stack\w*|print_\w+|check_\w+|__lock_acquire|"
                             r"lock_acquire|kasan_report\w*|__asan_\w+|report_bug|__warn|"
                             r"ubsan_\w+|__ubsan_\w+)\+")
-# lockdep: the lines that name the locks
+# lockdep: the lines that name the locks (each with the next line); KASAN/KFENCE: the
+# access (its own line)
 LOCK_CONTEXT = re.compile(r"is trying to acquire lock:|but task is already holding lock:")
+ACCESS_CONTEXT = re.compile(r"^(Read|Write) of size \d+ at addr|^(Out-of-bounds|Use-after-free|"
+                            r"Invalid) (read|write|free) at")
 
 
 @dataclass
@@ -109,12 +112,15 @@ class Splat:
         return out
 
     def context(self) -> list[str]:
-        """lockdep: which lock is taken while holding which (the line and the next)."""
+        """lockdep: which lock is taken while holding which (the line and the next);
+        KASAN/KFENCE: the bad access."""
         msgs = [(m.group(2) if (m := RECORD.match(t)) else t).strip() for t in self.lines]
         out = []
-        for i, msg in enumerate(msgs[:-1]):
-            if LOCK_CONTEXT.search(msg):
+        for i, msg in enumerate(msgs):
+            if LOCK_CONTEXT.search(msg) and i + 1 < len(msgs):
                 out += [msg, msgs[i + 1]]
+            elif ACCESS_CONTEXT.match(msg):
+                out.append(msg)
         return out
 
     def quote(self) -> str:

@@ -105,3 +105,14 @@ def test_a_lockdep_report_quotes_its_locks_and_the_code_not_dump_stack():
         "  ffff800079742108 (guestpm_lock_b){+.+.}-{4:4}, at: splat_lockdep+0x4c/0x74 "
         "[guestpm_splat]"]
     assert q[6:8] == ["  Call trace:", "    __mutex_lock+0xa0/0x858"]
+
+
+def test_a_kasan_report_quotes_the_access_and_the_faulting_code():
+    """A real report: tests/fixtures/splat's kasan case on a --fragment kasan build."""
+    (s,) = found("kasan-7.2-arm64-kasan.txt")
+    assert s.kind == "kasan"
+    assert s.title == "BUG: KASAN: slab-out-of-bounds in splat_kasan+0xa8/0xb0 [guestpm_splat]"
+    q = s.quote().splitlines()
+    assert q[2] == "  Read of size 1 at addr fff0000006dcd9d0 by task sh/78"
+    assert q[3:5] == ["  Call trace:", "    splat_kasan+0xa8/0xb0 [guestpm_splat]"]
+    assert s.lines[-1].endswith("=" * 66)        # the report's closing banner ends it
