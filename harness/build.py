@@ -222,7 +222,7 @@ def find(path: Path, arch: str) -> Build:
 
 # ---------------------------------------------------------------- steps
 
-def _run_logged(cmd: list[str], cwd: Path, env: dict, log: Path, nice: int = 0,
+def run_logged(cmd: list[str], cwd: Path, env: dict, log: Path, nice: int = 0,
                 on_line: Callable[[str], None] | None = None) -> int:
     """Run CMD with its output appended to LOG; returns the exit status.  The child
     dies with us (own process group, killed on any exception including Ctrl-C)."""
@@ -326,7 +326,7 @@ def configure(tree: Path, obj: Path, tc: Toolchain, base: str, fragments: list[P
             " (merge_config.sh)")
     log.write_text("")
     for cmd in steps:
-        if _run_logged(cmd, tree, env, log) != 0:
+        if run_logged(cmd, tree, env, log) != 0:
             what = "merge_config.sh" if cmd[0].endswith("merge_config.sh") else f"make {cmd[-1]}"
             raise BuildError(f"configuring {tree} failed at {what}:\n  "
                              + "\n  ".join(error_excerpt(log.read_text())) + f"\nfull log: {log}")
@@ -386,7 +386,7 @@ def build(tree: Path, arch: str, roles: list[str], base: str = "allnoconfig",
         t1 = time.monotonic()
         with _Progress(say, f"building {tree.name} for {arch}",
                        prev.get("full_steps") if prev else None, progress_every) as prog:
-            rc = _run_logged(["make", f"O={obj}", f"-j{jobs}", *tc.make_vars(), *targets],
+            rc = run_logged(["make", f"O={obj}", f"-j{jobs}", *tc.make_vars(), *targets],
                              tree, tc.env(), log, nice, prog.line)
         t_build = time.monotonic() - t1
         if rc != 0:
@@ -398,7 +398,7 @@ def build(tree: Path, arch: str, roles: list[str], base: str = "allnoconfig",
         if modules:
             inst = out / "modules"
             shutil.rmtree(inst, ignore_errors=True)
-            if _run_logged(["make", f"O={obj}", *tc.make_vars(), f"INSTALL_MOD_PATH={inst}",
+            if run_logged(["make", f"O={obj}", *tc.make_vars(), f"INSTALL_MOD_PATH={inst}",
                             "DEPMOD=true", "modules_install"], tree, tc.env(), log) != 0:
                 raise BuildError("modules_install failed:\n  "
                                  + "\n  ".join(error_excerpt(log.read_text())) + f"\nfull log: {log}")

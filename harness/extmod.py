@@ -23,7 +23,7 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
-from . import aptrepo, cache
+from . import aptrepo, build as kbuild, cache, profiles
 from .errors import SetupError
 from .kernels import Kernel
 
@@ -40,8 +40,13 @@ def host_deb_arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
-# Debian arch -> (Kbuild ARCH, the cross prefix of Debian's gcc-N-for-host)
-DEB_ARCHES = {"amd64": ("x86", "x86_64-linux-gnu-"), "arm64": ("arm64", "aarch64-linux-gnu-")}
+def kbuild_arch(deb_arch: str) -> kbuild.KbuildArch | None:
+    """The Kbuild facts (ARCH, the cross prefix Debian's gcc-N-for-host uses) of a
+    Debian arch, from the profiles and build.KBUILD."""
+    for p in profiles.PROFILES.values():
+        if p.deb_arch == deb_arch and p.arch in kbuild.KBUILD:
+            return kbuild.KBUILD[p.arch]
+    return None
 
 
 def module_name(src: Path) -> str:
@@ -60,7 +65,7 @@ def build(src: Path, kernel: Kernel, deb_arch: str, progress: Progress = lambda 
     if not kernel.debian or not kernel.release:
         raise Unbuildable(f"{kernel.spec} is not a stock Debian kernel or a `guestpm build`: "
                           f"no headers to build {name} against")
-    if deb_arch not in DEB_ARCHES:
+    if kbuild_arch(deb_arch) is None:
         raise Unbuildable(f"building {name} for {deb_arch} is not supported")
     suite, version = kernel.debian
     if deb_arch != host_deb_arch():
@@ -96,7 +101,6 @@ def _check_cross(name: str, release: str, suite: str, deb_arch: str) -> None:
 
 def _build_in_tree(src: Path, kernel: Kernel, progress: Progress) -> Path:
     """Against a `guestpm build`'s O= directory (CONFIG_MODULES=y: the base fragment)."""
-    from . import build as kbuild        # build imports the kernel tables; keep this lazy
     name = module_name(src)
     b = kbuild.find(Path(kernel.spec.partition(":")[2]), kernel.arch)
     obj = b.dir / "obj"
@@ -120,12 +124,14 @@ def _build_in_tree(src: Path, kernel: Kernel, progress: Progress) -> Path:
                 shutil.copy(p, tmp / p.name)
             progress(f"building {name} against {b.dir}")
             log = tmp / "build.log"
-            status = kbuild._run_logged(["make", "-C", str(obj), f"M={tmp}", *tc.make_vars(),
+            status = kbuild.run_logged(["make", "-C", str(obj), f"M={tmp}", *tc.make_vars(),
                                          "modules"], obj, tc.env(), log)
             if status != 0 or not (tmp / f"{name}.ko").exists():
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                kept = cache.cache_dir() / "extmod" / f"{name}-build-failed.log"
+                kept.write_text(log.read_text(errors="replace"))
+                tail = "\n".join(kept.read_text().splitlines()[-15:])
                 raise SetupError(f"building {name} against {b.dir} failed (make exit "
-                                 f"{status}); log {log}:\n{tail}")
+                                 f"{status}); log {kept}:\n{tail}")
     return ko
 
 
@@ -140,8 +146,8 @@ def _mmdebstrap(name: str, sources: list[Path], release: str, suite: str, versio
     cross = deb_arch != host
     make = f"make -C /usr/src/{headers} M=/build"
     if cross:      # the headers' gcc-N-for-host:ARCH is the cross compiler
-        karch, prefix = DEB_ARCHES[deb_arch]
-        make += f" ARCH={karch} CROSS_COMPILE={prefix}"
+        ka = kbuild_arch(deb_arch)
+        make += f" ARCH={ka.arch} CROSS_COMPILE={ka.cross_prefix}"
     hooks = [
         'mkdir -p "$1/build"',
         "copy-in " + " ".join(shlex.quote(str(p)) for p in sources) + " /build",
