@@ -17,6 +17,7 @@ Built once per (sources, kernel) and cached.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -50,7 +51,11 @@ def kbuild_arch(deb_arch: str) -> kbuild.KbuildArch | None:
 
 
 def module_name(src: Path) -> str:
-    return (src / "Kbuild").read_text().split(":=")[-1].strip().removesuffix(".o")
+    """The module of a single-module Kbuild file: its `obj-m := NAME.o` line."""
+    found = re.search(r"^obj-m\s*[:+]?=\s*(\S+)\.o\s*$", (src / "Kbuild").read_text(), re.M)
+    if not found:
+        raise SetupError(f"{src}/Kbuild has no `obj-m := NAME.o` line")
+    return found.group(1)
 
 
 def _sources(src: Path) -> list[Path]:
