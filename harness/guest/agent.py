@@ -33,25 +33,30 @@ def _read(path: str) -> str | None:
         return None
 
 
+def kmsg_records(fd: int) -> list[str]:
+    """The messages of the /dev/kmsg records readable now on `fd` (non-blocking)."""
+    lines = []
+    while True:
+        try:
+            rec = os.read(fd, 8192).decode(errors="replace")
+        except BlockingIOError:
+            break
+        except OSError:      # EPIPE: record overwritten while reading; go on
+            continue
+        lines.append(rec.split(";", 1)[-1].split("\n", 1)[0])
+    return lines
+
+
 def kernel_log() -> list[str]:
     """The kernel ring buffer, read without blocking from /dev/kmsg."""
-    lines = []
     try:
         fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
-        return lines
+        return []
     try:
-        while True:
-            try:
-                rec = os.read(fd, 8192).decode(errors="replace")
-            except BlockingIOError:
-                break
-            except OSError:      # EPIPE: record overwritten while reading; go on
-                continue
-            lines.append(rec.split(";", 1)[-1].split("\n", 1)[0])
+        return kmsg_records(fd)
     finally:
         os.close(fd)
-    return lines
 
 
 @scenario
@@ -76,10 +81,12 @@ def psci(select: str = "", selftest: bool = False) -> dict:
 
 
 @scenario
-def vfio(bdf: str, select: str = "") -> dict:
-    """The vfio-pci power uAPI cases (harness.guest.vfio) on PCI function `bdf`."""
+def vfio(bdf: str, select: str = "", driver: str = "vfio-pci",
+         no_companion: str | None = None) -> dict:
+    """The vfio-pci power uAPI cases (harness.guest.vfio) on PCI function `bdf`, bound
+    to `driver`."""
     from . import vfio as cases
-    return cases.run(bdf, select)
+    return cases.run(bdf, select, driver, no_companion)
 
 
 @scenario
