@@ -131,3 +131,23 @@ def test_a_fixture_for_another_arch_is_built_with_debian_s_cross_compiler(tmp_pa
     assert "--include=make,linux-headers-7.2.13+deb14-arm64:arm64=7.2.13-1" in cmd
     assert any(a.endswith("M=/build ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- modules")
                for a in cmd), cmd
+
+
+@needs_iasl
+def test_the_vfio_notify_ssdt_extends_qemus_slot_device(tmp_path, monkeypatch):
+    """It declares _PS0, _PS3 and GPMN in the scope of q35's slot-9 device and takes
+    the device itself from QEMU's DSDT (External), not from a Device () of its own."""
+    monkeypatch.setenv("GUESTPM_CACHE", str(tmp_path))
+    aml = acpi.compile_asl(acpi.ASL_DIR / "vfio_notify.asl").read_bytes()
+    assert aml[:4] == b"SSDT"
+    assert all(name in aml for name in (b"_PS0", b"_PS3", b"GPMN", b"S48_"))
+    assert b"\x5b\x82" not in aml          # DeviceOp: nothing is declared twice
+
+
+def test_a_kbuild_names_its_module_whatever_follows(tmp_path):
+    """The stand-in's Kbuild probes headers on lines after obj-m; the name is obj-m's."""
+    src = Path(__file__).parents[1] / "fixtures" / "vfio_acpi_standin"
+    assert extmod.module_name(src) == "guestpm_vfio_acpi_standin"
+    (tmp_path / "Kbuild").write_text("ccflags-y += -DX\n")
+    with pytest.raises(SetupError, match="no `obj-m := NAME.o` line"):
+        extmod.module_name(tmp_path)
