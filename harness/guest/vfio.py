@@ -12,10 +12,17 @@ Families:
                status are read after each call.
   acpi_notify  the unmerged vfio ACPI-notify series (v5): IRQ index 5
                (VFIO_PCI_ACPI_IRQ_INDEX).  Stock kernels answer that index 5 is
-               VFIO_PCI_NUM_IRQS; the patched path (loopback through SET_IRQS
-               DATA_BOOL) is written against the series' uAPI and has never run here.
+               VFIO_PCI_NUM_IRQS.  The positive path runs against guestpm's
+               stand-in for the series (tests/fixtures/vfio_acpi_standin, a vfio-pci
+               variant driver: --driver guestpm_vfio_acpi_standin), or against a
+               kernel that carries the series (the default driver, vfio-pci).
+               Notify values other than the loopback's are raised through the
+               firmware: guestpm's SSDT (guest-rootfs/acpi/vfio_notify.asl) gives
+               the device's companion a _PS3 that notifies 0x80 and a GPMN(v)
+               method, which the stand-in module's test hook evaluates.
 
-    python3 -m harness.guest.vfio 0000:00:09.0 [--json] [-k NAME]
+    python3 -m harness.guest.vfio 0000:00:09.0 [--driver D] [--no-companion BDF]
+                                  [--json] [-k NAME]
 prints KTAP (or JSON) on any machine with such a device, bare metal included."""
 
 from __future__ import annotations
@@ -25,12 +32,14 @@ import errno
 import fcntl
 import json
 import os
+import select
 import struct
 import sys
 import time
 from pathlib import Path
 
 from . import ktest
+from .agent import kmsg_records
 
 # ---------------------------------------------------------------- uAPI (linux/vfio.h)
 VFIO_TYPE, VFIO_BASE = ord(";"), 100
@@ -66,6 +75,16 @@ VFIO_IRQ_SET_DATA_BOOL = 1 << 1
 VFIO_IRQ_SET_DATA_EVENTFD = 1 << 2
 VFIO_IRQ_SET_ACTION_TRIGGER = 1 << 5
 ACPI_NOTIFY_DEVICE_CHECK = 1
+VFIO_IRQ_SET_DATA_NONE = 1 << 0
+
+# the stand-in for the ACPI-notify series and guestpm's firmware (vfio_notify.asl)
+STANDIN_DRIVER = "guestpm_vfio_acpi_standin"
+RAISE_HOOK = Path("/sys/kernel/debug/guestpm_vfio_acpi_standin/raise")
+FIRMWARE_NOTIFY = 0x80           # what the SSDT's _PS3 notifies
+NOTIFY_QUEUE = 20                # values the series keeps for a VMM that has not read
+NOTIFY_WAIT = 5.0                # s: a notify reaches the eventfd through a workqueue
+NOTIFY_SETTLE = 0.5              # s: ACPICA dispatches Notify from a workqueue and no
+                                 # interface says it has drained; let raised values land
 
 VFIO_DEVICE_FEATURE_GET = 1 << 16
 VFIO_DEVICE_FEATURE_SET = 1 << 17
@@ -184,14 +203,16 @@ def no_group_reason(dev: PciDevice) -> str:
                else "this kernel has no noiommu mode (CONFIG_VFIO_NOIOMMU)"))
 
 
-def why_unbindable(dev: PciDevice) -> str | None:
-    """Why `dev` cannot be handed to vfio-pci here, or None.  The IOMMU group is not
-    among the preconditions: with a device-tree SMMU (arm64 on 6.1) a device gets its
-    group only when a driver probes it, so the bind itself decides."""
+def why_unbindable(dev: PciDevice, driver: str = "vfio-pci") -> str | None:
+    """Why `dev` cannot be handed to `driver` (vfio-pci or a variant driver) here, or
+    None.  The IOMMU group is not among the preconditions: with a device-tree SMMU
+    (arm64 on 6.1) a device gets its group only when a driver probes it, so the bind
+    itself decides."""
     if not dev.path.exists():
         return f"no PCI device {dev.bdf}"
-    if not Path("/sys/bus/pci/drivers/vfio-pci").is_dir():
-        return "driver missing: vfio-pci is neither built in nor loaded (CONFIG_VFIO_PCI)"
+    if not Path("/sys/bus/pci/drivers", driver).is_dir():
+        return ("driver missing: vfio-pci is neither built in nor loaded (CONFIG_VFIO_PCI)"
+                if driver == "vfio-pci" else f"driver missing: {driver} is not loaded")
     if not Path("/dev/vfio/vfio").exists():
         return "/dev/vfio/vfio missing: the kernel has no vfio container (CONFIG_VFIO_CONTAINER)"
     if dev.pm_cap() is None:
@@ -199,11 +220,11 @@ def why_unbindable(dev: PciDevice) -> str | None:
     return None
 
 
-def bind(dev: PciDevice) -> None:
+def bind(dev: PciDevice, driver: str = "vfio-pci") -> None:
     """driver_override + drivers_probe, the way libvirt and driverctl do it."""
-    if dev.driver == "vfio-pci":
+    if dev.driver == driver:
         return
-    (dev.path / "driver_override").write_text("vfio-pci")
+    (dev.path / "driver_override").write_text(driver)
     if dev.driver:
         (dev.path / "driver" / "unbind").write_text(dev.bdf)
     error = None
@@ -211,10 +232,10 @@ def bind(dev: PciDevice) -> None:
         Path("/sys/bus/pci/drivers_probe").write_text(dev.bdf)
     except OSError as e:
         error = os.strerror(e.errno)
-    if dev.driver != "vfio-pci":
+    if dev.driver != driver:
         if dev.iommu_group is None:       # vfio-pci's probe refuses a device without one
             raise ktest.Skip(no_group_reason(dev))
-        raise ktest.Skip(f"{dev.bdf} did not bind to vfio-pci ({error or 'no error'}; "
+        raise ktest.Skip(f"{dev.bdf} did not bind to {driver} ({error or 'no error'}; "
                          f"driver: {dev.driver})")
 
 
@@ -223,12 +244,12 @@ class VfioDevice:
     """Container, group and device fd of one PCI function; the device is in D0 while
     it is open (vfio-pci resumes it on open)."""
 
-    def __init__(self, bdf: str):
+    def __init__(self, bdf: str, driver: str = "vfio-pci"):
         self.dev = PciDevice(bdf)
-        reason = why_unbindable(self.dev)
+        reason = why_unbindable(self.dev, driver)
         if reason:
             raise ktest.Skip(reason)
-        bind(self.dev)
+        bind(self.dev, driver)
         try:
             self._open(bdf)
         except BaseException:
@@ -302,8 +323,10 @@ def eventfd_value(efd: int) -> int | None:
 
 # ---------------------------------------------------------------- cases
 class Env:
-    def __init__(self, bdf: str):
+    def __init__(self, bdf: str, driver: str = "vfio-pci", no_companion: str | None = None):
         self.bdf = bdf
+        self.driver = driver
+        self.no_companion = no_companion    # a second device, without an ACPI companion
         self._device: VfioDevice | None = None
         self._error: str | None = None
 
@@ -313,15 +336,22 @@ class Env:
             if self._error:
                 raise ktest.Skip(self._error)
             try:
-                self._device = VfioDevice(self.bdf)
+                self._device = VfioDevice(self.bdf, self.driver)
             except ktest.Skip as e:
                 self._error = str(e)
                 raise
         return self._device
 
+    def reopen(self) -> VfioDevice:
+        """Close the device fd, group and container, and open them again."""
+        self.close()
+        self._device = VfioDevice(self.bdf, self.driver)
+        return self._device
+
     def close(self) -> None:
         if self._device:
             self._device.close()
+            self._device = None
 
 
 def needs_low_power(env: Env) -> str | None:
@@ -461,6 +491,82 @@ def needs_acpi_notify(env: Env) -> str | None:
     return None
 
 
+def needs_companion(env: Env) -> str | None:
+    if not (env.device.dev.path / "firmware_node").exists():
+        return f"{env.bdf} has no ACPI companion (firmware_node): nothing can notify it"
+    return None
+
+
+def needs_value_counter(env: Env) -> str | None:
+    """The series passes the notify value as the eventfd counter, through
+    eventfd_signal(ctx, n).  Kernels where eventfd_signal() is no longer a function
+    (an inline that adds 1, since "eventfd: simplify eventfd_signal()") cannot."""
+    try:
+        with open("/proc/kallsyms") as fh:
+            exported = any(line.split()[2:3] == ["eventfd_signal"] for line in fh)
+    except OSError as e:
+        return f"cannot read /proc/kallsyms to tell how eventfd_signal() works ({e})"
+    if not exported:
+        return ("eventfd_signal() takes no count on this kernel (an inline that adds 1; "
+                "no eventfd_signal symbol): the series' notify value cannot travel as "
+                "the eventfd counter")
+    return None
+
+
+def needs_raise_hook(env: Env) -> str | None:
+    if not RAISE_HOOK.exists():
+        return (f"nothing to raise a chosen notify value with: {RAISE_HOOK} (the test "
+                f"hook of guestpm's {STANDIN_DRIVER} module) is not there")
+    return None
+
+
+ACPI_NOTIFY = (needs_acpi_notify, needs_companion)
+ACPI_NOTIFY_VALUES = ACPI_NOTIFY + (needs_value_counter, needs_raise_hook)
+
+
+def wait_value(efd: int, timeout: float = NOTIFY_WAIT) -> int | None:
+    """The eventfd's counter once it is signalled (read, so the next value may come),
+    or None after `timeout`."""
+    p = select.poll()
+    p.register(efd, select.POLLIN)
+    if not p.poll(timeout * 1000):
+        return None
+    return eventfd_value(efd)
+
+
+def raise_notify(bdf: str, *values: int) -> None:
+    """Have the firmware notify `bdf`'s companion with each value, through the SSDT's
+    GPMN method (evaluated by the stand-in's test hook)."""
+    for v in values:
+        RAISE_HOOK.write_text(f"{bdf} {v:#x}")
+    time.sleep(NOTIFY_SETTLE)
+
+
+class Notify:
+    """An eventfd registered as the trigger of IRQ index 5; unregistered on exit."""
+
+    def __init__(self, t, d: VfioDevice):
+        self.t, self.d = t, d
+        self.efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def __enter__(self) -> "Notify":
+        self.t.require("SET_IRQS(5) eventfd", self.register(self.efd), "0")
+        return self
+
+    def register(self, efd: int) -> str:
+        return self.d.set_irqs(VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_EVENTFD,
+                               VFIO_PCI_ACPI_IRQ_INDEX, struct.pack("<i", efd))
+
+    def loopback(self) -> str:
+        return self.d.set_irqs(VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_BOOL,
+                               VFIO_PCI_ACPI_IRQ_INDEX, b"\1")
+
+    def __exit__(self, *exc) -> None:
+        if self.d.fd is not None:
+            self.register(-1)
+        os.close(self.efd)
+
+
 @case("acpi_notify", requires=(needs_acpi_notify,))
 def acpi_notify_loopback_reaches_the_eventfd(t):
     """[unmerged series v5] IRQ index 5 is one eventfd-capable IRQ; with an eventfd as
@@ -470,24 +576,145 @@ def acpi_notify_loopback_reaches_the_eventfd(t):
     t.require("GET_IRQ_INFO(5)", rc, "0")
     t.expect("index 5 count", info["count"], 1)
     t.expect("index 5 is eventfd-capable", bool(info["flags"] & VFIO_IRQ_INFO_EVENTFD), True)
-    efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-    trigger = VFIO_IRQ_SET_ACTION_TRIGGER
+    with Notify(t, d) as n:
+        t.expect("eventfd before the loopback", eventfd_value(n.efd), None)
+        t.expect("SET_IRQS(5) DATA_BOOL 1", n.loopback(), "0")
+        t.expect("eventfd after the loopback", wait_value(n.efd), ACPI_NOTIFY_DEVICE_CHECK)
+
+
+@case("acpi_notify", requires=ACPI_NOTIFY_VALUES)
+def acpi_notify_values_arrive_in_order_one_at_a_time(t):
+    """[unmerged series v5] Three notifies raised by the firmware before the VMM reads:
+    each read gives exactly one value, in the order raised."""
+    d = t.env.device
+    values = [FIRMWARE_NOTIFY + 1, FIRMWARE_NOTIFY + 2, FIRMWARE_NOTIFY + 3]
+    with Notify(t, d) as n:
+        raise_notify(t.env.bdf, *values)
+        t.expect("values read one by one", [wait_value(n.efd) for _ in values], values)
+        t.expect("nothing more", wait_value(n.efd, NOTIFY_SETTLE), None)
+
+
+@case("acpi_notify", requires=ACPI_NOTIFY_VALUES)
+def acpi_notify_queue_keeps_the_newest_20_and_warns(t):
+    """[unmerged series v5] One value in the eventfd and 21 waiting: the queue keeps 20,
+    drops the oldest waiting one and says so in the kernel log."""
+    d = t.env.device
+    values = [FIRMWARE_NOTIFY + i for i in range(NOTIFY_QUEUE + 2)]
+    kmsg = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
     try:
-        t.require("SET_IRQS(5) eventfd",
-                  d.set_irqs(trigger | VFIO_IRQ_SET_DATA_EVENTFD, VFIO_PCI_ACPI_IRQ_INDEX,
-                             struct.pack("<i", efd)), "0")
-        t.expect("eventfd before the loopback", eventfd_value(efd), None)
-        t.expect("SET_IRQS(5) DATA_BOOL 1",
-                 d.set_irqs(trigger | VFIO_IRQ_SET_DATA_BOOL, VFIO_PCI_ACPI_IRQ_INDEX, b"\1"), "0")
-        t.expect("eventfd after the loopback", eventfd_value(efd), ACPI_NOTIFY_DEVICE_CHECK)
+        os.lseek(kmsg, 0, os.SEEK_END)          # only what this case makes the kernel say
+        with Notify(t, d) as n:
+            raise_notify(t.env.bdf, *values)
+            got = [wait_value(n.efd) for _ in range(NOTIFY_QUEUE + 1)]
+            t.expect("values read", got, [values[0]] + values[2:])
+            t.expect("nothing more", wait_value(n.efd, NOTIFY_SETTLE), None)
+        said = kmsg_records(kmsg)
     finally:
-        d.set_irqs(trigger | VFIO_IRQ_SET_DATA_EVENTFD, VFIO_PCI_ACPI_IRQ_INDEX,
-                   struct.pack("<i", -1))
-        os.close(efd)
+        os.close(kmsg)
+    dropped = f"dropped the oldest value {values[1]:#x}"
+    t.observed["kernel log"] = said[-5:]
+    t.expect(f"kernel log says '{dropped}'", any(dropped in line for line in said), True)
 
 
-def run(bdf: str, select: str = "") -> dict:
-    env = Env(bdf)
+@case("acpi_notify", requires=ACPI_NOTIFY)
+def acpi_notify_new_eventfd_keeps_the_queued_values(t):
+    """[unmerged series v5] Replacing the trigger eventfd keeps what is queued: the
+    value already signalled stays in the old eventfd, the rest go to the new one."""
+    d = t.env.device
+    with Notify(t, d) as n:
+        for i in range(3):
+            t.expect(f"loopback {i + 1}", n.loopback(), "0")
+        new = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        try:
+            t.expect("SET_IRQS(5) the new eventfd", n.register(new), "0")
+            t.expect("old eventfd: the value signalled before the swap", wait_value(n.efd),
+                     ACPI_NOTIFY_DEVICE_CHECK)
+            t.expect("old eventfd afterwards", wait_value(n.efd, NOTIFY_SETTLE), None)
+            t.expect("new eventfd: the two queued values",
+                     [wait_value(new), wait_value(new)], [ACPI_NOTIFY_DEVICE_CHECK] * 2)
+            t.expect("new eventfd afterwards", wait_value(new, NOTIFY_SETTLE), None)
+        finally:
+            n.register(-1)
+            os.close(new)
+
+
+@case("acpi_notify", requires=ACPI_NOTIFY)
+def acpi_notify_disable_stops_delivery(t):
+    """[unmerged series v5] After SET_IRQS(5) with fd -1, and after DATA_NONE with count
+    0, nothing reaches the eventfd that was the trigger, not even a loopback."""
+    d = t.env.device
+    none = VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_NONE
+    for how, disable in (("fd -1", lambda n: n.register(-1)),
+                         ("DATA_NONE count 0",
+                          lambda n: d.set_irqs(none, VFIO_PCI_ACPI_IRQ_INDEX, b"", count=0))):
+        with Notify(t, d) as n:
+            t.expect(f"disable with {how}", disable(n), "0")
+            t.observed[f"loopback after {how}"] = n.loopback()    # the series says no errno
+            t.expect(f"eventfd after {how}", wait_value(n.efd, NOTIFY_SETTLE), None)
+
+
+@case("acpi_notify", requires=ACPI_NOTIFY)
+def acpi_notify_registers_again_after_close(t):
+    """[unmerged series v5] Closing the device removes its notify handler: after a
+    re-open, registering works again and one loopback gives one value."""
+    first = Notify(t, t.env.device)
+    try:
+        t.require("SET_IRQS(5) eventfd", first.register(first.efd), "0")
+        t.expect("loopback before close", first.loopback(), "0")
+        t.expect("value before close", wait_value(first.efd), ACPI_NOTIFY_DEVICE_CHECK)
+        d = t.env.reopen()          # closed with the eventfd still registered, on purpose
+    finally:
+        os.close(first.efd)
+    with Notify(t, d) as n:
+        t.expect("loopback after re-open", n.loopback(), "0")
+        t.expect("value after re-open", wait_value(n.efd), ACPI_NOTIFY_DEVICE_CHECK)
+        t.expect("only one", wait_value(n.efd, NOTIFY_SETTLE), None)
+
+
+@case("acpi_notify", requires=(needs_acpi_notify,))
+def acpi_notify_without_a_companion_is_enodev(t):
+    """[unmerged series v5] A device without an ACPI companion has nothing to forward:
+    SET_IRQS(5) with an eventfd is ENODEV."""
+    if not t.env.no_companion:
+        raise ktest.Skip("no device without an ACPI companion given (--no-companion)")
+    other = VfioDevice(t.env.no_companion, t.env.driver)
+    try:
+        t.require(f"{other.dev.bdf} has no firmware_node",
+                  (other.dev.path / "firmware_node").exists(), False)
+        t.observed["GET_IRQ_INFO(5)"] = other.irq_info(VFIO_PCI_ACPI_IRQ_INDEX)
+        efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        try:
+            t.expect("SET_IRQS(5) eventfd",
+                     other.set_irqs(VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_EVENTFD,
+                                    VFIO_PCI_ACPI_IRQ_INDEX, struct.pack("<i", efd)), "ENODEV")
+        finally:
+            os.close(efd)
+    finally:
+        other.close()
+
+
+@case("acpi_notify", requires=ACPI_NOTIFY + (needs_value_counter,))
+def acpi_notify_firmware_notify_on_d3hot_reaches_the_eventfd(t):
+    """[unmerged series v5, with vfio LOW_POWER_ENTRY] LOW_POWER_ENTRY puts the device
+    into D3hot; the kernel evaluates its companion's _PS3, whose Notify (0x80) reaches
+    the VMM's eventfd: a notification the firmware raised on its own."""
+    d = t.env.device
+    if needs_low_power(t.env):
+        raise ktest.Skip(needs_low_power(t.env))
+    with Notify(t, d) as n:
+        try:
+            t.require("LOW_POWER_ENTRY",
+                      feature(d.fd, VFIO_DEVICE_FEATURE_SET | LOW_POWER_ENTRY), "0")
+            t.expect("device power", d.dev.wait_power(D3HOT), D3HOT)
+            t.expect("eventfd after D3hot", wait_value(n.efd), FIRMWARE_NOTIFY)
+        finally:
+            _back_to_d0(d)
+        t.expect("nothing more", wait_value(n.efd, NOTIFY_SETTLE), None)
+
+
+def run(bdf: str, select: str = "", driver: str = "vfio-pci",
+        no_companion: str | None = None) -> dict:
+    env = Env(bdf, driver, no_companion)
     try:
         results = [ktest.run_case(c, env) for c in CASES if select in c.name]
         d = env._device
@@ -505,13 +732,17 @@ def main(argv: list[str]) -> int:
     ap.add_argument("bdf", help="the PCI function to hand to vfio-pci, e.g. 0000:00:09.0")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("-k", dest="select", default="", help="only cases whose name contains this")
+    ap.add_argument("--driver", default="vfio-pci",
+                    help=f"vfio-pci, or a variant driver such as {STANDIN_DRIVER}")
+    ap.add_argument("--no-companion", metavar="BDF",
+                    help="a second device, without an ACPI companion (acpi_notify ENODEV case)")
     a = ap.parse_args(argv)
-    out = run(a.bdf, a.select)
+    out = run(a.bdf, a.select, a.driver, a.no_companion)
     if a.json:
         print(json.dumps(out))
     else:
         sys.stdout.write(ktest.ktap(out["results"], f"guestpm vfio-pci power uAPI on "
-                                    f"{out['env']['release']} ({a.bdf})"))
+                                    f"{out['env']['release']} ({a.bdf}, {a.driver})"))
     return ktest.exit_status(out["results"])
 
 
