@@ -42,6 +42,13 @@ class Profile:
     iommu_args: tuple[str, ...] = ()
     iommu_append: tuple[str, ...] = ()
     pcie_root_bus: str = "pcie.0"
+    # ACPI companions of PCI devices (the vfio ACPI-notify stand-in cases): the path
+    # QEMU's DSDT gives a device in a root-bus slot, as sysfs firmware_node/path spells
+    # it ({devfn:02X}), and the QEMU arguments under which a device behind a root port
+    # has none.  None: root-bus devices have no companion (arm64 virt's DSDT lists
+    # none: measured on 6.1 arm64-uefi), and the cases do not apply.
+    acpi_pci_slot: str | None = None
+    acpi_unlisted_bridge_args: tuple[str, ...] = ()
     # Firmware QEMU boots first (-bios), and the Debian package that ships it.  None:
     # QEMU loads the kernel itself (DT on arm64, QEMU's own ACPI tables on x86).
     firmware: str | None = None
@@ -81,12 +88,16 @@ X86_64_Q35 = Profile(
     # Debian's default is "on except integrated graphics", stated for other kernels
     iommu_args=("-device", "intel-iommu"),
     iommu_append=("intel_iommu=on",),
+    acpi_pci_slot="\\_SB_.PCI0.S{devfn:02X}_",    # ACPI pads names to 4 characters
+    # with ACPI hotplug of bridges off, QEMU 7.2 describes nothing behind a root port
+    acpi_unlisted_bridge_args=("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"),
 )
 
 # i440fx + PIIX4: the same CPU and guest, another chipset (and its own S3/S4 switches)
 X86_64_PC = replace(X86_64_Q35, name="x86_64-pc", machine="pc",
                     globals=("PIIX4_PM.disable_s3=0", "PIIX4_PM.disable_s4=0"),
-                    iommu_args=(), iommu_append=(), pcie_root_bus="pci.0")
+                    iommu_args=(), iommu_append=(), pcie_root_bus="pci.0",
+                    acpi_pci_slot=None, acpi_unlisted_bridge_args=())
 
 ARM64_VIRT = Profile(
     name="arm64",

@@ -8,8 +8,15 @@ CONFIG_VFIO_NOIOMMU, and a real group is what a VMM gets in production.
 
 Expected on the Debian kernels (6.1, 6.12, 7.2; x86_64 and arm64): the low-power
 cases (VFIO_DEVICE_FEATURE LOW_POWER_ENTRY/_WITH_WAKEUP/_EXIT, merged 6.1) PASS;
-the ACPI-notify case (unmerged series) SKIPs with the kernel's own answer to the
-index-5 query."""
+the ACPI-notify cases (unmerged series) SKIP with the kernel's own answer to the
+index-5 query.
+
+STAND-IN, not the kernel's verdict: on profiles whose PCI devices have ACPI companions
+(x86_64 q35), the same machine then loads guestpm's stand-in for the unmerged
+ACPI-notify series (tests/fixtures/vfio_acpi_standin, a vfio-pci variant driver), binds
+the device to it and runs the acpi_notify cases again; they are reported under
+"stand-in".  The machine has guestpm's SSDT (_PS0/_PS3 and GPMN on the device's
+companion) and a second e1000e behind a root port, which has no companion."""
 
 from __future__ import annotations
 
@@ -17,10 +24,12 @@ import dataclasses
 
 import pytest
 
-from harness import history, kernels
+from pathlib import Path
+
+from harness import acpi, extmod, history, kernels
 from harness.guest import ktest, vfio
 from harness.machine import Machine
-from harness.pytest_plugin import attach_machine, note
+from harness.pytest_plugin import attach_machine, note, progress
 from harness.verdicts import assert_case
 
 pytestmark = [pytest.mark.e2e]
@@ -34,6 +43,13 @@ BDF = f"0000:00:{SLOT:02x}.0"
 DEVICE = "e1000e"
 MODULES = ("vfio_pci", "vfio_iommu_type1")
 MERGED = {"low_power": (6, 1), "acpi_notify": None}     # acpi_notify: not merged anywhere
+# the ACPI-notify stand-in: a device in a root-bus slot has a companion, one behind a
+# root port (with the profile's acpi_unlisted_bridge_args) has none
+COMPANIONS = pytest.mark.profile_has("acpi_pci_slot")
+STANDIN = Path(__file__).resolve().parent.parent / "fixtures" / "vfio_acpi_standin"
+ROOT_PORT_SLOT = 0xA
+NO_COMPANION_BDF = "0000:01:00.0"        # the first bus the firmware numbers, behind it
+ACPI_NOTIFY_CASES = [c.name for c in vfio.CASES if c.family == "acpi_notify"]
 
 
 def vfio_profile(profile):
@@ -44,21 +60,57 @@ def device_args(profile) -> tuple[str, ...]:
     return ("-device", f"{DEVICE},bus={profile.pcie_root_bus},addr={SLOT:#x},id=gpm_vfio0")
 
 
+def companion_args(profile) -> tuple[str, ...]:
+    """The SSDT that extends the slot device's companion, and a device without one."""
+    if not profile.acpi_pci_slot:
+        return ()
+    aml = acpi.compile_asl(acpi.ASL_DIR / "vfio_notify.asl")
+    return ("-acpitable", f"file={aml}", *profile.acpi_unlisted_bridge_args,
+            "-device", f"pcie-root-port,id=gpm_rp1,bus={profile.pcie_root_bus},"
+                       f"addr={ROOT_PORT_SLOT:#x},chassis=7",
+            "-device", f"{DEVICE},bus=gpm_rp1,id=gpm_vfio1")
+
+
 @dataclasses.dataclass
 class VfioHost:
     machine: Machine
+    kernel: kernels.Kernel
+    profile: object
     _run: dict | None = None
+    _standin: dict | None = None
     noted: bool = False
 
     @property
     def run(self) -> dict:
         """All cases in one agent call per machine (4-6 s under TCG)."""
         if self._run is None:
-            self._run = self.machine.agent("vfio", bdf=BDF)
+            self._run = self.machine.agent("vfio", bdf=BDF, no_companion=self.no_companion)
         return self._run
 
-    def result(self, name: str) -> dict:
-        return next(r for r in self.run["results"] if r["name"] == name)
+    @property
+    def no_companion(self) -> str | None:
+        return NO_COMPANION_BDF if self.profile.acpi_pci_slot else None
+
+    def result(self, name: str, run: dict | None = None) -> dict:
+        return next(r for r in (run or self.run)["results"] if r["name"] == name)
+
+    @property
+    def standin(self) -> dict:
+        """After the stock run (the negative control, on this same machine): the
+        acpi_notify cases with the device bound to the stand-in variant driver."""
+        if self._standin is None:
+            self.run
+            try:
+                ko = extmod.build(STANDIN, self.kernel, self.profile.deb_arch, progress)
+            except extmod.Unbuildable as e:
+                pytest.skip(f"the vfio ACPI-notify stand-in cannot be built: {e}")
+            m = self.machine
+            m.ssh.put(ko.read_bytes(), "/tmp/vfio_acpi_standin.ko")
+            m.ssh.run("grep -q '^guestpm_vfio_acpi_standin ' /proc/modules || "
+                      "insmod /tmp/vfio_acpi_standin.ko").check()
+            self._standin = m.agent("vfio", bdf=BDF, select="acpi_notify",
+                                    driver=vfio.STANDIN_DRIVER, no_companion=self.no_companion)
+        return self._standin
 
     @property
     def setup_error(self) -> str | None:
@@ -81,7 +133,8 @@ class VfioHost:
 def vfio_host_machine(machine, machine_pool, profile) -> VfioHost:
     return machine_pool.reuse("vfio", lambda: VfioHost(machine_pool.get(
         profile.iommu_append, tag="vfio", profile=vfio_profile(profile),
-        qemu_args=profile.iommu_args + device_args(profile))))
+        qemu_args=profile.iommu_args + device_args(profile) + companion_args(profile)),
+        machine_pool.kernel, profile))
 
 
 @pytest.fixture
@@ -130,7 +183,8 @@ def test_verdicts_follow_upstream_history(host, kernel):
 @IOMMU
 def test_bare_metal_entry_point_agrees(host):
     """`python3 -m harness.guest.vfio BDF` prints KTAP with the same verdicts."""
-    r = host.machine.ssh.run(f"cd /opt/guestpm && python3 -m harness.guest.vfio {BDF}",
+    other = f" --no-companion {host.no_companion}" if host.no_companion else ""
+    r = host.machine.ssh.run(f"cd /opt/guestpm && python3 -m harness.guest.vfio {BDF}{other}",
                              timeout=120)
     statuses = {x["name"]: x["status"] for x in host.run["results"]}
     assert r.output.startswith("KTAP version 1\n"), r.output[:200]
@@ -166,3 +220,88 @@ def test_a_missing_vfio_pci_driver_skips_naming_it(machine_factory, profile, ker
     assert {r["status"] for r in res} == {"skip"}, res
     assert {r["reason"] for r in res} == {
         "driver missing: vfio-pci is neither built in nor loaded (CONFIG_VFIO_PCI)"}, res
+
+
+def _standin_setup_failed(host: VfioHost) -> None:
+    if host.setup_error:
+        pytest.fail(f"set-up failed: see test_the_device_is_bound_to_vfio_pci_in_its_own_"
+                    f"iommu_group ({host.setup_error})", pytrace=False)
+
+
+@IOMMU
+@COMPANIONS
+@pytest.mark.standin("vfio ACPI-notify forwarding (v5 uAPI)")
+def test_the_ssdt_extends_the_companion_the_standin_serves(host, profile):
+    """The firmware side of the stand-in cases: the device's companion is the slot
+    device QEMU's DSDT declares, our SSDT's _PS0 made it ACPI-power-manageable, and the
+    device behind the root port has no companion."""
+    _standin_setup_failed(host)
+    fw = f"/sys/bus/pci/devices/{BDF}/firmware_node"
+    r = host.machine.ssh.run(f"cat {fw}/path; test -e {fw}/power_state && echo managed; "
+                             f"test -e /sys/bus/pci/devices/{NO_COMPANION_BDF}/firmware_node"
+                             f" && echo companion || echo none")
+    assert r.output.split() == [profile.acpi_pci_slot.format(devfn=SLOT << 3), "managed",
+                                "none"], r.output + r.stderr
+
+
+@IOMMU
+@COMPANIONS
+@pytest.mark.standin("vfio ACPI-notify forwarding (v5 uAPI)")
+@pytest.mark.parametrize("case", ACPI_NOTIFY_CASES)
+def test_vfio_acpi_notify_with_the_standin_fixture(host, case):
+    """STAND-IN, not the kernel's verdict: the acpi_notify case against guestpm's
+    stand-in for the unmerged series (tests/fixtures/vfio_acpi_standin), on the machine
+    where stock vfio-pci just SKIPped it.  It proves the case's positive path against the
+    uAPI as documented, not the series' code."""
+    _standin_setup_failed(host)
+    assert_case(host.result(case, host.standin))
+
+
+@IOMMU
+@COMPANIONS
+@pytest.mark.standin("vfio ACPI-notify forwarding (v5 uAPI)")
+def test_the_eventfd_probe_agrees_with_the_standin_build(host):
+    """The cases tell from /proc/kallsyms whether eventfd_signal() takes a count; the
+    stand-in was told by the headers it was built against (parameter carries_value).
+    A disagreement means one of the two probes is wrong."""
+    _standin_setup_failed(host)
+    reasons = {r["reason"] for r in host.standin["results"] if r["status"] == "skip"}
+    probe_says_no = any("eventfd_signal() takes no count" in r for r in reasons)
+    built = host.machine.ssh.run(
+        "cat /sys/module/guestpm_vfio_acpi_standin/parameters/carries_value").output.strip()
+    assert built in ("Y", "N") and (built == "Y") != probe_says_no, \
+        f"stand-in built with carries_value={built!r}; the cases' skip reasons: {reasons}"
+
+
+# the stand-in's `defect` parameter -> the case that must FAIL on it
+DEFECTS = {
+    "all_at_once": "acpi_notify_new_eventfd_keeps_the_queued_values",
+    "silent_drop": "acpi_notify_queue_keeps_the_newest_20_and_warns",
+    "keeps_handler": "acpi_notify_registers_again_after_close",
+    "swap_drops_queue": "acpi_notify_new_eventfd_keeps_the_queued_values",
+}
+
+
+@pytest.mark.harness_selftest
+@IOMMU
+@COMPANIONS
+@pytest.mark.parametrize("defect", DEFECTS)
+def test_a_defective_standin_fails_the_case_about_it(host, defect):
+    """Self-test: a case that cannot FAIL proves nothing.  The stand-in, loaded with a
+    defect on purpose (delivering every value at once, dropping without the warning,
+    leaving its notify handler behind on close, losing the queue on an eventfd swap),
+    must make the case about that defect FAIL."""
+    case = DEFECTS[defect]
+    good = host.result(case, host.standin)
+    if good["status"] == "skip":
+        pytest.skip(f"{case} SKIPs on this kernel: {good['reason']}")
+    assert good["status"] == "pass", f"{case} does not PASS on the good stand-in: {good}"
+    reload = "rmmod guestpm_vfio_acpi_standin && insmod /tmp/vfio_acpi_standin.ko"
+    host.machine.ssh.run(f"{reload} defect={defect}").check()
+    try:
+        res = host.machine.agent("vfio", bdf=BDF, select=case, driver=vfio.STANDIN_DRIVER,
+                                 no_companion=host.no_companion)
+    finally:
+        host.machine.ssh.run(reload).check()
+    bad = host.result(case, res)
+    assert bad["status"] == "fail", f"{case} with defect={defect}: {bad}"
