@@ -26,7 +26,7 @@ import pytest
 
 from pathlib import Path
 
-from harness import acpi, extmod, history, kernels
+from harness import acpi, extmod, history, kernels, profiles
 from harness.guest import ktest, vfio
 from harness.machine import Machine
 from harness.pytest_plugin import attach_machine, note, progress
@@ -46,6 +46,7 @@ MERGED = {"low_power": (6, 1), "acpi_notify": None}     # acpi_notify: not merge
 # the ACPI-notify stand-in: a device in a root-bus slot has a companion, one behind a
 # root port (with the profile's acpi_unlisted_bridge_args) has none
 COMPANIONS = pytest.mark.profile_has("acpi_pci_slot")
+STANDIN_MARK = pytest.mark.standin("vfio ACPI-notify forwarding (v5 uAPI)")
 STANDIN = Path(__file__).resolve().parent.parent / "fixtures" / "vfio_acpi_standin"
 ROOT_PORT_SLOT = 0xA
 NO_COMPANION_BDF = "0000:01:00.0"        # the first bus the firmware numbers, behind it
@@ -75,7 +76,7 @@ def companion_args(profile) -> tuple[str, ...]:
 class VfioHost:
     machine: Machine
     kernel: kernels.Kernel
-    profile: object
+    profile: profiles.Profile
     _run: dict | None = None
     _standin: dict | None = None
     _standin_missing: str | None = None     # why the stand-in module is not loaded
@@ -174,12 +175,16 @@ def host(request, vfio_host_machine, kernel) -> VfioHost:
     return vfio_host_machine
 
 
-@IOMMU
-@pytest.mark.parametrize("case", [c.name for c in vfio.CASES])
-def test_vfio(host, case):
+def _fail_if_setup_failed(host: VfioHost) -> None:
     if host.setup_error:
         pytest.fail(f"set-up failed: see test_the_device_is_bound_to_vfio_pci_in_its_own_"
                     f"iommu_group ({host.setup_error})", pytrace=False)
+
+
+@IOMMU
+@pytest.mark.parametrize("case", [c.name for c in vfio.CASES])
+def test_vfio(host, case):
+    _fail_if_setup_failed(host)
     assert_case(host.result(case))
 
 
@@ -248,20 +253,14 @@ def test_a_missing_vfio_pci_driver_skips_naming_it(machine_factory, profile, ker
         "driver missing: vfio-pci is neither built in nor loaded (CONFIG_VFIO_PCI)"}, res
 
 
-def _standin_setup_failed(host: VfioHost) -> None:
-    if host.setup_error:
-        pytest.fail(f"set-up failed: see test_the_device_is_bound_to_vfio_pci_in_its_own_"
-                    f"iommu_group ({host.setup_error})", pytrace=False)
-
-
 @IOMMU
 @COMPANIONS
-@pytest.mark.standin("vfio ACPI-notify forwarding (v5 uAPI)")
+@STANDIN_MARK
 def test_the_ssdt_extends_the_companion_the_standin_serves(host, profile):
     """The firmware side of the stand-in cases: the device's companion is the slot
     device QEMU's DSDT declares, our SSDT's _PS0 made it ACPI-power-manageable, and the
     device behind the root port has no companion."""
-    _standin_setup_failed(host)
+    _fail_if_setup_failed(host)
     fw = f"/sys/bus/pci/devices/{BDF}/firmware_node"
     r = host.machine.ssh.run(f"cat {fw}/path; test -e {fw}/power_state && echo managed; "
                              f"test -e /sys/bus/pci/devices/{NO_COMPANION_BDF}/firmware_node"
@@ -272,25 +271,25 @@ def test_the_ssdt_extends_the_companion_the_standin_serves(host, profile):
 
 @IOMMU
 @COMPANIONS
-@pytest.mark.standin("vfio ACPI-notify forwarding (v5 uAPI)")
+@STANDIN_MARK
 @pytest.mark.parametrize("case", ACPI_NOTIFY_CASES)
 def test_vfio_acpi_notify_with_the_standin_fixture(host, case):
     """STAND-IN, not the kernel's verdict: the acpi_notify case against guestpm's
     stand-in for the unmerged series (tests/fixtures/vfio_acpi_standin), on the machine
     where stock vfio-pci just SKIPped it.  It proves the case's positive path against the
     uAPI as documented, not the series' code."""
-    _standin_setup_failed(host)
+    _fail_if_setup_failed(host)
     assert_case(host.result(case, host.standin))
 
 
 @IOMMU
 @COMPANIONS
-@pytest.mark.standin("vfio ACPI-notify forwarding (v5 uAPI)")
+@STANDIN_MARK
 def test_the_eventfd_probe_agrees_with_the_standin_build(host):
     """The cases tell from /proc/kallsyms whether eventfd_signal() takes a count; the
     stand-in was told by the headers it was built against (parameter carries_value).
     A disagreement means one of the two probes is wrong."""
-    _standin_setup_failed(host)
+    _fail_if_setup_failed(host)
     reasons = {r["reason"] for r in host.standin["results"] if r["status"] == "skip"}
     probe_says_no = any("eventfd_signal() takes no count" in r for r in reasons)
     built = host.machine.ssh.run(
