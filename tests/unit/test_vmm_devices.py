@@ -36,7 +36,10 @@ def test_pl011_input_raises_rx_until_read():
 def test_pl031_counts_from_the_loaded_time_and_fires_its_alarm_once():
     now = [1000.0]
     lines, events = [], []
-    r = Pl031(lines.append, lambda name, **f: events.append((name, f)), clock=lambda: now[0])
+    # the line records how many events were logged when it moved
+    r = Pl031(lambda level: lines.append(level) or order.append(len(events)),
+              lambda name, **f: events.append((name, f)), clock=lambda: now[0])
+    order = []
     assert r.read(0xFE0) == 0x31 and r.read(0xFF0) == 0x0D
     r.write(Pl031.LR, 5000)
     now[0] += 2
@@ -50,6 +53,7 @@ def test_pl031_counts_from_the_loaded_time_and_fires_its_alarm_once():
     r._match()                                    # what the timer does when it expires
     assert r.ris == 1 and lines == [True] and r.fired.is_set()
     assert events[-1][0] == "rtc-alarm-fired"
+    assert order == [len(events)], "the match is logged before the line wakes a vCPU"
     r.write(Pl031.ICR, 1)
     assert lines == [True, False] and r.read(Pl031.RIS) == 0
     r.close()

@@ -125,9 +125,11 @@ class Pl031:
 
     def _match(self) -> None:
         with self.lock:
+            # Stamped before the line goes up: the vCPU it wakes logs its own exit from
+            # another thread, and that record must not precede the match that caused it.
+            self.on_event("rtc-alarm-fired", alarm=self.mr, irq_enabled=bool(self.imsc & 1))
             self.ris |= 1
             self._update()
-            self.on_event("rtc-alarm-fired", alarm=self.mr, irq_enabled=bool(self.imsc & 1))
         self.fired.set()
 
     def read(self, offset: int) -> int:
