@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -47,6 +48,25 @@ VIRTIO_NET_FROZEN_XMIT = KnownDefect(
             "transmit faults in the virtqueue code",
     arch="x86_64")
 
+# Debian 6.1.176 amd64 (1 fresh-clone run, 2026-12-01): at S3 resume virtio-net's
+# restore allocates its virtqueues and the slab allocator hands out an object whose
+# address is not even aligned (…001) in a read-only page: a corrupted freelist, met by
+# the memset that zeroes the new object.  Who wrote into freed memory is not shown; the
+# frozen-device transmit above writes into torn-down virtqueues, which would do it, but
+# that is a suspicion, not a finding, so it is a defect of its own.  A race: non-strict.
+VIRTIO_NET_RESTORE_SLAB = KnownDefect(
+    name="corrupted slab met by virtio-net restore",
+    symptom=re.compile(
+        r"(?s)BUG: unable to handle page fault for address: [0-9a-f]+\n"
+        r".*?#PF: supervisor write access in kernel mode"
+        r".*?RIP: 0010:(memset\w*|__kmem_cache_alloc\w*|kmem_cache_alloc\w*)\+0x[0-9a-f]+/0x[0-9a-f]+"
+        r".*?Call Trace:(?:(?!---\[ end trace).)*?"
+        r"(kmalloc|kmem_cache_alloc)\w*\+0x[0-9a-f]+/0x[0-9a-f]+"
+        r"(?:(?!---\[ end trace).)*?virtnet_restore\+0x[0-9a-f]+/0x[0-9a-f]+ \[virtio_net\]"),
+    summary="at resume virtio-net's restore allocates from a corrupted slab (a write "
+            "fault in the allocator's memset on a misaligned object)",
+    arch="x86_64")
+
 # Debian 6.12 arm64 (52-bit VA with LPA2, which QEMU's -cpu max offers), gone in 7.2 and
 # absent with lpa2=off.  The whole symptom, in the order the oops prints it: a paging
 # request fault, with 52-bit VAs, and the faulting PC inside trans_pgd_create_copy (not
@@ -62,6 +82,27 @@ TRANS_PGD_RESTORE = KnownDefect(
     arch="arm64")
 
 
+TRACE_LINES = 200
+
+
+def crash_text(excerpt: str, console_log: str | Path | None) -> str:
+    """The crash as the console logged it: from the excerpt's first line (the one the
+    console flagged) on, TRACE_LINES long.  A GuestPanic quotes only console.CONTEXT_LINES,
+    and a deep call trace (virtio's restore path) runs past them.  The excerpt itself
+    when the log cannot be read or does not hold that line."""
+    lines = excerpt.split("\n")
+    first = lines[1] if len(lines) > 1 else ""
+    try:
+        log = Path(console_log).read_text(errors="replace").replace("\r", "").split("\n") \
+            if console_log and first else []
+    except OSError:
+        log = []
+    for i, line in enumerate(log):
+        if line == first.rstrip("\r"):
+            return "\n".join(log[i:i + TRACE_LINES])
+    return excerpt
+
+
 @contextlib.contextmanager
 def xfail_on(m, *defects: KnownDefect) -> Iterator[None]:
     """Turn a guest crash that shows one of `defects` into an XFAIL naming it."""
@@ -69,8 +110,9 @@ def xfail_on(m, *defects: KnownDefect) -> Iterator[None]:
         yield
     except GuestPanic as e:
         arch = getattr(getattr(m, "profile", None), "arch", None)
+        text = crash_text(str(e), getattr(m, "console_log", None))
         for d in defects:
-            if d.matches(str(e), arch):
+            if d.matches(text, arch):
                 pytest.xfail(f"known kernel defect: {d.summary} ({d.doc}; {m.console_log})")
         raise
 

@@ -15,7 +15,8 @@ import re
 import pytest
 
 from harness import disks
-from harness.known_defects import TRANS_PGD_RESTORE, VIRTIO_NET_FROZEN_XMIT, xfail_on
+from harness.known_defects import (TRANS_PGD_RESTORE, VIRTIO_NET_FROZEN_XMIT,
+                                   VIRTIO_NET_RESTORE_SLAB, xfail_on)
 from harness.power import HIBERNATE_APPEND, NeverHibernated, hibernate
 
 pytestmark = [pytest.mark.e2e]
@@ -43,7 +44,7 @@ def test_hibernate_round_trip_keeps_memory_and_processes(machine_factory, tmp_pa
     value, pid, boot_id = before.output.split()
     host_key = m.host_key
 
-    with xfail_on(m, VIRTIO_NET_FROZEN_XMIT):
+    with xfail_on(m, VIRTIO_NET_FROZEN_XMIT, VIRTIO_NET_RESTORE_SLAB):
         h = hibernate(m)
     got = [n for n in h.names() if n in ("SUSPEND_DISK", "SHUTDOWN")]
     assert got == _expected_events(profile), \

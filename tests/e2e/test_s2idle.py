@@ -16,7 +16,7 @@ import pytest
 
 from harness import acpi, extmod, kernels, modules
 from harness.acpi import DebugconTap
-from harness.known_defects import VIRTIO_NET_FROZEN_XMIT, xfail_on
+from harness.known_defects import VIRTIO_NET_FROZEN_XMIT, VIRTIO_NET_RESTORE_SLAB, xfail_on
 from harness.power import (IdleCycle, NeverSuspended, NeverWoke, console_shows_idle,
                            lps0_unobservable, pm_debug_on, suspend_to_idle)
 from harness.pytest_plugin import progress
@@ -62,7 +62,7 @@ class S2idleX86:
             at_wake.append(len(self.tap.lines))
             wake()
 
-        with xfail_on(self.m, VIRTIO_NET_FROZEN_XMIT):
+        with xfail_on(self.m, VIRTIO_NET_FROZEN_XMIT, VIRTIO_NET_RESTORE_SLAB):
             c = suspend_to_idle(self.m, wake_now, entered, what="x86 s2idle")
         self.tap.wait_for(lambda t: EXIT <= set(t), 30, "the LPS0 exit _DSM calls "
                           "(functions 6, 8, 4)", self.m._watchdog, at_wake[0])

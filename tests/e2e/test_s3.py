@@ -14,7 +14,7 @@ import re
 import pytest
 
 from harness import profiles
-from harness.known_defects import VIRTIO_NET_FROZEN_XMIT, xfail_on
+from harness.known_defects import VIRTIO_NET_FROZEN_XMIT, VIRTIO_NET_RESTORE_SLAB, xfail_on
 from harness.power import Cycle, NeverSuspended, suspend_to_ram
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("x86_64")]
@@ -27,7 +27,7 @@ RESUMED = re.compile(r"ACPI: (PM: )?Waking up from system sleep state S3")
 
 def _suspend(m, wake, what: str):
     """suspend_to_ram, with the virtio-net race named when (only when) it strikes."""
-    with xfail_on(m, VIRTIO_NET_FROZEN_XMIT):
+    with xfail_on(m, VIRTIO_NET_FROZEN_XMIT, VIRTIO_NET_RESTORE_SLAB):
         return suspend_to_ram(m, wake, what=what)
 
 
