@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import cache
-from .errors import SetupError, WaitTimeout
+from .errors import SetupError
+from .wait import wait_until
 
 ASL_DIR = Path(__file__).resolve().parent.parent / "guest-rootfs" / "acpi"
 DEBUGCON_LOG = "acpi-debugcon.log"
@@ -112,20 +113,17 @@ class DebugconTap:
         return [ln.text for ln in self.lines[since:]]
 
     def wait_for(self, done: Callable[[list[str]], bool], timeout: float, what: str,
-                 watchdog: Callable[[], None] = lambda: None, since: int = 0) -> list[str]:
+                 watchdog: Callable[[], None], since: int = 0) -> list[str]:
         """Poll until done(lines since `since`) holds; WaitTimeout names what is missing
-        and quotes what did arrive."""
-        deadline = time.monotonic() + timeout
-        while True:
+        and quotes what did arrive.  `watchdog`: the writing machine's (Machine.watch())."""
+        def arrived() -> tuple[list[str]] | None:      # a tuple: true even around []
             self.poll()
-            if done(self.texts(since)):
-                return self.texts(since)
-            watchdog()
-            if time.monotonic() > deadline:
-                raise WaitTimeout(f"{what} did not reach the host's debug port within "
-                                  f"{timeout:.0f}s; it received {self.texts(since) or 'nothing'} "
-                                  f"({self.path})")
-            time.sleep(0.05)
+            texts = self.texts(since)
+            return (texts,) if done(texts) else None
+        return wait_until(arrived, timeout, what, watchdog, interval=0.05,
+                          fail=lambda: f"{what} did not reach the host's debug port within "
+                                       f"{timeout:.0f}s; it received "
+                                       f"{self.texts(since) or 'nothing'} ({self.path})")[0]
 
 
 class GuestEvents:
@@ -150,20 +148,21 @@ class GuestEvents:
                  ready: bool = False) -> list[dict]:
         """Poll the record until done(events) holds; the timeout quotes what the guest's
         drivers did emit."""
-        deadline = time.monotonic() + timeout
-        while True:
-            recs = self.records()
-            got = [r for r in recs if ("ready" in r) == ready]
-            if got and done(got):
-                return got
+        got: list[dict] = []
+
+        def emitted() -> list[dict] | None:
+            nonlocal got
+            got = [r for r in self.records() if ("ready" in r) == ready]
+            return got if got and done(got) else None
+
+        def listening() -> None:
             if self.proc.done():
                 r = self.proc.wait(1)
                 raise AssertionError(f"the guest's acpi_event listener exited {r.status}: "
                                      f"{r.stderr.strip() or r.output.strip()}")
-            if time.monotonic() > deadline:
-                raise WaitTimeout(f"{what}: not in the guest's acpi_event log within "
-                                  f"{timeout:.0f}s; it holds {got or 'no events'}")
-            time.sleep(0.3)
+        return wait_until(emitted, timeout, what, listening, interval=0.3,
+                          fail=lambda: f"{what}: not in the guest's acpi_event log within "
+                                       f"{timeout:.0f}s; it holds {got or 'no events'}")
 
 
 def press_power_button(m, ev: "GuestEvents", timeout: float = 30) -> tuple[list, list]:
@@ -172,7 +171,7 @@ def press_power_button(m, ev: "GuestEvents", timeout: float = 30) -> tuple[list,
     (code, value) input events of the listener's input devices."""
     t0 = time.time()
     m.qmp.execute("system_powerdown")
-    m.qmp.wait_event("POWERDOWN", after=t0, timeout=10)
+    m.wait_event("POWERDOWN", after=t0, timeout=10)
     got = ev.wait_for(lambda r: any(e["source"] == "netlink" for e in r) and
                       any(e["source"] == "input" and e["value"] == 0 for e in r), timeout,
                       "system_powerdown: the button's acpi_event and KEY_POWER press/release")

@@ -14,7 +14,6 @@ import re
 import secrets
 import socket
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from pexpect.spawnbase import SpawnBase
 
 from .errors import GuestPanic, WaitTimeout, leave_signals_to_the_main_thread
 from .splats import Scanner, SplatLog
+from .wait import wait_until, within
 
 # Console lines that mean the kernel under test crashed.  The first such line makes
 # every wait on this machine fail, quoting it and what follows.  The other "BUG: "
@@ -180,12 +180,11 @@ class Console:
         """The panic/oops lines if one was seen (waits briefly for the rest of the trace)."""
         if self.fatal_index is None:
             return None
-        deadline = time.monotonic() + 2
-        while time.monotonic() < deadline and not self.closed.is_set():
+        def complete() -> bool:
             with self._lock:
-                if len(self._lines) - self.fatal_index >= CONTEXT_LINES:
-                    break
-            time.sleep(0.1)
+                return self.closed.is_set() or \
+                    len(self._lines) - self.fatal_index >= CONTEXT_LINES
+        within(complete, 2)
         with self._lock:
             return "\n".join(self._lines[self.fatal_index:self.fatal_index + CONTEXT_LINES])
 
@@ -204,12 +203,8 @@ class Console:
                 return True
             except WaitTimeout:
                 return False
-        deadline = time.monotonic() + timeout
-        while not self.output_seen.wait(min(0.5, max(deadline - time.monotonic(), 0))):
-            watchdog()
-            if time.monotonic() >= deadline:
-                return False
-        return True
+        return bool(within(self.output_seen.is_set, timeout, watchdog, interval=0.5,
+                           sleep=self.output_seen.wait))
 
     # ------------------------------------------------------------ writing
     def write(self, data: bytes) -> None:
@@ -221,26 +216,22 @@ class Console:
         """Wait for `pattern` on the console.  `watchdog` (default: the panic check) runs
         every half second and raises when the guest or its QEMU is gone."""
         watchdog = watchdog or self.check_fatal
-        deadline = time.monotonic() + timeout
-        while True:
-            watchdog()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; "
-                                  f"console tail ({self.log_path}):\n{self.tail()}")
+        watchdog()
+
+        def matched() -> re.Match | None:
             try:
-                self.spawn.expect(pattern, timeout=min(0.5, remaining))
+                self.spawn.expect(pattern, timeout=0.5)   # blocks: the poll's own sleep
                 return self.spawn.match
             except pexpect.TIMEOUT:
-                pass
+                return None
             except pexpect.EOF:
                 # QEMU closed its end; its exit status may lag a moment behind the EOF
-                grace = time.monotonic() + 5
-                while time.monotonic() < grace:
-                    watchdog()
-                    time.sleep(0.1)
+                within(lambda: False, 5, watchdog)
                 raise WaitTimeout(f"console closed while waiting for {what}; console tail "
                                   f"({self.log_path}):\n{self.tail()}") from None
+        return wait_until(matched, timeout, what, watchdog, interval=0, sleep=lambda s: None,
+                          fail=lambda: f"timed out after {timeout:.0f}s waiting for {what}; "
+                                       f"console tail ({self.log_path}):\n{self.tail()}")
 
     def run(self, command: str, timeout: float = 60, watchdog=None) -> CommandResult:
         """Run a shell command on the console; returns its exit status and output.

@@ -25,6 +25,10 @@ class GuestPanic(BootError):
     """The guest kernel panicked or oopsed; the message quotes the console."""
 
 
+class AbnormalShutdown(BootError):
+    """QEMU did not end cleanly when the harness asked it to quit."""
+
+
 class WaitTimeout(GuestpmError):
     """A bounded wait expired; the message names what was awaited."""
 

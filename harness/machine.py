@@ -25,15 +25,19 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from . import cmdline
 from .console import CommandResult, Console
-from .errors import BootError, SetupError, SilentMachine, WaitTimeout
+from .errors import AbnormalShutdown, BootError, SetupError, SilentMachine, WaitTimeout
 from .kernels import Kernel
 from .profiles import Profile
 from .qmp import QMP
 from .splats import SplatLog
 from .ssh import SSH, KeyPair
+from .wait import within, wait_until
+
+T = TypeVar("T")
 
 _LIVE: "weakref.WeakSet[Machine]" = weakref.WeakSet()
 _PR_SET_PDEATHSIG = 1
@@ -139,25 +143,41 @@ class Machine:
 
     # ------------------------------------------------------------ lifecycle
     def launch(self) -> "Machine":
+        """Start QEMU (once: relaunch() starts it again after it exited)."""
+        if self.proc is not None:
+            raise BootError(f"launch() of a machine already launched ({self.artifacts()}): "
+                            f"use relaunch() once its QEMU has exited")
+        return self._start()
+
+    def _start(self) -> "Machine":
+        if self._closed:
+            raise BootError(f"a closed machine cannot start again ({self.artifacts()})")
         self.launches += 1
         qmp_ours, qmp_theirs = socket.socketpair()
         con_ours, con_theirs = socket.socketpair()
-        spec = cmdline.BootSpec(
-            kernel_image=str(self.kernel.image), initrd=str(self.initrd),
-            qmp_fd=qmp_theirs.fileno(), console_fd=con_theirs.fileno(),
-            append=(f"guestpm.authkey={self.keys.cmdline_value}", *self.append),
-            qemu_args=self.extra_qemu_args, memory_mb=self.memory_mb,
-            extra_qmp_socket=self.extra_qmp_socket)
-        args = cmdline.qemu_args(self.profile, spec)
-        self.cmdline_file.write_text(shlex.join(args) + "\n")
-        self.started_at = time.monotonic()
-        with open(self.stderr_log, "wb") as err:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                         pass_fds=(qmp_theirs.fileno(), con_theirs.fileno()),
-                                         preexec_fn=_die_with_parent, cwd=self.workdir)
+        try:
+            spec = cmdline.BootSpec(
+                kernel_image=str(self.kernel.image), initrd=str(self.initrd),
+                qmp_fd=qmp_theirs.fileno(), console_fd=con_theirs.fileno(),
+                append=(f"guestpm.authkey={self.keys.cmdline_value}", *self.append),
+                qemu_args=self.extra_qemu_args, memory_mb=self.memory_mb,
+                extra_qmp_socket=self.extra_qmp_socket)
+            args = cmdline.qemu_args(self.profile, spec)
+            self.cmdline_file.write_text(shlex.join(args) + "\n")
+            self.started_at = time.monotonic()
+            with open(self.stderr_log, "wb") as err:
+                self.proc = subprocess.Popen(
+                    args, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                    pass_fds=(qmp_theirs.fileno(), con_theirs.fileno()),
+                    preexec_fn=_die_with_parent, cwd=self.workdir)
+        except BaseException:
+            qmp_ours.close()            # QEMU never got them: nothing else will close them
+            con_ours.close()
+            raise
+        finally:
+            qmp_theirs.close()          # QEMU holds its own copies now
+            con_theirs.close()
         _LIVE.add(self)
-        qmp_theirs.close()
-        con_theirs.close()
         self.console = Console(con_ours, self.console_log, self.splats)
         try:
             self.qmp = QMP(qmp_ours, self.qmp_log)
@@ -181,16 +201,15 @@ class Machine:
         if self.console:
             self.console.close()
         self.ssh_port, self.boot = None, None
-        return self.launch()
+        return self._start()
 
     def wait_restored(self, timeout: float | None = None) -> bool:
         """After relaunch() of a hibernated guest: True once the restored kernel reports
         "hibernation exit" (ssh then reconnects to the restored dropbear, whose host key
         must be the one seen before); False if /init booted afresh instead."""
         timeout = timeout or self.boot_timeout
-        m = self.console.expect(RESTORED_OR_FRESH, timeout, "the restored kernel's "
-                                "'PM: hibernation: hibernation exit' or /init's ready line",
-                                self._watchdog)
+        m = self.expect(RESTORED_OR_FRESH, timeout, "the restored kernel's "
+                        "'PM: hibernation: hibernation exit' or /init's ready line")
         if m.group(1) is None:
             return False
         self.ssh_port = self._forwarded_port()
@@ -220,11 +239,10 @@ class Machine:
             if self.on_silent:
                 self.on_silent(e)
             raise e
-        key = self.console.expect(HOSTKEY, timeout, "the guest's ssh host key line "
-                                  "(printed by /init after dropbear starts)", self._watchdog)
+        key = self.expect(HOSTKEY, timeout, "the guest's ssh host key line "
+                          "(printed by /init after dropbear starts)")
         self.host_key = key.group(1)
-        m = self.console.expect(READY, timeout, "the guest's 'guestpm: ready' line",
-                                self._watchdog)
+        m = self.expect(READY, timeout, "the guest's 'guestpm: ready' line")
         self.boot = BootInfo(time.monotonic() - self.started_at, float(m.group(1)), m.group(2),
                              INSMOD_FAILED.findall(self.console_log.read_text(errors="replace")))
         self.ssh_port = self._forwarded_port()
@@ -269,6 +287,37 @@ class Machine:
                             f"{self._stderr_tail()}; console tail ({self.console_log}):\n"
                             f"{self.console.tail()}")
 
+    # ------------------------------------------------------------ waiting
+    # The waits a test makes on this machine.  Each is bounded and always watched by the
+    # machine's own watchdog, so a guest that crashes or a QEMU that exits ends the wait
+    # at once, saying so.  `also` adds the caller's own check (say, that a write still
+    # blocks).
+    def watch(self, also: Callable[[], None] | None = None) -> Callable[[], None]:
+        """This machine's watchdog (and `also`), for a wait on something else: a file the
+        guest writes through QEMU, a listener in the guest."""
+        if also is None:
+            return self._watchdog
+
+        def check() -> None:
+            self._watchdog()
+            also()
+        return check
+
+    def wait_event(self, name: str, after: float, timeout: float,
+                   also: Callable[[], None] | None = None) -> dict:
+        """The first QMP `name` event with host_time >= after."""
+        return self.qmp.wait_event(name, after, timeout, self.watch(also))
+
+    def expect(self, pattern: str | re.Pattern, timeout: float, what: str) -> re.Match:
+        """`pattern` on the serial console."""
+        return self.console.expect(pattern, timeout, what, self._watchdog)
+
+    def wait_until(self, predicate: Callable[[], T], timeout: float, what: str,
+                   also: Callable[[], None] | None = None, interval: float = 0.5,
+                   fail: Callable[[], str] | None = None) -> T:
+        """predicate()'s first truthy value (harness.wait.wait_until, watched)."""
+        return wait_until(predicate, timeout, what, self.watch(also), interval, fail=fail)
+
     def _scan_output(self, result: CommandResult) -> None:
         """A `dmesg` read over ssh: its splats join the console's (each once).  The
         console sees them first unless the console loglevel hides them."""
@@ -281,9 +330,7 @@ class Machine:
 
     def _ssh_lost(self, command: str) -> None:
         """The ssh connection died mid-command: say why if the console or QEMU knows."""
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and self.alive() and self.console.fatal_index is None:
-            time.sleep(0.1)
+        within(lambda: not self.alive() or self.console.fatal_index is not None, 5)
         self._watchdog()
         raise BootError(f"ssh connection lost during `{command}` while the guest still runs; "
                         f"console tail ({self.console_log}):\n{self.console.tail()}")
@@ -320,18 +367,18 @@ class Machine:
                 pass
 
     def close(self, graceful: bool = True) -> None:
+        """Quit QEMU (graceful: over QMP, else kill it) and release everything.  A QEMU
+        that does not end cleanly on `quit` (still running 10 s later, or a non-zero
+        status) is killed, and then reported: AbnormalShutdown."""
         if self._closed:
             return
         self._closed = True
+        abnormal = None
         try:
             if self._ssh:
                 self._ssh.close()
             if graceful and self.alive() and self.qmp:
-                try:
-                    self.qmp.execute("quit", timeout=5)
-                    self.proc.wait(5)
-                except Exception:
-                    pass
+                abnormal = self._quit()
         finally:
             self.kill()
             if self.qmp:
@@ -339,6 +386,25 @@ class Machine:
             if self.console:
                 self.console.close()
             _LIVE.discard(self)
+        if abnormal:
+            raise AbnormalShutdown(f"{abnormal}: {self._stderr_tail()} ({self.artifacts()})")
+
+    def _quit(self) -> str | None:
+        """QMP `quit`; what went wrong, if anything."""
+        try:
+            self.qmp.execute("quit", timeout=5)
+        except Exception as e:        # QEMU may drop the connection before it replies:
+            error = f"{type(e).__name__}: {e}"  # that is normal if it then exits 0
+        else:
+            error = None
+        try:
+            status = self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            return f"QEMU still ran 10 s after QMP quit ({error or 'quit acknowledged'})"
+        if status != 0:
+            return f"QEMU exited with status {status} on QMP quit" + \
+                (f" ({error})" if error else "")
+        return None
 
     def __enter__(self) -> "Machine":
         return self

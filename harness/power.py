@@ -13,6 +13,7 @@ from typing import Callable
 from .errors import WaitTimeout
 from .machine import Machine
 from .ssh import Running
+from .wait import wait_until, within
 
 
 class NeverSuspended(AssertionError):
@@ -37,10 +38,9 @@ class Cycle:
 
 
 def _still_suspending(m: Machine, cmd: Running, what: str, evidence: str) -> Callable[[], None]:
-    """A watchdog for the wait on a suspend's evidence: the guest and QEMU live, and the
-    write to /sys/power/state still blocks (one that returned is NeverSuspended)."""
+    """A check for the wait on a suspend's evidence (the machine's watchdog runs too):
+    the write to /sys/power/state still blocks (one that returned is NeverSuspended)."""
     def check() -> None:
-        m._watchdog()
         if cmd.done():
             r = cmd.wait(1)
             raise NeverSuspended(
@@ -57,7 +57,7 @@ def suspend_to_ram(m: Machine, wake: Callable[[], None] | None, timeout: float =
     t0 = time.time()
     cmd = m.ssh.start("echo mem > /sys/power/state")
     returned_early = _still_suspending(m, cmd, what, "any QMP SUSPEND")
-    m.qmp.wait_event("SUSPEND", after=t0, timeout=timeout, watchdog=returned_early)
+    m.wait_event("SUSPEND", after=t0, timeout=timeout, also=returned_early)
     t1 = time.time()
     if wake:
         early = [e for e in m.qmp.events if e["event"] == "WAKEUP" and e["host_time"] >= t1]
@@ -69,7 +69,7 @@ def suspend_to_ram(m: Machine, wake: Callable[[], None] | None, timeout: float =
     else:                # a timed wake (RTC alarm): its own evidence is checked by the caller
         t2 = t1
     try:
-        m.qmp.wait_event("WAKEUP", after=t2, timeout=timeout, watchdog=m._watchdog)
+        m.wait_event("WAKEUP", after=t2, timeout=timeout)
     except WaitTimeout as e:
         raise NeverWoke(f"{what}: suspended but never woke: {e}; console tail "
                         f"({m.console_log}):\n{m.console.tail()}") from None
@@ -149,10 +149,10 @@ def suspend_to_idle(m: Machine, wake: Callable[[], None],
     and the write must return."""
     t0 = time.time()
     cmd = m.ssh.start(f"echo {state} > /sys/power/state")
-    returned_early = _still_suspending(m, cmd, what, "it showed the s2idle wait")
-    entered(returned_early)
+    watchdog = m.watch(_still_suspending(m, cmd, what, "it showed the s2idle wait"))
+    entered(watchdog)
     t1 = time.time()
-    returned_early()             # the evidence came, and the write still blocks
+    watchdog()                   # the evidence came, and the write still blocks
     wake()
     t2 = time.time()
     try:
@@ -179,29 +179,24 @@ def hibernate(m: Machine, timeout: float = 180) -> Hibernation:
     exited.  A write that returns while QEMU runs is NeverHibernated, with its error."""
     t0 = time.time()
     cmd = m.ssh.start("echo disk > /sys/power/state")
-    deadline = time.monotonic() + timeout
-    while m.alive():
+
+    def still_writing() -> None:
         m.console.check_fatal()
-        if cmd.done():
-            # the connection also ends when the guest powers off: give QEMU time to exit
-            settle = time.monotonic() + 3
-            while m.alive() and time.monotonic() < settle:
-                time.sleep(0.1)
-            if not m.alive():
-                break
+        # the connection also ends when the guest powers off: give QEMU time to exit
+        if cmd.done() and not within(lambda: not m.alive(), 3):
             r = cmd.wait(1)
             raise NeverHibernated(
                 f"the guest did not hibernate: `echo disk > /sys/power/state` returned "
                 f"status {r.status} ({r.stderr.strip() or 'no error printed'}) and the "
                 f"guest runs on ({m.artifacts()})")
-        if time.monotonic() > deadline:
-            raise WaitTimeout(f"hibernation: the guest still runs {timeout:.0f}s after "
-                              f"`echo disk`; console tail ({m.console_log}):\n"
-                              f"{m.console.tail()}")
-        time.sleep(0.1)
+    # not m.wait_until: its watchdog reports the exit of QEMU, which here is the goal
+    wait_until(lambda: not m.alive(), timeout, "hibernation", still_writing,
+               fail=lambda: f"hibernation: the guest still runs {timeout:.0f}s after "
+                            f"`echo disk`; console tail ({m.console_log}):\n"
+                            f"{m.console.tail()}")
     poweroff = time.time() - t0
     try:                            # QEMU sent SHUTDOWN before exiting: let QMP read it
-        m.qmp.wait_event("SHUTDOWN", after=t0, timeout=3)
+        m.qmp.wait_event("SHUTDOWN", after=t0, timeout=3, watchdog=lambda: None)
     except WaitTimeout:
         pass
     return Hibernation(poweroff, [e for e in m.qmp.events if e["host_time"] >= t0],

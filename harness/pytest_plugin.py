@@ -35,14 +35,20 @@ import os
 import re
 import shutil
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from . import kernels, ktap, profiles, rootfs, summary
-from .errors import BootError, GuestpmError
+from .errors import AbnormalShutdown, BootError, GuestpmError
 from .machine import Machine
+
+
+class GuestpmWarning(UserWarning):
+    """Something the run must show but no test owns (a pool machine's abnormal shutdown)."""
+
 
 _counter = itertools.count()
 _NOTES = pytest.StashKey[list]()       # lines about what was not collected, and why
@@ -513,7 +519,11 @@ class MachinePool:
         return w
 
     def _close(self, m: Machine) -> None:
-        m.close()
+        try:
+            m.close()
+        except AbnormalShutdown as e:     # no test owns a pool machine: a warning, which
+            warnings.warn(GuestpmWarning(  # the run's warnings summary lists
+                f"{self.target.id}: {e} (after {getattr(m, 'last_test', None)})"))
         left = m.splats.claim()           # printed after its last test, while it shut down
         if left:
             record_splats(self.config, self.target, m, left, "between",
@@ -550,6 +560,23 @@ def attach_machine(request: pytest.FixtureRequest, m: Machine) -> None:
     request.node.stash.setdefault(_MACHINES, []).append(m)
 
 
+class MachineFactory:
+    """`machine_factory(...)`: a test's own machine, not started; `.booted(...)`: the
+    same, launched and ready (its ssh host key seen)."""
+
+    def __init__(self, make):
+        self._make = make
+
+    def __call__(self, *args, **kwargs) -> Machine:
+        return self._make(*args, **kwargs)
+
+    def booted(self, *args, **kwargs) -> Machine:
+        m = self._make(*args, **kwargs)
+        m.launch()
+        m.wait_ready()
+        return m
+
+
 @pytest.fixture
 def machine_factory(request: pytest.FixtureRequest, target: Target, profile, kernel, initrd):
     """Machines of the test's own (e.g. with other kernel parameters); closed after it."""
@@ -575,12 +602,18 @@ def machine_factory(request: pytest.FixtureRequest, target: Target, profile, ker
         request.node.stash.setdefault(_MACHINES, []).append(m)
         return m
 
-    yield make
+    yield MachineFactory(make)
+    abnormal = []
     for m in made:
-        m.close()
+        try:
+            m.close()
+        except AbnormalShutdown as e:    # after closing the others: the test's teardown
+            abnormal.append(e)
         left = m.splats.claim()          # printed while it shut down, after the test
         if left:
             record_splats(request.config, target, m, left, "between", request.node.nodeid)
+    if abnormal:
+        raise abnormal[0]
 
 
 @pytest.fixture(scope="session")

@@ -14,11 +14,12 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from qemu.qmp import QMPClient
 
 from .errors import WaitTimeout, leave_signals_to_the_main_thread
+from .wait import wait_until
 
 
 class QMP:
@@ -67,22 +68,28 @@ class QMP:
         return self.execute("human-monitor-command", **{"command-line": command_line})
 
     def wait_event(self, name: str, after: float, timeout: float,
-                   watchdog=lambda: None) -> dict[str, Any]:
-        """The first `name` event with host_time >= after; bounded."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for ev in self.events:
-                    if ev["event"] == name and ev["host_time"] >= after:
-                        return ev
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    seen = [e["event"] for e in self.events if e["host_time"] >= after]
-                    raise WaitTimeout(f"no QMP {name} event within {timeout:.0f}s "
-                                      f"(events since the action: {seen or 'none'}; "
-                                      f"log {self.log_path})")
-                watchdog()          # after the scan: an event that preceded QEMU's exit counts
-                self._cond.wait(min(remaining, 0.5))
+                   watchdog: Callable[[], None]) -> dict[str, Any]:
+        """The first `name` event with host_time >= after; bounded, and watched by
+        `watchdog` (a Machine passes its own: Machine.wait_event)."""
+        seen = 0
+
+        def arrived() -> dict[str, Any] | None:
+            nonlocal seen
+            with self._cond:
+                seen = len(self.events)
+                return next((ev for ev in self.events
+                             if ev["event"] == name and ev["host_time"] >= after), None)
+
+        def sleep(s: float) -> None:                # until an event arrives, at most s
+            with self._cond:
+                self._cond.wait_for(lambda: len(self.events) != seen, s)
+
+        def fail() -> str:
+            since = [e["event"] for e in self.events if e["host_time"] >= after]
+            return (f"no QMP {name} event within {timeout:.0f}s (events since the action: "
+                    f"{since or 'none'}; log {self.log_path})")
+        return wait_until(arrived, timeout, f"QMP {name}", watchdog, interval=0.5,
+                          sleep=sleep, fail=fail)
 
     async def _shutdown(self) -> None:
         self._listener.cancel()

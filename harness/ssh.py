@@ -11,13 +11,12 @@ from __future__ import annotations
 import base64
 import select
 import shlex
-import time
 from dataclasses import dataclass
 
 import paramiko
 
 from .console import CommandResult
-from .errors import WaitTimeout
+from .wait import wait_until
 
 
 @dataclass
@@ -51,20 +50,22 @@ class SSH:
         self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
 
     def connect(self, timeout: float, watchdog=lambda: None) -> None:
-        deadline = time.monotonic() + timeout
         last: Exception | None = None
-        while time.monotonic() < deadline:
-            watchdog()
+
+        def connected() -> bool:
+            nonlocal last
             try:
                 self.client.connect(self.host, self.port, username="root", pkey=self.key.key,
                                     timeout=5, banner_timeout=10, auth_timeout=10,
                                     look_for_keys=False, allow_agent=False)
-                return
+                return True
             except (OSError, paramiko.SSHException, EOFError) as e:
                 last = e
-                time.sleep(0.5)
-        raise WaitTimeout(f"ssh to root@{self.host}:{self.port} did not come up within "
-                          f"{timeout:.0f}s (last error: {last!r})")
+                return False
+        watchdog()
+        wait_until(connected, timeout, "ssh", watchdog, interval=0.5,
+                   fail=lambda: f"ssh to root@{self.host}:{self.port} did not come up within "
+                                f"{timeout:.0f}s (last error: {last!r})")
 
     def start(self, command: str, stdin: bytes = b"") -> "Running":
         """Start a command (stdin, if given, is sent and closed) without waiting for it:
@@ -109,15 +110,12 @@ class Running:
             and not self.chan.recv_stderr_ready()
 
     def wait(self, timeout: float = 60) -> CommandResult:
-        deadline = time.monotonic() + timeout
-        while not self.done():
-            select.select([self.chan], [], [], 0.25)
-            self.ssh.watchdog()
-            if time.monotonic() > deadline:
-                self.chan.close()
-                raise WaitTimeout(f"ssh command `{self.command}` did not finish within "
-                                  f"{timeout:.0f}s; output so far: "
-                                  f"{self.out.decode(errors='replace')[-500:]!r}")
+        def gave_up() -> str:
+            self.chan.close()
+            return (f"ssh command `{self.command}` did not finish within {timeout:.0f}s; "
+                    f"output so far: {self.out.decode(errors='replace')[-500:]!r}")
+        wait_until(self.done, timeout, f"`{self.command}`", self.ssh.watchdog, interval=0.25,
+                   sleep=lambda s: select.select([self.chan], [], [], s), fail=gave_up)
         status = self.chan.recv_exit_status()
         self.chan.close()
         if status == -1:          # no exit status: the connection died under the command

@@ -28,9 +28,7 @@ def _ged_irqs(m) -> int:
 
 @pytest.fixture
 def acpi_guest(machine_factory):
-    m = machine_factory(profile=profiles.get("arm64-uefi"))
-    m.launch()
-    m.wait_ready()
+    m = machine_factory.booted(profile=profiles.get("arm64-uefi"))
     return m
 
 

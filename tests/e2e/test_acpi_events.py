@@ -27,10 +27,8 @@ TESTDEV = ("1b36", "0005")                   # QEMU's pci-testdev: enumerates, n
 
 
 def _boot(machine_factory, chipset: str, qemu_args=(), append=()):
-    m = machine_factory(profile=profiles.get(CHIPSETS[chipset]), qemu_args=qemu_args,
-                        append=append)
-    m.launch()
-    m.wait_ready()
+    m = machine_factory.booted(profile=profiles.get(CHIPSETS[chipset]), qemu_args=qemu_args,
+                               append=append)
     return m
 
 
@@ -62,10 +60,8 @@ def test_pci_hotplug_is_enumerated_and_unplug_waits_for_the_guest(machine_factor
     m = _boot(machine_factory, chipset, qemu_args=HOTPLUG_PORT[chipset])
     before, gpe = _pci_ids(m), _gpe(m)
     m.qmp.execute("device_add", driver="pci-testdev", id="gpm_hp1", bus=HOTPLUG_BUS[chipset])
-    deadline = time.monotonic() + 30
-    while not (added := [d for d in _pci_ids(m) - before if d[1:] == TESTDEV]):
-        assert time.monotonic() < deadline, "the guest never enumerated the hot-added device"
-        time.sleep(0.5)
+    added = m.wait_until(lambda: [d for d in _pci_ids(m) - before if d[1:] == TESTDEV], 30,
+                         "the guest to enumerate the hot-added device")
     raised = {g: n - gpe.get(g, 0) for g, n in _gpe(m).items() if n != gpe.get(g, 0)}
     assert raised, "no ACPI GPE fired in the guest for the hot-add"
     slot = added[0][0]
@@ -79,7 +75,7 @@ def test_pci_hotplug_is_enumerated_and_unplug_waits_for_the_guest(machine_factor
     early = [e for e in m.qmp.events if e["event"] == "DEVICE_DELETED" and e["host_time"] >= t0]
     m.qmp.execute("cont")
     assert not early, f"DEVICE_DELETED while the guest was stopped: {early}"
-    m.qmp.wait_event("DEVICE_DELETED", after=t0, timeout=30)
+    m.wait_event("DEVICE_DELETED", after=t0, timeout=30)
     assert slot not in {d[0] for d in _pci_ids(m)}, f"{slot} still in the guest after the eject"
     log = m.ssh.run("dmesg").check().output
     assert re.search(rf"pci {re.escape(slot)}: \[{TESTDEV[0]}:{TESTDEV[1]}\]", log)
@@ -100,13 +96,16 @@ def test_memory_hot_add_is_acknowledged_and_grows_the_guest(machine_factory, pro
                                    "size": 256 << 20})
     t0 = time.time()
     m.qmp.execute("device_add", driver="pc-dimm", id="gpm_dimm1", memdev="gpm_mem1")
-    ost = m.qmp.wait_event("ACPI_DEVICE_OST", after=t0, timeout=30)["data"]["info"]
+    ost = m.wait_event("ACPI_DEVICE_OST", after=t0, timeout=30)["data"]["info"]
     assert ost["device"] == "gpm_dimm1" and ost["status"] == 0, f"OST: {ost}"
-    deadline = time.monotonic() + 30
-    while (grown := mem_total() - before) < 256 * 1024 - 4096:
-        assert time.monotonic() < deadline, \
-            f"MemTotal grew by {grown} kB, expected about {256 * 1024} kB"
-        time.sleep(0.5)
+    grown = 0
+
+    def grew() -> bool:
+        nonlocal grown
+        grown = mem_total() - before
+        return grown >= 256 * 1024 - 4096
+    m.wait_until(grew, 30, "MemTotal to grow by the DIMM",
+                 fail=lambda: f"MemTotal grew by {grown} kB, expected about {256 * 1024} kB")
 
 
 class LapicUnmapped(AssertionError):
@@ -135,18 +134,19 @@ def test_cpu_hot_add_is_acknowledged_and_onlined(machine_factory, chipset, reque
     assert free, "QEMU offers no hotpluggable CPU slot"
     t0 = time.time()
     m.qmp.execute("device_add", driver=free[0]["type"], id="gpm_cpu2", **free[0]["props"])
-    ost = m.qmp.wait_event("ACPI_DEVICE_OST", after=t0, timeout=30)["data"]["info"]
+    ost = m.wait_event("ACPI_DEVICE_OST", after=t0, timeout=30)["data"]["info"]
     assert ost["device"] == "gpm_cpu2" and ost["status"] == 0, f"OST: {ost}"
-    deadline = time.monotonic() + 30
-    while True:
+    r = ""
+
+    def cpu2_exists() -> bool:
+        nonlocal r
         r = m.ssh.run("test -d /sys/devices/system/cpu/cpu2 && echo guestpm-cpu2-exists; "
                       "dmesg | grep -E 'Unable to map lapic|hot-added|Allowing .*CPUs'").output
-        if "guestpm-cpu2-exists" in r:
-            break
-        if "Unable to map lapic" in r:
+        if "Unable to map lapic" in r and "guestpm-cpu2-exists" not in r:
             raise LapicUnmapped(f"QEMU's OST reported status 0, but the guest logged:\n{r}")
-        assert time.monotonic() < deadline, f"no cpu2 in the guest's sysfs; its log:\n{r}"
-        time.sleep(0.5)
+        return "guestpm-cpu2-exists" in r
+    m.wait_until(cpu2_exists, 30, "cpu2 in the guest's sysfs",
+                 fail=lambda: f"no cpu2 in the guest's sysfs; its log:\n{r}")
     m.ssh.run("echo 1 > /sys/devices/system/cpu/cpu2/online").check()
     online = m.ssh.run("cat /sys/devices/system/cpu/online").check().output.strip()
     assert online == "0-2", f"online CPUs after onlining cpu2: {online}"

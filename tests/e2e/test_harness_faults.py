@@ -13,6 +13,7 @@ import time
 import pytest
 
 from harness.errors import GuestPanic, WaitTimeout
+from harness.wait import within
 
 pytestmark = [pytest.mark.e2e, pytest.mark.harness_selftest]
 
@@ -30,9 +31,7 @@ def test_boot_panic_fails_fast_quoting_the_panic(machine_factory):
 
 
 def test_ssh_that_never_comes_up_names_the_wait_and_console(machine_factory):
-    m = machine_factory()
-    m.launch()
-    m.wait_ready()
+    m = machine_factory.booted()
     m.run("killall dropbear").check()
     m.ssh_connect_timeout = 5
     with pytest.raises(WaitTimeout) as e:
@@ -61,17 +60,13 @@ CHILD = textwrap.dedent("""
 
 
 def _gone(pid: int, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
+    def gone() -> bool:
         try:
             with open(f"/proc/{pid}/stat") as fh:
-                if fh.read().split(") ")[1][0] == "Z":
-                    return True
+                return fh.read().split(") ")[1][0] == "Z"
         except FileNotFoundError:
             return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
+    return bool(within(gone, timeout, interval=0.2))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
@@ -107,9 +102,7 @@ def test_no_qemu_survives_its_harness(target, kernel, initrd, tmp_path, sig):
 
 
 def test_panic_during_an_ssh_command_fails_within_seconds(machine_factory):
-    m = machine_factory()
-    m.launch()
-    m.wait_ready()
+    m = machine_factory.booted()
     t = time.monotonic()
     with pytest.raises(GuestPanic, match="Kernel panic - not syncing: sysrq triggered crash"):
         m.ssh.run("sleep 1; echo c > /proc/sysrq-trigger; sleep 100", timeout=120)

@@ -23,10 +23,8 @@ pytestmark = [pytest.mark.e2e]
 
 def _boot(machine_factory, tmp_path, resume: bool = True):
     image = disks.overlay(disks.swap_base(), tmp_path / "swap.qcow2")
-    m = machine_factory(qemu_args=disks.virtio_disk_args(image),
-                        append=HIBERNATE_APPEND if resume else ("no_console_suspend",))
-    m.launch()
-    m.wait_ready()
+    m = machine_factory.booted(qemu_args=disks.virtio_disk_args(image),
+                               append=HIBERNATE_APPEND if resume else ("no_console_suspend",))
     return m
 
 

@@ -36,9 +36,7 @@ class S2idleX86:
     SKIPs, naming why, where the kernel cannot show its s2idle wait on this machine."""
 
     def __init__(self, machine_factory, kernel):
-        self.m = machine_factory(qemu_args=acpi.s2idle_qemu_args())
-        self.m.launch()
-        self.m.wait_ready()
+        self.m = machine_factory.booted(qemu_args=acpi.s2idle_qemu_args())
         self.tap = DebugconTap(self.m.workdir / acpi.DEBUGCON_LOG)
         why = lps0_unobservable(self.m, kernels.release_version(kernel.release)) or \
             pm_debug_on(self.m)
@@ -65,7 +63,7 @@ class S2idleX86:
         with xfail_on(self.m, VIRTIO_NET_FROZEN_XMIT, VIRTIO_NET_RESTORE_SLAB):
             c = suspend_to_idle(self.m, wake_now, entered, what="x86 s2idle")
         self.tap.wait_for(lambda t: EXIT <= set(t), 30, "the LPS0 exit _DSM calls "
-                          "(functions 6, 8, 4)", self.m._watchdog, at_wake[0])
+                          "(functions 6, 8, 4)", self.m.watch(), at_wake[0])
         self.before = self.tap.texts(start)[:at_wake[0] - start]
         self.after = self.tap.texts(at_wake[0])
         return c
@@ -209,9 +207,7 @@ def test_an_early_hype0001_notify_is_reported_as_too_early(machine_factory, kern
 # ---------------------------------------------------------------- arm64
 
 def _arm64(machine_factory):
-    m = machine_factory(append=("no_console_suspend",))
-    m.launch()
-    m.wait_ready()
+    m = machine_factory.booted(append=("no_console_suspend",))
     why = pm_debug_on(m)
     if why:
         pytest.skip(why)

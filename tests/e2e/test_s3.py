@@ -38,9 +38,7 @@ class PmbaseDefect(AssertionError):
 
 
 def _boot(machine_factory, chipset: str):
-    m = machine_factory(profile=profiles.get(CHIPSETS[chipset]))
-    m.launch()
-    m.wait_ready()
+    m = machine_factory.booted(profile=profiles.get(CHIPSETS[chipset]))
     modes = m.ssh.run("cat /sys/power/mem_sleep").check().output.strip()
     assert "deep" in modes, f"{chipset}: S3 enabled in QEMU but mem_sleep offers only {modes!r}"
     m.ssh.run("echo deep > /sys/power/mem_sleep").check()

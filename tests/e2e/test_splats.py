@@ -100,9 +100,7 @@ INNER = textwrap.dedent('''
         fresh(machine)
 
     def test_11_boot(machine_factory):
-        m = machine_factory(extra_modules=[("guestpm_splat", KO, "at_load=warn")])
-        m.launch()
-        m.wait_ready()
+        m = machine_factory.booted(extra_modules=[("guestpm_splat", KO, "at_load=warn")])
 ''')
 
 

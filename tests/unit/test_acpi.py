@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness import acpi, disks, extmod, kernels
-from harness.errors import SetupError
+from harness.errors import SetupError, WaitTimeout
 
 GOLDEN = Path(__file__).parent / "golden" / "acpi"
 needs_iasl = pytest.mark.skipif(not shutil.which("iasl"), reason="iasl (acpica-tools) absent")
@@ -66,15 +66,15 @@ def test_debugcon_tap_reads_lines_as_they_arrive(tmp_path):
         fh.write(b" 5\n\nhype 1\n")
     assert [ln.text for ln in tap.poll()] == ["lps0 5", "hype 1"]
     assert tap.texts(2) == ["lps0 5", "hype 1"]
-    assert tap.wait_for(lambda t: "hype 1" in t, 1, "x") == tap.texts()
+    assert tap.wait_for(lambda t: "hype 1" in t, 1, "x", lambda: None) == tap.texts()
 
 
 def test_debugcon_wait_names_what_is_missing_and_what_came(tmp_path):
     log = tmp_path / "d.log"
     log.write_bytes(b"lps0 3\n")
-    with pytest.raises(acpi.WaitTimeout, match=r"LPS0 entry did not reach .* received "
+    with pytest.raises(WaitTimeout, match=r"LPS0 entry did not reach .* received "
                                                r"\['lps0 3'\]"):
-        acpi.DebugconTap(log).wait_for(lambda t: False, 0.2, "LPS0 entry")
+        acpi.DebugconTap(log).wait_for(lambda t: False, 0.2, "LPS0 entry", lambda: None)
 
 
 def test_the_standin_needs_a_debian_kernel(tmp_path):

@@ -9,7 +9,7 @@ class FakeQmp:
     def __init__(self, events):
         self.events = events
 
-    def wait_event(self, name, after, timeout, watchdog=lambda: None):
+    def wait_event(self, name, after, timeout):
         for e in self.events:
             if e["event"] == name and e["host_time"] >= after:
                 return e
@@ -35,8 +35,11 @@ class FakeMachine:
         self.ssh = type("S", (), {"start": lambda s, cmd: FakeRunning()})()
         self.console = type("C", (), {"tail": lambda s: ""})()
 
-    def _watchdog(self):
-        pass
+    def wait_event(self, name, after, timeout, also=None):
+        return self.qmp.wait_event(name, after, timeout)
+
+    def watch(self, also=None):
+        return also or (lambda: None)
 
     def artifacts(self):
         return "artifacts"
