@@ -10,7 +10,9 @@ check differs or the case recorded no check at all; error when it raised."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -34,13 +36,28 @@ class Case:
     requires: tuple[Callable[[Any], str | None], ...] = ()
 
 
+class Registry:
+    """The cases of one suite in definition order, registered by its `case` decorator
+    (`requires`: precondition probes, each None or the reason to SKIP)."""
+
+    def __init__(self, requires: tuple = ()):
+        self.cases: list[Case] = []
+        self.requires = tuple(requires)
+
+    def case(self, family: str, requires: tuple | None = None):
+        def wrap(fn):
+            self.cases.append(Case(fn.__name__, family, fn, (fn.__doc__ or "").strip(),
+                                   tuple(self.requires if requires is None else requires)))
+            return fn
+        return wrap
+
+
 @dataclass
 class T:
     """Per-case context handed to the case function."""
     env: Any
     checks: list[dict] = field(default_factory=list)
     observed: dict = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
     def expect(self, what: str, actual: Any, expected: Any) -> bool:
         ok = actual == expected
@@ -50,9 +67,6 @@ class T:
     def require(self, what: str, actual: Any, expected: Any) -> None:
         if not self.expect(what, actual, expected):
             raise Stop(what)
-
-    def note(self, text: str) -> None:
-        self.notes.append(text)
 
 
 def run_case(case: Case, env: Any) -> dict:
@@ -87,7 +101,7 @@ def run_case(case: Case, env: Any) -> dict:
         else:
             bad = [c["what"] for c in t.checks if not c["ok"]]
             res.update(status="fail", reason="; ".join(bad))
-    res.update(checks=t.checks, observed=t.observed, notes=t.notes,
+    res.update(checks=t.checks, observed=t.observed,
                duration_s=round(time.monotonic() - t0, 4))
     return res
 
@@ -137,3 +151,27 @@ def exit_status(results: list[dict]) -> int:
     if "fail" in statuses:
         return 1
     return 4 if statuses and all(s == "skip" for s in statuses) else 0
+
+
+def main(argv: list[str], prog: str, cases: list[Case], run: Callable[[Any], dict],
+         title: Callable[[dict, Any], str], arguments: Callable[[Any], None] = lambda ap: None
+         ) -> int:
+    """The command line of every in-guest suite (`python3 -m harness.guest.<suite>`):
+    its own `arguments`, then --json (the agent's form), -k SUBSTRING and --list; KTAP
+    on stdout and kselftest's exit status."""
+    ap = argparse.ArgumentParser(prog=prog)
+    arguments(ap)
+    ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument("-k", dest="select", default="", help="only cases whose name contains this")
+    ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    a = ap.parse_args(argv)
+    if a.list:
+        for c in cases:
+            print(f"{c.family:15} {c.name}")
+        return 0
+    out = run(a)
+    if a.json:
+        print(json.dumps(out))
+    else:
+        sys.stdout.write(ktap(out["results"], title(out, a)))
+    return exit_status(out["results"])

@@ -14,7 +14,6 @@ Exit status: 0 no failure, 1 a failure, 4 everything skipped (kselftest codes)."
 from __future__ import annotations
 
 import errno
-import json
 import platform
 import sys
 import threading
@@ -199,18 +198,11 @@ class PsciGuest:
 
 # ---------------------------------------------------------------- cases
 
-CASES: list[ktest.Case] = []
 BASE = (needs_kvm,)
 SUSPEND = (needs_kvm, needs_suspend_cap)
 OFF2 = (needs_kvm, needs_psci(1, 3, "SYSTEM_OFF2"))
-
-
-def case(family: str, requires=BASE):
-    def wrap(fn):
-        CASES.append(ktest.Case(fn.__name__, family, fn, (fn.__doc__ or "").strip(),
-                                tuple(requires)))
-        return fn
-    return wrap
+SUITE = ktest.Registry(requires=BASE)
+CASES, case = SUITE.cases, SUITE.case
 
 
 # --- baselines: what every PSCI 1.x KVM does -------------------------------
@@ -588,21 +580,11 @@ def run(select: str = "", selftest: bool = False) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    as_json = "--json" in argv
-    select = argv[argv.index("-k") + 1] if "-k" in argv else ""
-    if "--list" in argv:
-        for c in CASES:
-            print(f"{c.family:15} {c.name}")
-        return 0
-    out = run(select)
-    if as_json:
-        print(json.dumps(out))
-    else:
-        env = out["env"]
-        sys.stdout.write(ktest.ktap(out["results"], (
-            f"guestpm PSCI uAPI on {env['release']} ({env['machine']}), PSCI default "
-            f"{env['psci_default']}, KVM_CAP_ARM_SYSTEM_SUSPEND={env['suspend_cap']}")))
-    return ktest.exit_status(out["results"])
+    return ktest.main(
+        argv, "python3 -m harness.guest.psci", CASES, lambda a: run(a.select),
+        lambda out, a: (f"guestpm PSCI uAPI on {out['env']['release']} "
+                        f"({out['env']['machine']}), PSCI default {out['env']['psci_default']}, "
+                        f"KVM_CAP_ARM_SYSTEM_SUSPEND={out['env']['suspend_cap']}"))
 
 
 if __name__ == "__main__":

@@ -27,10 +27,8 @@ prints KTAP (or JSON) on any machine with such a device, bare metal included."""
 
 from __future__ import annotations
 
-import argparse
 import errno
 import fcntl
-import json
 import os
 import select
 import struct
@@ -364,15 +362,8 @@ def needs_low_power(env: Env) -> str | None:
     return None
 
 
-CASES: list[ktest.Case] = []
-
-
-def case(family: str, requires=(needs_low_power,)):
-    def wrap(fn):
-        CASES.append(ktest.Case(fn.__name__, family, fn, (fn.__doc__ or "").strip(),
-                                tuple(requires)))
-        return fn
-    return wrap
+SUITE = ktest.Registry(requires=(needs_low_power,))
+CASES, case = SUITE.cases, SUITE.case
 
 
 def _back_to_d0(d: VfioDevice) -> None:
@@ -727,23 +718,20 @@ def run(bdf: str, select: str = "", driver: str = "vfio-pci",
         env.close()
 
 
-def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python3 -m harness.guest.vfio")
+def _arguments(ap) -> None:
     ap.add_argument("bdf", help="the PCI function to hand to vfio-pci, e.g. 0000:00:09.0")
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("-k", dest="select", default="", help="only cases whose name contains this")
     ap.add_argument("--driver", default="vfio-pci",
                     help=f"vfio-pci, or a variant driver such as {STANDIN_DRIVER}")
     ap.add_argument("--no-companion", metavar="BDF",
                     help="a second device, without an ACPI companion (acpi_notify ENODEV case)")
-    a = ap.parse_args(argv)
-    out = run(a.bdf, a.select, a.driver, a.no_companion)
-    if a.json:
-        print(json.dumps(out))
-    else:
-        sys.stdout.write(ktest.ktap(out["results"], f"guestpm vfio-pci power uAPI on "
-                                    f"{out['env']['release']} ({a.bdf}, {a.driver})"))
-    return ktest.exit_status(out["results"])
+
+
+def main(argv: list[str]) -> int:
+    return ktest.main(
+        argv, "python3 -m harness.guest.vfio", CASES,
+        lambda a: run(a.bdf, a.select, a.driver, a.no_companion),
+        lambda out, a: (f"guestpm vfio-pci power uAPI on {out['env']['release']} "
+                        f"({a.bdf}, {a.driver})"), _arguments)
 
 
 if __name__ == "__main__":

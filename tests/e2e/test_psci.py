@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
-from harness import history, kernels
-from harness.guest import ktest, psci
-from harness.machine import Machine
-from harness.pytest_plugin import attach_machine, note
-from harness.verdicts import assert_case
+from harness import kernels
+from harness.guest import psci
+from harness.l2 import MODES        # the kernel parameters of each KVM mode
+from harness.suite import SuiteHost
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("arm64")]
 
-MODES = {"vhe": (), "nvhe": ("kvm-arm.mode=nvhe",)}
 MODE_EVIDENCE = {"vhe": r"kvm \[\d+\]: VHE mode initialized successfully",
                  "nvhe": r"kvm \[\d+\]: Hyp (nVHE )?mode initialized successfully"}
 
@@ -33,22 +31,13 @@ MODE_EVIDENCE = {"vhe": r"kvm \[\d+\]: VHE mode initialized successfully",
 MERGED = {"system_suspend": (5, 19), "system_off2": (6, 13)}
 
 
-@dataclass
-class KvmHost:
+@dataclass(kw_only=True)
+class KvmHost(SuiteHost):
+    """The kernel under test as a KVM host in one mode; its PSCI cases in one agent
+    call (about 5 s under TCG)."""
+    AGENT = "psci"
+    MERGED = MERGED
     mode: str
-    machine: Machine
-    _run: dict | None = field(default=None, repr=False)
-    noted: bool = False
-
-    @property
-    def run(self) -> dict:
-        """All cases in one agent call per machine (about 5 s under TCG)."""
-        if self._run is None:
-            self._run = self.machine.agent("psci")
-        return self._run
-
-    def result(self, name: str) -> dict:
-        return next(r for r in self.run["results"] if r["name"] == name)
 
 
 @pytest.fixture(params=list(MODES))
@@ -61,17 +50,12 @@ def kvm_host(request, machine, machine_pool, kernel) -> KvmHost:
                     "be requested on a VHE-capable CPU")
     mode = request.param
     return machine_pool.reuse(("psci", mode), lambda: KvmHost(
-        mode, machine_pool.get(MODES[mode], tag=mode)))
+        machine_pool.get(MODES[mode], tag=mode), mode=mode))
 
 
 @pytest.fixture
 def host(request, kvm_host, kernel) -> KvmHost:
-    attach_machine(request, kvm_host.machine)
-    if not kvm_host.noted:            # a developer's kernel: information, not verdicts
-        kvm_host.noted = True
-        for d in history.information(kernel, MERGED, kvm_host.run["results"]):
-            note(request, f"{kvm_host.mode}: {d}")
-    return kvm_host
+    return kvm_host.serve(request, kernel, prefix=f"{kvm_host.mode}: ")
 
 
 def test_kvm_runs_in_the_requested_mode(host):
@@ -82,7 +66,7 @@ def test_kvm_runs_in_the_requested_mode(host):
 
 @pytest.mark.parametrize("case", [c.name for c in psci.CASES])
 def test_psci(host, case):
-    assert_case(host.result(case))
+    host.check_case(case)
 
 
 @pytest.mark.stock_kernel_only
@@ -90,21 +74,13 @@ def test_verdicts_follow_upstream_history(host, kernel):
     """On stock kernels a family SKIPs exactly on releases older than its merge: a SKIP
     on a newer kernel would hide a regression behind a probe, a PASS on an older one is
     a backport to look at.  (On path: and build: kernels: information, see history.py.)"""
-    version = kernels.release_version(kernel.release)
-    assert version, f"no version in release {kernel.release!r} of a stock kernel"
-    reasons = sorted({r["reason"] for r in host.run["results"] if r["status"] == "skip"})
-    assert not history.differences(MERGED, version, host.run["results"]), \
-        f"kernel {kernel.release}; skip reasons {reasons}; environment {host.run['env']}"
+    host.check_history(kernel)
 
 
 def test_bare_metal_entry_point_agrees(host):
     """`python3 -m harness.guest.psci` (what runs on a bare-metal arm64 host) prints KTAP
     with the same verdicts as the run the other tests assert, and kselftest's exit code."""
-    r = host.machine.ssh.run("cd /opt/guestpm && python3 -m harness.guest.psci", timeout=300)
-    statuses = {x["name"]: x["status"] for x in host.run["results"]}
-    assert r.output.startswith("KTAP version 1\n"), r.output[:200]
-    assert ktest.parse_ktap(r.output) == statuses, r.output
-    assert r.status == ktest.exit_status(host.run["results"]), r.output + r.stderr
+    host.check_bare_metal()
 
 
 def test_a_spinning_vcpu_is_a_bounded_fail_with_its_state(machine):
@@ -121,10 +97,8 @@ def test_a_spinning_vcpu_is_a_bounded_fail_with_its_state(machine):
 def test_without_el2_the_family_skips_naming_kvm(machine_factory, profile):
     """The same kernel booted without virtualization=on: no EL2, so KVM does not
     initialise and every case SKIPs with the reason, none FAILs."""
-    m = machine_factory(profile=dataclasses.replace(
+    m = machine_factory.booted(profile=dataclasses.replace(
         profile, machine=profile.machine.replace("virtualization=on,", "")))
-    m.launch()
-    m.wait_ready()
     res = m.agent("psci")["results"]
     assert {r["status"] for r in res} == {"skip"}, res
     assert {r["reason"] for r in res} == {

@@ -21,15 +21,14 @@ companion) and a second e1000e behind a root port, which has no companion."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
-from pathlib import Path
-
-from harness import acpi, extmod, history, kernels, profiles
-from harness.guest import ktest, vfio
-from harness.machine import Machine
-from harness.pytest_plugin import attach_machine, note, progress
+from harness import acpi, extmod, kernels, profiles
+from harness.guest import vfio
+from harness.pytest_plugin import progress
+from harness.suite import SuiteHost
 from harness.verdicts import assert_case
 
 pytestmark = [pytest.mark.e2e]
@@ -72,35 +71,31 @@ def companion_args(profile) -> tuple[str, ...]:
             "-device", f"{DEVICE},bus=gpm_rp1,id=gpm_vfio1")
 
 
-@dataclasses.dataclass
-class VfioHost:
-    machine: Machine
+@dataclasses.dataclass(kw_only=True)
+class VfioHost(SuiteHost):
+    """The kernel under test with the device for vfio; its cases in one agent call
+    (4-6 s under TCG), with vfio-pci."""
+    AGENT = "vfio"
+    MERGED = MERGED
     kernel: kernels.Kernel
     profile: profiles.Profile
-    _run: dict | None = None
     _standin: dict | None = None
     _standin_missing: str | None = None     # why the stand-in module is not loaded
     _standin_error: str | None = None       # how loading it failed (never the stock run's)
     _standin_tried: bool = False
-    noted: bool = False
 
-    @property
-    def run(self) -> dict:
-        """All cases in one agent call per machine (4-6 s under TCG), with vfio-pci.
-        Where devices have companions the stand-in module is loaded first: its raise
+    def before_run(self) -> None:
+        """Where devices have companions the stand-in module is loaded first: its raise
         hook lets a kernel that carries the real series run the value cases too."""
-        if self._run is None:
-            if self.no_companion:
-                self.load_standin()
-            self._run = self.machine.agent("vfio", bdf=BDF, no_companion=self.no_companion)
-        return self._run
+        if self.no_companion:
+            self.load_standin()
+
+    def agent_args(self) -> dict:
+        return {"bdf": BDF, "no_companion": self.no_companion}
 
     @property
     def no_companion(self) -> str | None:
         return NO_COMPANION_BDF if self.profile.acpi_pci_slot else None
-
-    def result(self, name: str, run: dict | None = None) -> dict:
-        return next(r for r in (run or self.run)["results"] if r["name"] == name)
 
     def load_standin(self) -> str | None:
         """Build the stand-in for this kernel and load it (it binds nothing by itself:
@@ -161,18 +156,13 @@ def vfio_host_machine(machine, machine_pool, profile) -> VfioHost:
     return machine_pool.reuse("vfio", lambda: VfioHost(machine_pool.get(
         profile.iommu_append, tag="vfio", profile=vfio_profile(profile),
         qemu_args=profile.iommu_args + device_args(profile) + companion_args(profile)),
-        machine_pool.kernel, profile))
+        kernel=machine_pool.kernel, profile=profile))
 
 
 @pytest.fixture
 def host(request, vfio_host_machine, kernel) -> VfioHost:
     """The vfio machine: only profiles that can have an IOMMU collect its tests."""
-    attach_machine(request, vfio_host_machine.machine)
-    if not vfio_host_machine.noted:   # a developer's kernel: information, not verdicts
-        vfio_host_machine.noted = True
-        for d in history.information(kernel, MERGED, vfio_host_machine.run["results"]):
-            note(request, d)
-    return vfio_host_machine
+    return vfio_host_machine.serve(request, kernel)
 
 
 def _fail_if_setup_failed(host: VfioHost) -> None:
@@ -185,7 +175,7 @@ def _fail_if_setup_failed(host: VfioHost) -> None:
 @pytest.mark.parametrize("case", [c.name for c in vfio.CASES])
 def test_vfio(host, case):
     _fail_if_setup_failed(host)
-    assert_case(host.result(case))
+    host.check_case(case)
 
 
 @IOMMU
@@ -204,32 +194,21 @@ def test_verdicts_follow_upstream_history(host, kernel):
     """low_power runs exactly on stock kernels from 6.1 on; the unmerged ACPI-notify case
     SKIPs on every stock kernel (a PASS there means the series was applied).  (On path:
     and build: kernels: information, see history.py.)"""
-    version = kernels.release_version(kernel.release)
-    assert version, f"no version in release {kernel.release!r} of a stock kernel"
-    reasons = sorted({r["reason"] for r in host.run["results"] if r["status"] == "skip"})
-    assert not history.differences(MERGED, version, host.run["results"]), \
-        f"kernel {kernel.release}; skip reasons {reasons}; {host.run['env']}"
+    host.check_history(kernel)
 
 
 @IOMMU
 def test_bare_metal_entry_point_agrees(host):
     """`python3 -m harness.guest.vfio BDF` prints KTAP with the same verdicts."""
-    other = f" --no-companion {host.no_companion}" if host.no_companion else ""
-    r = host.machine.ssh.run(f"cd /opt/guestpm && python3 -m harness.guest.vfio {BDF}{other}",
-                             timeout=120)
-    statuses = {x["name"]: x["status"] for x in host.run["results"]}
-    assert r.output.startswith("KTAP version 1\n"), r.output[:200]
-    assert ktest.parse_ktap(r.output) == statuses, r.output
-    assert r.status == ktest.exit_status(host.run["results"]), r.output + r.stderr
+    other = ("--no-companion", host.no_companion) if host.no_companion else ()
+    host.check_bare_metal(BDF, *other, timeout=120)
 
 
 @pytest.mark.harness_selftest
 def test_a_device_without_an_iommu_group_skips_naming_why(machine_factory, profile):
     """Bad input: the same device on a machine without an IOMMU cannot be bound to
     vfio-pci; every case SKIPs saying so, none FAILs."""
-    m = machine_factory(profile=vfio_profile(profile), qemu_args=device_args(profile))
-    m.launch()
-    m.wait_ready()
+    m = machine_factory.booted(profile=vfio_profile(profile), qemu_args=device_args(profile))
     res = m.agent("vfio", bdf=BDF)["results"]
     assert {r["status"] for r in res} == {"skip"}, res
     reasons = {r["reason"] for r in res}
@@ -243,10 +222,8 @@ def test_a_missing_vfio_pci_driver_skips_naming_it(machine_factory, profile, ker
     """Bad input: vfio-pci not loaded (the base profile's modules): SKIP naming the driver."""
     if kernel_config.get("CONFIG_VFIO_PCI") != "m":
         pytest.skip(f"{kernel.spec}: vfio-pci is not a module, it cannot be left out")
-    m = machine_factory(profile=profile, append=profile.iommu_append,
-                        qemu_args=profile.iommu_args + device_args(profile))
-    m.launch()
-    m.wait_ready()
+    m = machine_factory.booted(profile=profile, append=profile.iommu_append,
+                               qemu_args=profile.iommu_args + device_args(profile))
     res = m.agent("vfio", bdf=BDF)["results"]
     assert {r["status"] for r in res} == {"skip"}, res
     assert {r["reason"] for r in res} == {

@@ -1,0 +1,85 @@
+"""The host side of an in-guest suite (harness.guest.psci, .vfio): one agent run per
+machine, and the three checks every such suite gets: a case's verdict, the verdicts
+against upstream history, and the bare-metal entry point's KTAP against the agent's.
+
+A test file subclasses `SuiteHost` for its machine and writes thin tests that call
+these; what differs between suites (the agent's arguments, the KTAP command line, the
+merge history) is data on the subclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from typing import ClassVar
+
+import pytest
+
+from . import history, kernels
+from .guest import ktest
+from .machine import Machine
+from .pytest_plugin import attach_machine, note
+from .verdicts import assert_case
+
+
+@dataclasses.dataclass
+class SuiteHost:
+    """A booted machine that runs one in-guest suite.  Subclasses set AGENT (the agent
+    scenario and `harness.guest` module), MERGED (family -> release it was merged in,
+    None: unmerged) and may add agent arguments (agent_args) or a note prefix."""
+    machine: Machine
+    AGENT: ClassVar[str] = ""
+    MERGED: ClassVar[dict] = {}
+    _run: dict | None = dataclasses.field(default=None, repr=False)
+    noted: bool = False
+
+    def agent_args(self) -> dict:
+        return {}
+
+    def before_run(self) -> None:
+        """Called once before the agent runs (say, to load a module it uses)."""
+
+    @property
+    def run(self) -> dict:
+        """All cases in one agent call per machine."""
+        if self._run is None:
+            self.before_run()
+            self._run = self.machine.agent(self.AGENT, **self.agent_args())
+        return self._run
+
+    def result(self, name: str, run: dict | None = None) -> dict:
+        return next(r for r in (run or self.run)["results"] if r["name"] == name)
+
+    def serve(self, request: pytest.FixtureRequest, kernel: kernels.Kernel,
+              prefix: str = "") -> "SuiteHost":
+        """For a test: name this machine's artifacts in its report and, once per
+        machine, note how a developer's kernel compares with upstream history
+        (information, not verdicts)."""
+        attach_machine(request, self.machine)
+        if not self.noted:
+            self.noted = True
+            for d in history.information(kernel, self.MERGED, self.run["results"]):
+                note(request, f"{prefix}{d}")
+        return self
+
+    # ------------------------------------------------------------ the checks
+    def check_case(self, name: str) -> None:
+        assert_case(self.result(name))
+
+    def check_history(self, kernel: kernels.Kernel) -> None:
+        """On a stock kernel a family SKIPs exactly on releases older than its merge
+        (an unmerged one on every release)."""
+        version = kernels.release_version(kernel.release)
+        assert version, f"no version in release {kernel.release!r} of a stock kernel"
+        reasons = sorted({r["reason"] for r in self.run["results"] if r["status"] == "skip"})
+        assert not history.differences(self.MERGED, version, self.run["results"]), \
+            f"kernel {kernel.release}; skip reasons {reasons}; environment {self.run['env']}"
+
+    def check_bare_metal(self, *args: str, timeout: float = 300) -> None:
+        """`python3 -m harness.guest.AGENT ARGS` (what runs on a bare-metal host) prints
+        KTAP with the verdicts of the agent's run, and kselftest's exit status."""
+        cmd = shlex.join(["python3", "-m", f"harness.guest.{self.AGENT}", *args])
+        r = self.machine.ssh.run(f"cd /opt/guestpm && {cmd}", timeout=timeout)
+        statuses = {x["name"]: x["status"] for x in self.run["results"]}
+        assert r.output.startswith("KTAP version 1\n"), r.output[:200]
+        assert ktest.parse_ktap(r.output) == statuses, r.output
+        assert r.status == ktest.exit_status(self.run["results"]), r.output + r.stderr
