@@ -132,7 +132,7 @@ class Toolchain:
     def env(self) -> dict[str, str]:
         env = dict(os.environ, ARCH=self.arch.arch, CROSS_COMPILE=self.cross_compile, LC_ALL="C")
         if self.ccache:
-            # depend mode: ~20 % cold-build overhead instead of ~58 % (REFERENCE.md)
+            # depend mode: measured at ~20 % cold-build overhead, the default mode at ~58 %
             env.setdefault("CCACHE_DEPEND", "1")
         return env
 
@@ -322,7 +322,7 @@ def configure(tree: Path, obj: Path, tc: Toolchain, base: str, fragments: list[P
         else:
             steps = [mk + ["defconfig"], merge + ["-m", str(obj / ".config"), *frags],
                      mk + ["olddefconfig"]]
-        say(f"configuring: {base} + {', '.join(kconfig._short(str(f)) for f in fragments)}"
+        say(f"configuring: {base} + {', '.join(kconfig.fragment_name(str(f)) for f in fragments)}"
             " (merge_config.sh)")
     log.write_text("")
     for cmd in steps:
@@ -335,7 +335,7 @@ def configure(tree: Path, obj: Path, tc: Toolchain, base: str, fragments: list[P
 
 def survival(tree: Path, obj: Path, arch: KbuildArch, req: kconfig.Requested) -> list[kconfig.Lost]:
     final = kconfig.parse_config((obj / ".config").read_text(), str(obj / ".config"))
-    if all(kconfig._same(v, final.get(s, "n")) for s, v in req.values.items()):
+    if all(kconfig.same_value(v, final.get(s, "n")) for s, v in req.values.items()):
         return []
     db = kconfig.load_kconfig(tree, arch.srcarch)
     return kconfig.check(req, final, db, arch.arch)

@@ -33,8 +33,10 @@ class FragmentError(GuestpmError):
     pass
 
 
-def parse_config(text: str, origin: str = "<config>") -> dict[str, str]:
-    """SYMBOL -> value ('y', 'm', 'n' for "is not set", or the literal) in file order."""
+def parse_config(text: str, origin: str = "<config>", strict: bool = True) -> dict[str, str]:
+    """SYMBOL -> value ('y', 'm', 'n' for "is not set", or the literal) in file order.
+    Strict (a fragment): any other line than a comment is a FragmentError; not strict (a
+    kernel's .config or /proc/config.gz as a tool printed it): other lines are skipped."""
     values: dict[str, str] = {}
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -42,7 +44,7 @@ def parse_config(text: str, origin: str = "<config>") -> dict[str, str]:
             values[m[1]] = m[2]
         elif m := _UNSET.match(line):
             values[m[1]] = "n"
-        elif line and not line.startswith("#"):
+        elif strict and line and not line.startswith("#"):
             raise FragmentError(f"{origin}:{n}: not a Kconfig line: {raw!r} "
                                 "(expected CONFIG_FOO=value or '# CONFIG_FOO is not set')")
     return values
@@ -85,14 +87,15 @@ def requested(paths: list[Path]) -> Requested:
     for p in paths:
         for sym, val in parse_config(p.read_text(), str(p)).items():
             if sym in r.values and r.values[sym] != val:
-                r.overridden.append(f"CONFIG_{sym}: {r.values[sym]} ({_short(r.origin[sym])}) "
-                                    f"-> {val} ({_short(str(p))})")
+                r.overridden.append(f"CONFIG_{sym}: {r.values[sym]} ({fragment_name(r.origin[sym])}) "
+                                    f"-> {val} ({fragment_name(str(p))})")
             r.values[sym] = val
             r.origin[sym] = str(p)
     return r
 
 
-def _short(path: str) -> str:
+def fragment_name(path: str) -> str:
+    """A fragment's path as the user names it: relative to configs/ when it is ours."""
     try:
         return str(Path(path).relative_to(CONFIG_DIR))
     except ValueError:
@@ -315,11 +318,12 @@ class Lost:
     fragment: str
 
     def __str__(self) -> str:
-        return (f"CONFIG_{self.symbol}={self.requested} (from {_short(self.fragment)}) "
+        return (f"CONFIG_{self.symbol}={self.requested} (from {fragment_name(self.fragment)}) "
                 f"is {'not set' if self.actual == 'n' else self.actual}: {self.reason}")
 
 
-def _same(req: str, act: str) -> bool:
+def same_value(req: str, act: str) -> bool:
+    """Whether a requested value holds in a .config (n is also an absent symbol)."""
     return req == act or (req == "n" and act in ("n", ""))
 
 
@@ -328,7 +332,7 @@ def check(req: Requested, final: dict[str, str], db: KconfigDb, arch: str) -> li
     lost = []
     for sym, want in req.values.items():
         got = final.get(sym, "n")
-        if _same(want, got):
+        if same_value(want, got):
             continue
         lost.append(Lost(sym, want, got, explain(sym, want, got, final, db, arch),
                          req.origin[sym]))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import aptrepo, cache
+from . import aptrepo, cache, kconfig
 from .errors import KernelError, SetupError
 from .profiles import Profile
 
@@ -54,8 +54,10 @@ class Kernel:
 
 
 def parse_config(text: str) -> dict[str, str]:
-    """The CONFIG_X=value lines of a .config (or of /proc/config.gz) as a dict."""
-    return dict(m.groups() for m in re.finditer(r"^(CONFIG_\w+)=(.*)$", text, re.M))
+    """The options a .config (or /proc/config.gz) sets, as CONFIG_X -> value (kconfig's
+    parser; an option that "is not set" is absent, as in the kernel's own tests)."""
+    return {f"CONFIG_{sym}": v for sym, v in kconfig.parse_config(text, strict=False).items()
+            if v != "n"}
 
 
 # ---------------------------------------------------------------- image headers
