@@ -24,15 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import acpi, disks, kernels, profiles, rootfs  # noqa: E402
+from harness import disks, kernels, profiles, rootfs  # noqa: E402
 from harness.machine import Machine  # noqa: E402
-from harness.power import (HIBERNATE_APPEND, PM_DEBUG, console_shows_idle,  # noqa: E402
-                           hibernate, suspend_to_idle, suspend_to_ram)
+from harness.power import (HIBERNATE_APPEND, PM_DEBUG, arm_s2idle_wake,  # noqa: E402
+                           console_shows_idle, hibernate, s2idle_machine_args,
+                           suspend_to_idle, suspend_to_ram)
 
 
 def _boot(profile, kernel, initrd, workdir: Path, **kw) -> Machine:
-    m = Machine(profile, kernel, initrd, workdir, **kw)
-    m.launch()
+    m = Machine(profile, kernel, initrd, workdir, **kw).launch()
     m.wait_ready()
     return m
 
@@ -50,16 +50,12 @@ def s3(profile, kernel, workdir: Path, reps: int) -> list[float]:
 
 
 def s2idle(profile, kernel, initrd, workdir: Path, reps: int) -> list[float]:
-    x86 = profile.arch == "x86_64"
-    kw = {"qemu_args": acpi.s2idle_qemu_args()} if x86 else {"append": ("no_console_suspend",)}
-    with _boot(profile, kernel, initrd, workdir / "s2idle", **kw) as m:
+    """The profile's own s2idle recipe (harness.power), as the tests run it."""
+    with _boot(profile, kernel, initrd, workdir / "s2idle", **s2idle_machine_args(profile)) as m:
         m.ssh.run(PM_DEBUG).check()
-        if not x86:
-            m.ssh.run("echo enabled > /sys/class/tty/ttyAMA0/power/wakeup").check()
+        wake = arm_s2idle_wake(m)
         out = []
         for _ in range(reps):
-            wake = (lambda: m.qmp.execute("system_powerdown")) if x86 else \
-                (lambda: m.console.write(b"\n"))
             c = suspend_to_idle(m, wake, console_shows_idle(m))
             assert c.status == 0
             out.append(c.entered_s + c.return_s)

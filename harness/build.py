@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import cache, kconfig
+from . import cache, kconfig, profiles
 from .errors import GuestpmError, SetupError
+from .profiles import KbuildArch
 
 Progress = Callable[[str], None]
 BASES = ("allnoconfig", "defconfig")
@@ -36,26 +37,8 @@ class BuildError(GuestpmError):
     """The tree did not configure or compile; the message ends with the log's path."""
 
 
-@dataclass(frozen=True)
-class KbuildArch:
-    """How Kbuild spells an architecture, and which Debian cross compiler builds it."""
-    arch: str                    # ARCH=
-    srcarch: str                 # arch/<srcarch>
-    image: str                   # path of the bootable image in O=
-    target: str                  # make target that builds it
-    host_machine: str            # uname -m of a host that builds it natively
-    cross_prefix: str
-    cross_package: str
-    host_libs: tuple[tuple[str, str], ...] = ()   # (header, Debian package) objtool etc. need
-
-
-KBUILD = {
-    "x86_64": KbuildArch("x86_64", "x86", "arch/x86/boot/bzImage", "bzImage", "x86_64",
-                         "x86_64-linux-gnu-", "gcc-x86-64-linux-gnu",
-                         host_libs=(("/usr/include/gelf.h", "libelf-dev"),)),
-    "arm64": KbuildArch("arm64", "arm64", "arch/arm64/boot/Image", "Image", "aarch64",
-                        "aarch64-linux-gnu-", "gcc-aarch64-linux-gnu"),
-}
+# How Kbuild spells each arch and which cross compiler builds it: profile data
+KBUILD: dict[str, KbuildArch] = {p.arch: p.kbuild for p in profiles.PROFILES.values() if p.kbuild}
 # Host programs any kernel build runs, by the Debian package that ships them.
 HOST_TOOLS = {"make": "make", "gcc": "gcc", "flex": "flex", "bison": "bison", "bc": "bc",
               "perl": "perl-base"}
@@ -65,7 +48,7 @@ def build_packages(arch: str) -> list[str]:
     """Debian packages a build for this arch needs on this host (setup installs them)."""
     ka = KBUILD[arch]
     pkgs = set(HOST_TOOLS.values()) | {p for _, p in ka.host_libs} | {"libssl-dev", "git"}
-    if os.uname().machine != ka.host_machine:
+    if profiles.host_machine() != ka.host_machine:
         pkgs.add(ka.cross_package)
     return sorted(pkgs)
 
@@ -143,7 +126,7 @@ def toolchain(arch: str, cross_compile: str | None = None, use_ccache: bool = Tr
               host_machine: str | None = None) -> Toolchain:
     """The compiler for ARCH on this host, or SetupError naming every missing package."""
     ka = KBUILD[arch]
-    host = host_machine or os.uname().machine
+    host = host_machine or profiles.host_machine()
     if cross_compile is None:
         cross_compile = "" if host == ka.host_machine else ka.cross_prefix
     missing = []

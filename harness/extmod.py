@@ -16,7 +16,6 @@ Built once per (sources, kernel) and cached.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -36,18 +35,11 @@ class Unbuildable(Exception):
     """No headers to build against (not a stock Debian kernel, or another arch)."""
 
 
-def host_deb_arch() -> str:
-    machine = os.uname().machine
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
-
-
-def kbuild_arch(deb_arch: str) -> kbuild.KbuildArch | None:
+def kbuild_arch(deb_arch: str) -> profiles.KbuildArch | None:
     """The Kbuild facts (ARCH, the cross prefix Debian's gcc-N-for-host uses) of a
-    Debian arch, from the profiles and build.KBUILD."""
-    for p in profiles.PROFILES.values():
-        if p.deb_arch == deb_arch and p.arch in kbuild.KBUILD:
-            return kbuild.KBUILD[p.arch]
-    return None
+    Debian arch, from the profiles."""
+    return next((p.kbuild for p in profiles.PROFILES.values()
+                 if p.deb_arch == deb_arch and p.kbuild), None)
 
 
 def module_name(src: Path) -> str:
@@ -73,7 +65,7 @@ def build(src: Path, kernel: Kernel, deb_arch: str, progress: Progress = lambda 
     if kbuild_arch(deb_arch) is None:
         raise Unbuildable(f"building {name} for {deb_arch} is not supported")
     suite, version = kernel.debian
-    if deb_arch != host_deb_arch():
+    if deb_arch != profiles.host_deb_arch():
         _check_cross(name, kernel.release, suite, deb_arch)
     sources = _sources(src)
     key = cache.digest(kernel.release, version, *(f"{p.name}\0{p.read_text()}" for p in sources))
@@ -99,7 +91,7 @@ def _check_cross(name: str, release: str, suite: str, deb_arch: str) -> None:
     if "-for-host" not in depends:
         gcc = next((d.strip().split()[0] for d in depends.split(",")
                     if d.strip().startswith("gcc")), "no gcc")
-        raise Unbuildable(f"building {name} for {deb_arch} on this {host_deb_arch()} host needs "
+        raise Unbuildable(f"building {name} for {deb_arch} on this {profiles.host_deb_arch()} host needs "
                           f"a headers package that depends on gcc-N-for-host (Debian's cross "
                           f"compiler); linux-headers-{release} depends on {gcc}")
 
@@ -147,7 +139,7 @@ def _mmdebstrap(name: str, sources: list[Path], release: str, suite: str, versio
     mirror = aptrepo.system_mirror()
     headers = f"linux-headers-{release}"
     log = dest / "build.log"
-    host = host_deb_arch()
+    host = profiles.host_deb_arch()
     cross = deb_arch != host
     make = f"make -C /usr/src/{headers} M=/build"
     if cross:      # the headers' gcc-N-for-host:ARCH is the cross compiler

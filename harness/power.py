@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from . import acpi
 from .errors import WaitTimeout
 from .machine import Machine
 from .ssh import Running
@@ -119,6 +120,23 @@ IDLE_LINE = r"PM: suspend-to-idle\r?\n"
 # Boot a hibernation guest with: /init points /sys/power/resume at vda (guest-rootfs/init);
 # no_console_suspend, so a restore that crashes says so on the console at once.
 HIBERNATE_APPEND = ("no_console_suspend", "guestpm.resume=vda")
+
+
+def s2idle_machine_args(profile) -> dict:
+    """What a machine of `profile` needs for its s2idle to show and to be woken (machine
+    arguments): the LPS0 SSDT and its debug-port tap, or a console kept awake."""
+    if profile.s2idle_lps0:
+        return {"qemu_args": acpi.s2idle_qemu_args()}
+    return {"append": ("no_console_suspend",)}
+
+
+def arm_s2idle_wake(m: Machine) -> Callable[[], None]:
+    """The profile's s2idle wake, armed: the ACPI power button (the SCI), or a byte on
+    the console UART once its wakeup is enabled."""
+    if m.profile.s2idle_lps0:
+        return lambda: m.qmp.execute("system_powerdown")
+    m.ssh.run(f"echo enabled > /sys/class/tty/{m.profile.console}/power/wakeup").check()
+    return lambda: m.console.write(b"\n")
 
 
 def console_shows_idle(m: Machine, timeout: float = 30) -> Callable[[Callable[[], None]], None]:

@@ -7,9 +7,23 @@ kernel under test proves that KVM works inside it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 
 from .errors import GuestpmError
+
+
+@dataclass(frozen=True)
+class KbuildArch:
+    """How Kbuild spells an architecture, and which Debian cross compiler builds it."""
+    arch: str                    # ARCH=
+    srcarch: str                 # arch/<srcarch>
+    image: str                   # path of the bootable image in O=
+    target: str                  # make target that builds it
+    host_machine: str            # uname -m of a host that builds it natively
+    cross_prefix: str
+    cross_package: str
+    host_libs: tuple[tuple[str, str], ...] = ()   # (header, Debian package) objtool etc. need
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,19 @@ class Profile:
     # own first line.  Measured in docs/figures.md; the bound leaves room for a loaded host.
     silent_after_s: float = 60.0
     kernel_started: str | None = None     # regex; None: any console byte
+    # Power management as the platform does it (tests read these, never the arch name).
+    # The /proc/interrupts names of the console UART's and the RTC's interrupts, which
+    # /sys/power/pm_wakeup_irq names after a wake (None: not a wake source here).
+    serial_wake_irq: str = ""
+    rtc_wake_irq: str | None = None
+    # QMP events of `echo disk`, in order (ACPI S4 has its own request, PSCI only
+    # SYSTEM_OFF), and what the restored kernel logs for the ACPI S4 wake (None: none).
+    hibernate_events: tuple[str, ...] = ("SHUTDOWN",)
+    s4_wake_line: str | None = None
+    # s2idle through the ACPI LPS0 device (guestpm's SSDT and debug-port tap), woken by
+    # the ACPI power button; False: the generic s2idle, woken by the console UART
+    s2idle_lps0: bool = False
+    kbuild: KbuildArch | None = None      # how to build a kernel for it (harness.build)
 
 
 _COMMON_MODULES = ("virtio_pci", "virtio_net", "virtio_blk")
@@ -91,6 +118,14 @@ X86_64_Q35 = Profile(
     acpi_pci_slot="\\_SB_.PCI0.S{devfn:02X}_",    # ACPI pads names to 4 characters
     # with ACPI hotplug of bridges off, QEMU 7.2 describes nothing behind a root port
     acpi_unlisted_bridge_args=("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"),
+    serial_wake_irq="ttyS0",
+    hibernate_events=("SUSPEND_DISK", "SHUTDOWN"),
+    # "ACPI: PM: " since 6.1's pr_fmt, "ACPI: " in 5.10
+    s4_wake_line=r"ACPI: (PM: )?Waking up from system sleep state S4",
+    s2idle_lps0=True,
+    kbuild=KbuildArch("x86_64", "x86", "arch/x86/boot/bzImage", "bzImage", "x86_64",
+                      "x86_64-linux-gnu-", "gcc-x86-64-linux-gnu",
+                      host_libs=(("/usr/include/gelf.h", "libelf-dev"),)),
 )
 
 # i440fx + PIIX4: the same CPU and guest, another chipset (and its own S3/S4 switches)
@@ -114,6 +149,10 @@ ARM64_VIRT = Profile(
     kvm_evidence=(r"CPU: All CPU\(s\) started at EL2",
                   r"kvm \[\d+\]: .*mode initialized successfully"),
     iommu_args=("-machine", "iommu=smmuv3"),     # merged into the -M options above
+    serial_wake_irq="uart-pl011",
+    rtc_wake_irq="rtc-pl031",
+    kbuild=KbuildArch("arm64", "arm64", "arch/arm64/boot/Image", "Image", "aarch64",
+                      "aarch64-linux-gnu-", "gcc-aarch64-linux-gnu"),
 )
 
 # The same virt machine booted through UEFI (EDK2's ArmVirtQemu), which hands the
@@ -130,6 +169,9 @@ ARM64_UEFI = replace(ARM64_VIRT, name="arm64-uefi",
                      silent_after_s=90.0,
                      modules=ARM64_VIRT.modules + ("button", "evdev"))  # Debian: button built in
 
+# The x86 chipsets the power tests compare, by QEMU machine name
+X86_CHIPSETS: dict[str, Profile] = {"q35": X86_64_Q35, "pc": X86_64_PC}
+
 PROFILES: dict[str, Profile] = {p.name: p for p in (X86_64_Q35, X86_64_PC, ARM64_VIRT,
                                                     ARM64_UEFI)}
 DEFAULT_ARCHES = ("x86_64", "arm64")
@@ -141,3 +183,15 @@ def get(name: str) -> Profile:
     except KeyError:
         raise GuestpmError(
             f"unknown arch {name!r}: known are {', '.join(sorted(PROFILES))}") from None
+
+
+def host_machine() -> str:
+    """`uname -m` of the host guestpm runs on."""
+    return os.uname().machine
+
+
+def host_deb_arch() -> str:
+    """This host's Debian architecture, from the profiles' Kbuild facts."""
+    m = host_machine()
+    return next((p.deb_arch for p in PROFILES.values()
+                 if p.kbuild and p.kbuild.host_machine == m), m)

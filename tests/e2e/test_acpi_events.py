@@ -18,7 +18,6 @@ from harness.errors import WaitTimeout
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("x86_64")]
 
-CHIPSETS = {"q35": "x86_64", "pc": "x86_64-pc"}
 KEY_POWER = 116
 # q35: ACPI hotplug sits on a PCIe root port; pc (PIIX4): any slot of pci.0
 HOTPLUG_PORT = {"q35": ("-device", "pcie-root-port,id=gpm_rp1,chassis=1,slot=1"), "pc": ()}
@@ -27,9 +26,8 @@ TESTDEV = ("1b36", "0005")                   # QEMU's pci-testdev: enumerates, n
 
 
 def _boot(machine_factory, chipset: str, qemu_args=(), append=()):
-    m = machine_factory.booted(profile=profiles.get(CHIPSETS[chipset]), qemu_args=qemu_args,
-                               append=append)
-    return m
+    return machine_factory.booted(profile=profiles.X86_CHIPSETS[chipset],
+                                  qemu_args=qemu_args, append=append)
 
 
 def _gpe(m) -> dict[str, int]:

@@ -17,8 +17,9 @@ import pytest
 from harness import acpi, extmod, kernels, modules
 from harness.acpi import DebugconTap
 from harness.known_defects import VIRTIO_NET_FROZEN_XMIT, VIRTIO_NET_RESTORE_SLAB, xfail_on
-from harness.power import (IdleCycle, NeverSuspended, NeverWoke, console_shows_idle,
-                           lps0_unobservable, pm_debug_on, suspend_to_idle)
+from harness.power import (IdleCycle, NeverSuspended, NeverWoke, arm_s2idle_wake,
+                           console_shows_idle, lps0_unobservable, pm_debug_on,
+                           s2idle_machine_args, suspend_to_idle)
 from harness.pytest_plugin import progress
 
 pytestmark = [pytest.mark.e2e]
@@ -98,8 +99,8 @@ def test_s2idle_lps0_calls_reach_host_wake_by(machine_factory, kernel, how):
     s = S2idleX86(machine_factory, kernel)
     m = s.m
     if how == "serial":
-        m.ssh.run("echo enabled > /sys/class/tty/ttyS0/power/wakeup").check()
-        wake, source = (lambda: m.console.write(b"\n")), "ttyS0"
+        m.ssh.run(f"echo enabled > /sys/class/tty/{m.profile.console}/power/wakeup").check()
+        wake, source = (lambda: m.console.write(b"\n")), m.profile.serial_wake_irq
     else:
         wake, source = (lambda: m.qmp.execute("system_powerdown")), "acpi"   # the SCI
     c = s.cycle(wake)
@@ -206,8 +207,8 @@ def test_an_early_hype0001_notify_is_reported_as_too_early(machine_factory, kern
 
 # ---------------------------------------------------------------- arm64
 
-def _arm64(machine_factory):
-    m = machine_factory.booted(append=("no_console_suspend",))
+def _arm64(machine_factory, profile):
+    m = machine_factory.booted(**s2idle_machine_args(profile))
     why = pm_debug_on(m)
     if why:
         pytest.skip(why)
@@ -216,15 +217,14 @@ def _arm64(machine_factory):
 
 @pytest.mark.arch("arm64")
 @pytest.mark.parametrize("how", ["serial", "rtc"])
-def test_s2idle_on_arm64_wakes_by(machine_factory, how):
-    m = _arm64(machine_factory)
+def test_s2idle_on_arm64_wakes_by(machine_factory, profile, how):
+    m = _arm64(machine_factory, profile)
     if how == "serial":
-        m.ssh.run("echo enabled > /sys/class/tty/ttyAMA0/power/wakeup").check()
-        wake, source = (lambda: m.console.write(b"\n")), "uart-pl011"
+        wake, source = arm_s2idle_wake(m), m.profile.serial_wake_irq
     else:
         m.ssh.run("echo 0 > /sys/class/rtc/rtc0/wakealarm && "
                   "echo +4 > /sys/class/rtc/rtc0/wakealarm").check()
-        wake, source = (lambda: None), "rtc-pl031"
+        wake, source = (lambda: None), m.profile.rtc_wake_irq
     c = suspend_to_idle(m, wake, console_shows_idle(m), what=f"arm64 s2idle, wake by {how}")
     assert c.status == 0, f"`echo freeze` exited {c.status}: {c.stderr}"
     w = _wakeup_names(m)
@@ -235,10 +235,10 @@ def test_s2idle_on_arm64_wakes_by(machine_factory, how):
 
 
 @pytest.mark.arch("arm64")
-def test_echo_mem_on_arm64_takes_the_s2idle_path(machine_factory):
+def test_echo_mem_on_arm64_takes_the_s2idle_path(machine_factory, profile):
     """QEMU virt offers no deep sleep (its PSCI 1.1 firmware has no SYSTEM_SUSPEND):
     `echo mem` must fall back to s2idle, as the guest itself reports."""
-    m = _arm64(machine_factory)
+    m = _arm64(machine_factory, profile)
     modes = m.ssh.run("cat /sys/power/mem_sleep").check().output.split()
     assert modes == ["[s2idle]"], f"mem_sleep offers {modes}; expected only [s2idle]"
     m.ssh.run("echo 0 > /sys/class/rtc/rtc0/wakealarm && "
@@ -253,10 +253,10 @@ def test_echo_mem_on_arm64_takes_the_s2idle_path(machine_factory):
 
 @pytest.mark.harness_selftest
 @pytest.mark.arch("arm64")
-def test_faults_a_suspend_that_returns_at_once_or_never_wakes(machine_factory):
+def test_faults_a_suspend_that_returns_at_once_or_never_wakes(machine_factory, profile):
     """A write that returns at once is a FAIL quoting the guest's error, not a timeout;
     a guest that never wakes is a FAIL after the bound, with the console tail."""
-    m = _arm64(machine_factory)
+    m = _arm64(machine_factory, profile)
     with pytest.raises(NeverSuspended, match=r"returned status 1 \(.*Invalid argument"):
         suspend_to_idle(m, lambda: None, console_shows_idle(m), state="nosuchstate")
     with pytest.raises(NeverWoke, match=r"(?s)never woke: .* within 5s.*console tail.*"

@@ -19,7 +19,6 @@ from harness.power import Cycle, NeverSuspended, suspend_to_ram
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("x86_64")]
 
-CHIPSETS = {"q35": "x86_64", "pc": "x86_64-pc"}
 # drivers/acpi/sleep.c: "ACPI: Waking up from system sleep state S3" in 5.10 (PREFIX),
 # "ACPI: PM: ..." once the file got its pr_fmt (6.1 and later)
 RESUMED = re.compile(r"ACPI: (PM: )?Waking up from system sleep state S3")
@@ -38,7 +37,7 @@ class PmbaseDefect(AssertionError):
 
 
 def _boot(machine_factory, chipset: str):
-    m = machine_factory.booted(profile=profiles.get(CHIPSETS[chipset]))
+    m = machine_factory.booted(profile=profiles.X86_CHIPSETS[chipset])
     modes = m.ssh.run("cat /sys/power/mem_sleep").check().output.strip()
     assert "deep" in modes, f"{chipset}: S3 enabled in QEMU but mem_sleep offers only {modes!r}"
     m.ssh.run("echo deep > /sys/power/mem_sleep").check()

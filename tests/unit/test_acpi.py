@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import acpi, disks, extmod, kernels
+from harness import acpi, disks, extmod, kernels, profiles
 from harness.errors import SetupError, WaitTimeout
 
 GOLDEN = Path(__file__).parent / "golden" / "acpi"
@@ -116,7 +116,7 @@ def test_a_fixture_for_another_arch_is_built_with_debian_s_cross_compiler(tmp_pa
     """arm64 headers on an amd64 host: a multiarch chroot whose headers package pulls
     gcc-N-for-host:arm64 (the cross compiler); make gets ARCH and CROSS_COMPILE."""
     monkeypatch.setattr(shutil, "which", lambda cmd: f"/usr/bin/{cmd}")
-    monkeypatch.setattr(extmod, "host_deb_arch", lambda: "amd64")
+    monkeypatch.setattr(profiles, "host_deb_arch", lambda: "amd64")
     seen = []
 
     def run(cmd, **kw):

@@ -29,3 +29,14 @@ def test_extra_qmp_socket_and_args():
     assert args[args.index("-m") + 1] == "512"
     assert "unix:/tmp/q.sock,server=on,wait=off" in args
     assert args[-2:] == ["-acpitable", "file=x.aml"]
+
+
+def test_every_profile_holds_the_platform_facts_the_tests_read():
+    """Tests take these from the profile, never from the arch name."""
+    from harness import build, profiles
+    for p in profiles.PROFILES.values():
+        assert p.serial_wake_irq and p.kbuild and p.hibernate_events[-1] == "SHUTDOWN", p.name
+        assert build.KBUILD[p.arch] is p.kbuild
+        assert (p.s4_wake_line is not None) == ("SUSPEND_DISK" in p.hibernate_events), p.name
+    assert set(profiles.X86_CHIPSETS.values()) <= set(profiles.PROFILES.values())
+    assert profiles.host_deb_arch() in {p.deb_arch for p in profiles.PROFILES.values()}
