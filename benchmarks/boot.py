@@ -27,9 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import cmdline, kernels, profiles, rootfs  # noqa: E402
-from harness.machine import READY, Machine  # noqa: E402
-from harness.ssh import KeyPair  # noqa: E402
+from harness import profiles
+from harness.image import rootfs
+from harness.kernel import kernels
+from harness.vm import cmdline
+from harness.vm.machine import READY, Machine
+from harness.vm.ssh import KeyPair
 
 
 def bare(profile, kernel, initrd) -> tuple[float, float, float]:

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import build, kconfig  # noqa: E402
+from harness.kernel import build, kconfig
 
 PSCI = {"arm64": "arch/arm64/kvm/psci.c", "x86_64": "arch/x86/kvm/x86.c"}
 ONE_TEST = ["tests/e2e/test_psci.py", "-k", "system_suspend_features_with_the_cap and not nvhe"]

@@ -27,8 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import kernels, l2, profiles, rootfs  # noqa: E402
-from harness.machine import Machine  # noqa: E402
+from harness import profiles
+from harness.image import rootfs
+from harness.kernel import kernels
+from harness.vm import l2
+from harness.vm.machine import Machine
 
 VMM = f"{l2.VMM} --kernel {l2.KERNEL_DISK} --initrd-extra {l2.MODULES_DISK} "
 

@@ -24,11 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import disks, kernels, profiles, rootfs  # noqa: E402
-from harness.machine import Machine  # noqa: E402
-from harness.power import (HIBERNATE_APPEND, PM_DEBUG, arm_s2idle_wake,  # noqa: E402
-                           console_shows_idle, hibernate, s2idle_machine_args,
-                           suspend_to_idle, suspend_to_ram)
+from harness import profiles
+from harness.image import disks, rootfs
+from harness.kernel import kernels
+from harness.vm.machine import Machine
+from harness.vm.power import (HIBERNATE_APPEND, PM_DEBUG, arm_s2idle_wake, console_shows_idle,
+                              hibernate, s2idle_machine_args, suspend_to_idle, suspend_to_ram)
 
 
 def _boot(profile, kernel, initrd, workdir: Path, **kw) -> Machine:
@@ -50,7 +51,7 @@ def s3(profile, kernel, workdir: Path, reps: int) -> list[float]:
 
 
 def s2idle(profile, kernel, initrd, workdir: Path, reps: int) -> list[float]:
-    """The profile's own s2idle recipe (harness.power), as the tests run it."""
+    """The profile's own s2idle recipe (harness.vm.power), as the tests run it."""
     with _boot(profile, kernel, initrd, workdir / "s2idle", **s2idle_machine_args(profile)) as m:
         m.ssh.run(PM_DEBUG).check()
         wake = arm_s2idle_wake(m)

@@ -27,9 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import aptrepo, cache, kernels, profiles, rootfs  # noqa: E402
+from harness import cache, profiles
 from harness.errors import SetupError  # noqa: E402
-from harness.machine import Machine  # noqa: E402
+from harness.image import rootfs
+from harness.kernel import aptrepo, kernels
+from harness.vm.machine import Machine
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE_PKG = "linux-source-7.2"

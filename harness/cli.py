@@ -29,10 +29,13 @@ import threading
 import tty
 from pathlib import Path
 
-from . import build, kconfig, kernels, profiles, rootfs
-from . import l2 as l2mod
-from .errors import GuestpmError, SetupError
-from .machine import Machine, install_signal_handlers
+from harness import profiles
+from harness.errors import GuestpmError, SetupError
+from harness.image import rootfs
+from harness.kernel import build, kconfig, kernels
+from harness.signals import install_signal_handlers
+from harness.vm import l2 as l2mod
+from harness.vm.machine import Machine
 
 ROOT = Path(__file__).resolve().parent.parent
 # Debian packages the host needs, by the command that proves each is there.
@@ -189,7 +192,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_bisect(args) -> int:
-    from . import bisect
+    from harness.kernel import bisect
     return bisect.main(args, say)
 
 

@@ -31,13 +31,3 @@ class AbnormalShutdown(BootError):
 
 class WaitTimeout(GuestpmError):
     """A bounded wait expired; the message names what was awaited."""
-
-
-def leave_signals_to_the_main_thread() -> None:
-    """Call first in a helper thread: block SIGINT and SIGTERM there, so the kernel
-    delivers them to the main thread.  Python runs handlers only in the main thread,
-    and a signal that lands on a helper thread does not interrupt the main thread's
-    sleep: a SIGTERM'd harness slept on (seen in CI under load: "did not exit within
-    30 s of SIGTERM" with its main thread still in time.sleep)."""
-    import signal
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
-from .errors import GuestpmError
+from harness.errors import GuestpmError
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Profile:
     cpu: str
     memory_mb: int
     console: str              # kernel console device
-    image_format: str         # what harness.kernels.identify_image must report
+    image_format: str         # what harness.kernel.kernels.identify_image must report
     accel: str = "tcg,thread=multi"
     smp: int = 2
     globals: tuple[str, ...] = ()
@@ -85,7 +85,7 @@ class Profile:
     # s2idle through the ACPI LPS0 device (guestpm's SSDT and debug-port tap), woken by
     # the ACPI power button; False: the generic s2idle, woken by the console UART
     s2idle_lps0: bool = False
-    kbuild: KbuildArch | None = None      # how to build a kernel for it (harness.build)
+    kbuild: KbuildArch | None = None      # how to build a kernel for it (harness.kernel.build)
 
 
 _COMMON_MODULES = ("virtio_pci", "virtio_net", "virtio_blk")

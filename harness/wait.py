@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Callable, TypeVar
 
-from .errors import WaitTimeout
+from harness.errors import WaitTimeout
 
 T = TypeVar("T")
 

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
-from . import ktest
+from . import kselftest
 from .kvm import uapi
 from .kvm.arm64 import (
     AFFINITY_ON, PSCI_AFFINITY_INFO64, PSCI_CPU_ON64, PSCI_DENIED, PSCI_FEATURES,
@@ -201,7 +201,7 @@ class PsciGuest:
 BASE = (needs_kvm,)
 SUSPEND = (needs_kvm, needs_suspend_cap)
 OFF2 = (needs_kvm, needs_psci(1, 3, "SYSTEM_OFF2"))
-SUITE = ktest.Registry(requires=BASE)
+SUITE = kselftest.Registry(requires=BASE)
 CASES, case = SUITE.cases, SUITE.case
 
 
@@ -564,15 +564,15 @@ def spinning_guest_is_bounded(t):
         t.expect("KVM_RUN of a spinning guest returned", True, False)
 
 
-SELFTESTS = [ktest.Case("spinning_guest_is_bounded", "harness", spinning_guest_is_bounded,
-                        spinning_guest_is_bounded.__doc__.strip(), BASE)]
+SELFTESTS = [kselftest.Case("spinning_guest_is_bounded", "harness", spinning_guest_is_bounded,
+                            spinning_guest_is_bounded.__doc__.strip(), BASE)]
 
 
 # ---------------------------------------------------------------- running
 
 def run(select: str = "", selftest: bool = False) -> dict:
     env = probe()
-    results = [ktest.run_case(c, env) for c in (SELFTESTS if selftest else CASES)
+    results = [kselftest.run_case(c, env) for c in (SELFTESTS if selftest else CASES)
                if select in c.name]
     return {"env": {**asdict(env), "psci_default": version_str(env.psci_default)
                     if env.psci_default is not None else None},
@@ -580,7 +580,7 @@ def run(select: str = "", selftest: bool = False) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    return ktest.main(
+    return kselftest.main(
         argv, "python3 -m harness.guest.psci", CASES, lambda a: run(a.select),
         lambda out, a: (f"guestpm PSCI uAPI on {out['env']['release']} "
                         f"({out['env']['machine']}), PSCI default {out['env']['psci_default']}, "

@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import ktest
+from . import kselftest
 from .agent import kmsg_records
 
 # ---------------------------------------------------------------- uAPI (linux/vfio.h)
@@ -232,8 +232,8 @@ def bind(dev: PciDevice, driver: str = "vfio-pci") -> None:
         error = os.strerror(e.errno)
     if dev.driver != driver:
         if dev.iommu_group is None:       # vfio-pci's probe refuses a device without one
-            raise ktest.Skip(no_group_reason(dev))
-        raise ktest.Skip(f"{dev.bdf} did not bind to {driver} ({error or 'no error'}; "
+            raise kselftest.Skip(no_group_reason(dev))
+        raise kselftest.Skip(f"{dev.bdf} did not bind to {driver} ({error or 'no error'}; "
                          f"driver: {dev.driver})")
 
 
@@ -246,7 +246,7 @@ class VfioDevice:
         self.dev = PciDevice(bdf)
         reason = why_unbindable(self.dev, driver)
         if reason:
-            raise ktest.Skip(reason)
+            raise kselftest.Skip(reason)
         bind(self.dev, driver)
         try:
             self._open(bdf)
@@ -265,7 +265,7 @@ class VfioDevice:
         if not GROUP_STATUS.unpack(out)[1] & VFIO_GROUP_FLAGS_VIABLE:
             others = sorted(p.name for p in (Path("/sys/kernel/iommu_groups")
                                              / self.dev.iommu_group / "devices").iterdir())
-            raise ktest.Skip(f"IOMMU group {self.dev.iommu_group} is not viable: its other "
+            raise kselftest.Skip(f"IOMMU group {self.dev.iommu_group} is not viable: its other "
                              f"devices must be bound to vfio-pci too ({', '.join(others)})")
         self._check(ioctl(self.group, VFIO_GROUP_SET_CONTAINER,
                           struct.pack("<i", self.container))[0], "GROUP_SET_CONTAINER")
@@ -332,10 +332,10 @@ class Env:
     def device(self) -> VfioDevice:
         if self._device is None:
             if self._error:
-                raise ktest.Skip(self._error)
+                raise kselftest.Skip(self._error)
             try:
                 self._device = VfioDevice(self.bdf, self.driver)
-            except ktest.Skip as e:
+            except kselftest.Skip as e:
                 self._error = str(e)
                 raise
         return self._device
@@ -362,7 +362,7 @@ def needs_low_power(env: Env) -> str | None:
     return None
 
 
-SUITE = ktest.Registry(requires=(needs_low_power,))
+SUITE = kselftest.Registry(requires=(needs_low_power,))
 CASES, case = SUITE.cases, SUITE.case
 
 
@@ -667,7 +667,7 @@ def acpi_notify_without_a_companion_is_enodev(t):
     """[unmerged series v5] A device without an ACPI companion has nothing to forward:
     SET_IRQS(5) with an eventfd is ENODEV."""
     if not t.env.no_companion:
-        raise ktest.Skip("no device without an ACPI companion given (--no-companion)")
+        raise kselftest.Skip("no device without an ACPI companion given (--no-companion)")
     other = VfioDevice(t.env.no_companion, t.env.driver)
     try:
         t.require(f"{other.dev.bdf} has no firmware_node",
@@ -691,7 +691,7 @@ def acpi_notify_firmware_notify_on_d3hot_reaches_the_eventfd(t):
     the VMM's eventfd: a notification the firmware raised on its own."""
     d = t.env.device
     if needs_low_power(t.env):
-        raise ktest.Skip(needs_low_power(t.env))
+        raise kselftest.Skip(needs_low_power(t.env))
     with Notify(t, d) as n:
         try:
             t.require("LOW_POWER_ENTRY",
@@ -707,7 +707,7 @@ def run(bdf: str, select: str = "", driver: str = "vfio-pci",
         no_companion: str | None = None) -> dict:
     env = Env(bdf, driver, no_companion)
     try:
-        results = [ktest.run_case(c, env) for c in CASES if select in c.name]
+        results = [kselftest.run_case(c, env) for c in CASES if select in c.name]
         d = env._device
         return {"env": {"release": os.uname().release, "machine": os.uname().machine,
                         "bdf": bdf, "iommu_group": d.dev.iommu_group if d else None,
@@ -727,7 +727,7 @@ def _arguments(ap) -> None:
 
 
 def main(argv: list[str]) -> int:
-    return ktest.main(
+    return kselftest.main(
         argv, "python3 -m harness.guest.vfio", CASES,
         lambda a: run(a.bdf, a.select, a.driver, a.no_companion),
         lambda out, a: (f"guestpm vfio-pci power uAPI on {out['env']['release']} "

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness import kernels, l2
-from harness.l2 import L2Host
-from harness.pytest_plugin import attach_machine, progress
+from harness.kernel import kernels
+from harness.plugin.hooks import attach_machine
+from harness.plugin.targets import progress
+from harness.vm import l2
+from harness.vm.l2 import L2Host
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -13,7 +13,7 @@ import re
 import pytest
 
 from harness import profiles
-from harness.acpi import GuestEvents, press_power_button
+from harness.vm.guest_events import GuestEvents, press_power_button
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("arm64")]
 

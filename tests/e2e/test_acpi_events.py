@@ -13,8 +13,8 @@ import time
 import pytest
 
 from harness import profiles
-from harness.acpi import GuestEvents, press_power_button
 from harness.errors import WaitTimeout
+from harness.vm.guest_events import GuestEvents, press_power_button
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("x86_64")]
 

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import cache, sources
-from harness.pytest_plugin import progress
+from harness import cache
+from harness.kernel import debian_sources
+from harness.plugin.targets import progress
 
 pytestmark = [pytest.mark.e2e, pytest.mark.harness_selftest,
               pytest.mark.needs_build_tools("arm64"), pytest.mark.xdist_group("kernel-build"),
@@ -113,7 +114,7 @@ def make_history(src: Path, tree: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def made(request) -> History:
-    src = sources.source("7.2", progress)
+    src = debian_sources.source("7.2", progress)
     tree = cache.cache_dir() / "bisect-tree-7.2"
     with cache.locked(tree):
         return History(tree, make_history(src, tree))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import bisect, build, kconfig, sources
-from harness.pytest_plugin import progress
+from harness.kernel import bisect, build, debian_sources, kconfig
+from harness.plugin.targets import progress
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.harness_selftest,
               pytest.mark.needs_build_tools("arm64"), pytest.mark.xdist_group("kernel-build"),
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_fragment_build_of_7_2_passes_the_psci_suite(tmp_path):
-    src = sources.source("7.2", progress)
+    src = debian_sources.source("7.2", progress)
     b = build.build(src, "arm64", list(kconfig.DEFAULT_ROLES), nice=10, say=progress,
                     progress_every=60)
     assert b.meta["release"].startswith("7.2."), b.meta

@@ -45,8 +45,11 @@ CHILD = textwrap.dedent("""
     import faulthandler, signal, sys, time
     from pathlib import Path
     faulthandler.register(signal.SIGUSR1)       # the test asks for our stacks if we hang
-    from harness import kernels, profiles, rootfs
-    from harness.machine import Machine, install_signal_handlers
+    from harness.image import rootfs
+    from harness.kernel import kernels
+    from harness import profiles
+    from harness.signals import install_signal_handlers
+    from harness.vm.machine import Machine
     install_signal_handlers()
     p = profiles.get(sys.argv[1]); k = kernels.resolve(sys.argv[2], p)
     # as `guestpm boot` holds its machine: an interrupt kills QEMU at once instead of
@@ -125,6 +128,7 @@ def test_a_silent_console_fails_within_its_bound(machine_factory, profile):
     wrong machine or a truncated one would look) fails after the profile's silence
     bound, naming it, not after the whole boot timeout."""
     import dataclasses
+
     from harness.errors import SilentMachine
     m = machine_factory(profile=dataclasses.replace(profile, console="tty1", silent_after_s=10))
     seen = []

@@ -1,6 +1,6 @@
 """Hibernation (suspend to disk) on x86_64 and arm64, from both sides.
 
-Each test gets a qcow2 overlay on a cached, empty swap image (harness/disks.py) as the
+Each test gets a qcow2 overlay on a cached, empty swap image (harness/image/disks.py) as the
 guest's vda.  Inside: `echo disk > /sys/power/state` over ssh.  Outside: QMP
 SUSPEND_DISK (x86: ACPI S4) and SHUTDOWN {guest: true, reason: guest-shutdown}, then
 QEMU's exit; QEMU's arm64 firmware is PSCI 1.1, so the arm64 guest powers off with
@@ -14,10 +14,10 @@ import re
 
 import pytest
 
-from harness import disks
-from harness.known_defects import (TRANS_PGD_RESTORE, VIRTIO_NET_FROZEN_XMIT,
-                                   VIRTIO_NET_RESTORE_SLAB, xfail_on)
-from harness.power import HIBERNATE_APPEND, NeverHibernated, hibernate
+from harness.image import disks
+from harness.plugin.known_defects import (TRANS_PGD_RESTORE, VIRTIO_NET_FROZEN_XMIT,
+                                          VIRTIO_NET_RESTORE_SLAB, xfail_on)
+from harness.vm.power import HIBERNATE_APPEND, NeverHibernated, hibernate
 
 pytestmark = [pytest.mark.e2e]
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness import kernels
 from harness.guest.kvm import uapi
-from harness.known_defects import TRANS_PGD_RESTORE, xfail_if_seen
-from harness.l2 import L2Host, L2Run
+from harness.kernel import kernels
+from harness.plugin.known_defects import TRANS_PGD_RESTORE, xfail_if_seen
+from harness.vm.l2 import L2Host, L2Run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("arm64")]
 

@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from harness.l2 import L2Host, L2Run
+from harness.vm.l2 import L2Host, L2Run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("arm64")]
 

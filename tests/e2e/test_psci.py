@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness import kernels
 from harness.guest import psci
-from harness.l2 import MODES        # the kernel parameters of each KVM mode
-from harness.suite import SuiteHost
+from harness.kernel import kernels
+from harness.plugin.suite import SuiteHost
+from harness.vm.l2 import MODES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("arm64")]
 

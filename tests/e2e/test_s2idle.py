@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import acpi, extmod, kernels, modules
-from harness.acpi import DebugconTap
-from harness.known_defects import VIRTIO_NET_FROZEN_XMIT, VIRTIO_NET_RESTORE_SLAB, xfail_on
-from harness.power import (IdleCycle, NeverSuspended, NeverWoke, arm_s2idle_wake,
-                           console_shows_idle, lps0_unobservable, pm_debug_on,
-                           s2idle_machine_args, suspend_to_idle)
-from harness.pytest_plugin import progress
+from harness.image import fixture_modules, module_tree
+from harness.kernel import kernels
+from harness.plugin.known_defects import VIRTIO_NET_FROZEN_XMIT, VIRTIO_NET_RESTORE_SLAB, xfail_on
+from harness.plugin.targets import progress
+from harness.vm.debugcon import DEBUGCON_LOG, DebugconTap, s2idle_qemu_args
+from harness.vm.power import (IdleCycle, NeverSuspended, NeverWoke, arm_s2idle_wake,
+                              console_shows_idle, lps0_unobservable, pm_debug_on,
+                              s2idle_machine_args, suspend_to_idle)
 
 pytestmark = [pytest.mark.e2e]
 
@@ -37,8 +38,8 @@ class S2idleX86:
     SKIPs, naming why, where the kernel cannot show its s2idle wait on this machine."""
 
     def __init__(self, machine_factory, kernel):
-        self.m = machine_factory.booted(qemu_args=acpi.s2idle_qemu_args())
-        self.tap = DebugconTap(self.m.workdir / acpi.DEBUGCON_LOG)
+        self.m = machine_factory.booted(qemu_args=s2idle_qemu_args())
+        self.tap = DebugconTap(self.m.workdir / DEBUGCON_LOG)
         why = lps0_unobservable(self.m, kernels.release_version(kernel.release)) or \
             pm_debug_on(self.m)
         if why:
@@ -144,12 +145,12 @@ def test_hype0001_notify_on_the_kernel_under_test(machine_factory, kernel):
     if kernel.modules is None:
         pytest.skip(f"{kernel.spec} comes without its modules directory, so whether it has a "
                     f"HYPE0001 driver cannot be told (pass path:IMAGE,modules=DIR)")
-    builtin, loadable = modules.ModuleTree(kernel.modules).drivers_for(HYPE_ALIAS)
+    builtin, loadable = module_tree.ModuleTree(kernel.modules).drivers_for(HYPE_ALIAS)
     if not builtin and not loadable:
         pytest.skip(f"no driver for HYPE0001 in {kernel.release} (no built-in or module "
                     f"alias {HYPE_ALIAS}): the virtual-PMC s2idle notification is absent")
     s = S2idleX86(machine_factory, kernel)
-    for name, ko in modules.ModuleTree(kernel.modules).closure(loadable[:1]):
+    for name, ko in module_tree.ModuleTree(kernel.modules).closure(loadable[:1]):
         s.m.ssh.put(ko, f"/tmp/{name}.ko")
         s.m.ssh.run(f"grep -q '^{name} ' /proc/modules || insmod /tmp/{name}.ko").check()
     dev = _hype_drivers(s.m)
@@ -169,8 +170,8 @@ def _standin(machine_factory, kernel, profile, early: bool) -> S2idleX86:
         pytest.skip(f"{kernel.release} has no acpi_register_lps0_dev (the LPS0 device hooks "
                     "the HYPE0001 stand-in registers with)")
     try:
-        ko = extmod.build(STANDIN, kernel, profile.deb_arch, progress)
-    except extmod.Unbuildable as e:
+        ko = fixture_modules.build(STANDIN, kernel, profile.deb_arch, progress)
+    except fixture_modules.Unbuildable as e:
         pytest.skip(f"the HYPE0001 stand-in cannot be built: {e}")
     s.m.ssh.put(ko.read_bytes(), "/tmp/standin.ko")
     s.m.ssh.run(f"insmod /tmp/standin.ko early={int(early)}").check()

@@ -14,8 +14,8 @@ import re
 import pytest
 
 from harness import profiles
-from harness.known_defects import VIRTIO_NET_FROZEN_XMIT, VIRTIO_NET_RESTORE_SLAB, xfail_on
-from harness.power import Cycle, NeverSuspended, suspend_to_ram
+from harness.plugin.known_defects import VIRTIO_NET_FROZEN_XMIT, VIRTIO_NET_RESTORE_SLAB, xfail_on
+from harness.vm.power import Cycle, NeverSuspended, suspend_to_ram
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("x86_64")]
 

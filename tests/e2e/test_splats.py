@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import extmod
-from harness.pytest_plugin import ROOT, progress
+from harness.image import fixture_modules
+from harness.plugin.targets import ROOT, progress
 
 pytestmark = [pytest.mark.e2e, pytest.mark.harness_selftest]
 
@@ -143,8 +143,8 @@ def ko(request) -> Path:
     kernel = request.getfixturevalue("kernel")
     profile = request.getfixturevalue("profile")
     try:
-        return extmod.build(FIXTURE, kernel, profile.deb_arch, progress)
-    except extmod.Unbuildable as e:
+        return fixture_modules.build(FIXTURE, kernel, profile.deb_arch, progress)
+    except fixture_modules.Unbuildable as e:
         pytest.skip(f"the splat fixture module cannot be built: {e}")
 
 

@@ -25,11 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import acpi, extmod, kernels, profiles
+from harness import profiles
 from harness.guest import vfio
-from harness.pytest_plugin import progress
-from harness.suite import SuiteHost
-from harness.verdicts import assert_case
+from harness.image import fixture_modules
+from harness.image.aml import ASL_DIR, compile_asl
+from harness.kernel import kernels
+from harness.plugin.suite import SuiteHost, assert_case
+from harness.plugin.targets import progress
 
 pytestmark = [pytest.mark.e2e]
 # the vfio machine needs an emulated IOMMU: profiles without one (i440fx) do not collect it
@@ -64,7 +66,7 @@ def companion_args(profile) -> tuple[str, ...]:
     """The SSDT that extends the slot device's companion, and a device without one."""
     if not profile.acpi_pci_slot:
         return ()
-    aml = acpi.compile_asl(acpi.ASL_DIR / "vfio_notify.asl")
+    aml = compile_asl(ASL_DIR / "vfio_notify.asl")
     return ("-acpitable", f"file={aml}", *profile.acpi_unlisted_bridge_args,
             "-device", f"pcie-root-port,id=gpm_rp1,bus={profile.pcie_root_bus},"
                        f"addr={ROOT_PORT_SLOT:#x},chassis=7",
@@ -109,10 +111,10 @@ class VfioHost(SuiteHost):
                                          f"driver built on it")
                 return self._standin_missing
             try:
-                ko = extmod.build(STANDIN, self.kernel, self.profile.deb_arch, progress)
+                ko = fixture_modules.build(STANDIN, self.kernel, self.profile.deb_arch, progress)
                 m.ssh.put(ko.read_bytes(), "/tmp/vfio_acpi_standin.ko")
                 m.ssh.run("insmod /tmp/vfio_acpi_standin.ko").check()
-            except extmod.Unbuildable as e:
+            except fixture_modules.Unbuildable as e:
                 self._standin_missing = f"the vfio ACPI-notify stand-in cannot be built: {e}"
             except Exception as e:      # ours to report on the stand-in's tests, not here
                 self._standin_error = f"{type(e).__name__}: {e}"

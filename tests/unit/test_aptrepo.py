@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import aptrepo, kernels
 from harness.errors import SetupError
+from harness.kernel import aptrepo, kernels
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -2,15 +2,16 @@
 
 import dataclasses
 import subprocess
-from pathlib import Path
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from harness import aptrepo, kernels, profiles
+from harness import profiles
 from harness.errors import SetupError
-from harness.machine import Machine
+from harness.kernel import aptrepo, kernels
+from harness.vm.machine import Machine
 
 
 def test_missing_qemu_names_the_package(tmp_path):

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import bisect
+from harness.kernel import bisect
 
 G = Path(__file__).parent / "golden" / "bisect"
 EXPECTED = json.loads((G / "expected.json").read_text())

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import build, kernels, kconfig, profiles
+from harness import profiles
 from harness.errors import KernelError, SetupError
+from harness.kernel import build, kconfig, kernels
 
 G = Path(__file__).parent / "golden" / "build"
 ALL = {"make", "gcc", "flex", "bison", "bc", "perl", "git", "aarch64-linux-gnu-gcc",
@@ -132,6 +133,7 @@ def test_default_roles_exist_for_both_arches():
 def test_cli_build_without_the_cross_compiler_names_the_package(tmp_path, monkeypatch, capsys):
     """The real lookup (PATH), through the command line: only the host tools are there."""
     import shutil
+
     from harness import cli
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

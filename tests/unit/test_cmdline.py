@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cmdline, profiles
+from harness import profiles
+from harness.vm import cmdline
 
 GOLDEN = Path(__file__).parent / "golden" / "qemu"
 SPEC = cmdline.BootSpec(kernel_image="/k/Image", initrd="/i/initrd.cpio", qmp_fd=5,
@@ -33,7 +34,8 @@ def test_extra_qmp_socket_and_args():
 
 def test_every_profile_holds_the_platform_facts_the_tests_read():
     """Tests take these from the profile, never from the arch name."""
-    from harness import build, profiles
+    from harness import profiles
+    from harness.kernel import build
     for p in profiles.PROFILES.values():
         assert p.serial_wake_irq and p.kbuild and p.hibernate_events[-1] == "SHUTDOWN", p.name
         assert build.KBUILD[p.arch] is p.kbuild

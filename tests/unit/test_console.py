@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.console import split_kernel_messages
+from harness.vm.console import split_kernel_messages
 
 GOLDEN = Path(__file__).parent / "golden" / "console"
 
@@ -26,7 +26,8 @@ def test_output_without_kernel_records_is_untouched():
 
 def _console(tmp_path):
     import socket
-    from harness.console import Console
+
+    from harness.vm.console import Console
     ours, theirs = socket.socketpair()
     return Console(ours, tmp_path / "console.log"), theirs
 

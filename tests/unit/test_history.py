@@ -1,6 +1,6 @@
-"""Upstream history vs what a kernel's cases did (harness.history)."""
+"""Upstream history vs what a kernel's cases did (harness.plugin.history)."""
 
-from harness import history
+from harness.plugin import history
 
 MERGED = {"system_suspend": (5, 19), "system_off2": (6, 13), "acpi_notify": None}
 
@@ -24,7 +24,7 @@ def test_a_skip_where_the_feature_is_merged_is_named():
 
 
 def test_information_only_for_a_developers_kernel():
-    from harness.kernels import Kernel
+    from harness.kernel.kernels import Kernel
     r = res(system_suspend=["pass"], system_off2=["pass"], acpi_notify=["skip"])
     own = Kernel("path:/x/Image", "arm64", None, "6.12.9-mine", None, None, "/x/Image")
     stock = Kernel("debian:6.12", "arm64", None, "6.12.9", None, None, "Debian",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import kconfig
+from harness.kernel import kconfig
 
 G = Path(__file__).parent / "golden" / "kconfig"
 

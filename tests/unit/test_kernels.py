@@ -1,7 +1,8 @@
 import pytest
 
-from harness import kernels, profiles
+from harness import profiles
 from harness.errors import KernelError
+from harness.kernel import kernels
 
 
 def bzimage(release=b"6.1.0-50-amd64 (debian-kernel@lists.debian.org) #1 SMP"):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import known_defects
+from harness.plugin import known_defects
 
 GOLDEN = Path(__file__).parent / "golden" / "oops"
 
@@ -121,8 +121,8 @@ def test_xfail_on_names_only_a_matching_crash_on_its_arch():
 
 def test_xfail_on_reads_a_deep_trace_past_the_excerpt_from_the_console(tmp_path):
     """The GuestPanic quotes 40 lines; virtnet_restore is the 42nd of that oops."""
-    from harness.console import CONTEXT_LINES
     from harness.errors import GuestPanic
+    from harness.vm.console import CONTEXT_LINES
     oops = (GOLDEN / "virtio-net-restore-6.1-amd64.txt").read_text().splitlines()
     log = tmp_path / "console.log"
     log.write_text("[    1.0] booting\n" + "\n".join(oops) + "\n")

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import machine as machine_mod, profiles
+from harness import profiles
 from harness.errors import AbnormalShutdown, BootError
-from harness.kernels import Kernel
-from harness.machine import Machine
+from harness.kernel.kernels import Kernel
+from harness.vm import machine as machine_mod
+from harness.vm.machine import Machine
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import struct
 import pytest
 
 from harness.errors import KernelError
-from harness.modules import ModuleTree, modinfo
+from harness.image.module_tree import ModuleTree, modinfo
 
 
 def fake_ko(**info: str) -> bytes:

@@ -1,6 +1,6 @@
 """The xdist work unit: one test file's tests of one target go to one worker."""
 
-from harness.pytest_plugin import scope_of
+from harness.plugin.targets import scope_of
 
 IDS = ["debian:7.2/arm64", "debian:7.2/x86_64", "path:/a/b-c/Image,modules=/m/arm64"]
 

@@ -1,8 +1,8 @@
-"""harness.power's decisions against a fake machine (no QEMU): the order of events."""
+"""harness.vm.power's decisions against a fake machine (no QEMU): the order of events."""
 
 import pytest
 
-from harness import power
+from harness.vm import power
 
 
 class FakeQmp:

@@ -1,10 +1,10 @@
-"""Kernel splat detection (harness/splats.py) on golden kernel logs."""
+"""Kernel splat detection (harness/vm/splats.py) on golden kernel logs."""
 
 import re
 from pathlib import Path
 
-from harness import splats
-from harness.console import FATAL
+from harness.vm import splats
+from harness.vm.console import FATAL
 
 GOLDEN = Path(__file__).parent / "golden" / "splats"
 

@@ -1,11 +1,11 @@
-"""The end-of-run matrix (harness.summary) and the fail-fast record of a dead target."""
+"""The end-of-run matrix (harness.plugin.summary) and the fail-fast record of a dead target."""
 
 from pathlib import Path
 
 import pytest
 
-from harness import summary
 from harness.errors import BootError, SilentMachine
+from harness.plugin import summary
 
 GOLDEN = Path(__file__).parent / "golden" / "summary"
 V = summary.Verdict
@@ -75,7 +75,7 @@ class FakeMachine:
     """Launches and, like Machine.wait_ready, reports silence to on_silent."""
 
     def __init__(self, error=None):
-        from harness.splats import SplatLog
+        from harness.vm.splats import SplatLog
         self.error, self.launched, self.on_silent = error, 0, None
         self.splats = SplatLog()
 
@@ -91,39 +91,39 @@ class FakeMachine:
 
 def test_a_silent_target_fails_the_rest_at_once(pytestconfig, tmp_path, monkeypatch):
     """Two launches stand for two xdist workers: they share the results directory."""
-    from harness import pytest_plugin as plugin
+    from harness.plugin import pool as plugin
     monkeypatch.setattr(plugin, "results_dir", lambda config: tmp_path)
     t = plugin.Target("path:/x/vmlinuz", "arm64")
     w1 = w2 = pytestconfig
-    monkeypatch.setattr(plugin, "_CURRENT", ["tests/e2e/test_boot.py::test_a[x]"])
+    monkeypatch.setattr(plugin, "CURRENT_TEST", ["tests/e2e/test_boot.py::test_a[x]"])
     with pytest.raises(SilentMachine):
-        plugin._launch(FakeMachine(SilentMachine("console stayed silent")), w1, t, shared=False)
+        plugin.launch(FakeMachine(SilentMachine("console stayed silent")), w1, t, shared=False)
     m = FakeMachine()
     with pytest.raises(BootError, match=r"target did not boot: see tests/e2e/test_boot.py::"
                                         r"test_a\[x\] \(console stayed silent\)"):
-        plugin._launch(m, w2, t, shared=False)
+        plugin.launch(m, w2, t, shared=False)
     assert m.launched == 0
     other = plugin.Target("debian:7.2", "arm64")         # other targets are not touched
-    assert plugin._launch(FakeMachine(), w2, other, shared=True).launched == 1
+    assert plugin.launch(FakeMachine(), w2, other, shared=True).launched == 1
 
 
 def test_only_the_shared_machine_or_silence_marks_a_target_dead(pytestconfig, tmp_path,
                                                                  monkeypatch):
     """A variant that panics (say, one kernel parameter) fails its own tests only."""
-    from harness import pytest_plugin as plugin
+    from harness.plugin import pool as plugin
     monkeypatch.setattr(plugin, "results_dir", lambda config: tmp_path)
     t, dead = plugin.Target("debian:7.2", "arm64"), plugin.DeadTargets(pytestconfig)
     with pytest.raises(BootError):
-        plugin._launch(FakeMachine(BootError("panic")), pytestconfig, t, shared=False)
+        plugin.launch(FakeMachine(BootError("panic")), pytestconfig, t, shared=False)
     dead.check(t)                                          # still alive
     with pytest.raises(BootError):
-        plugin._launch(FakeMachine(BootError("panic")), pytestconfig, t, shared=True)
+        plugin.launch(FakeMachine(BootError("panic")), pytestconfig, t, shared=True)
     with pytest.raises(BootError, match="target did not boot"):
         dead.check(t)
 
 
 def test_target_slugs_are_short_and_unique():
-    from harness.pytest_plugin import Target
+    from harness.plugin.targets import Target
     long = "path:/some/very/long/directory/" + "x" * 200 + "/vmlinuz-6.6.0-rc1,modules=/" + \
         "y" * 200
     assert Target("debian:6.1", "arm64").slug == "debian-6.1-arm64"

@@ -109,7 +109,7 @@ def test_the_vmm_refuses_bad_input_in_one_line(tmp_path, capsys):
 
 
 def test_l2_report_fields_keep_braced_values_whole():
-    from harness.l2 import parse_report
+    from harness.vm.l2 import parse_report
     line = "resumed rc=1 err={sh: write error: Operation not permitted} rtc_s=1 alarm_left={}"
     assert parse_report(line) == {"rc": "1", "err": "sh: write error: Operation not permitted",
                                   "rtc_s": "1", "alarm_left": ""}

@@ -10,8 +10,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from . import cache
-from .errors import SetupError
+from harness import cache
+from harness.errors import SetupError
 
 SWAP_MB = 1024
 

@@ -20,16 +20,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import aptrepo, cache
-from .guest.cpio import CpioWriter
-from .errors import SetupError
-from .kernels import Kernel, Progress
-from .modules import ModuleTree
-from .profiles import Profile
+from harness import cache
+from harness.errors import SetupError
+from harness.guest.cpio import CpioWriter
+from harness.image.module_tree import ModuleTree
+from harness.kernel import aptrepo
+from harness.kernel.kernels import Kernel, Progress
+from harness.profiles import Profile
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GUEST_ROOTFS = ROOT / "guest-rootfs"
-GUEST_PACKAGE = Path(__file__).resolve().parent / "guest"
+GUEST_PACKAGE = ROOT / "harness" / "guest"
 USERLAND_SUITE = "bookworm"          # python3.11 on both arches, whatever the kernel
 _TRIM = ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info",
          "usr/share/lintian", "var/cache/apt", "var/lib/apt/lists", "usr/lib/python3.11/ensurepip",

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from . import disks
-from .console import FATAL
-from .errors import GuestpmError
-from .guest.cpio import CpioWriter
-from .guest.vmm import board, l2init
-from .kernels import Kernel
-from .machine import Machine
-from .modules import ModuleTree
+from harness.errors import GuestpmError
+from harness.guest.cpio import CpioWriter
+from harness.guest.vmm import board, l2init
+from harness.image import disks
+from harness.image.module_tree import ModuleTree
+from harness.kernel.kernels import Kernel
+from harness.vm.console import FATAL
+from harness.vm.machine import Machine
 
 MODES = {"vhe": (), "nvhe": ("kvm-arm.mode=nvhe",)}
 KERNEL_DISK, MODULES_DISK = "/dev/vda", "/dev/vdb"

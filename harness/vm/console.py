@@ -20,14 +20,15 @@ from pathlib import Path
 import pexpect
 from pexpect.spawnbase import SpawnBase
 
-from .errors import GuestPanic, WaitTimeout, leave_signals_to_the_main_thread
-from .splats import Scanner, SplatLog
-from .wait import wait_until, within
+from harness.errors import GuestPanic, WaitTimeout
+from harness.signals import leave_signals_to_the_main_thread
+from harness.vm.splats import Scanner, SplatLog
+from harness.wait import wait_until, within
 
 # Console lines that mean the kernel under test crashed.  The first such line makes
 # every wait on this machine fail, quoting it and what follows.  The other "BUG: "
 # titles (KASAN, sleeping in atomic context, soft lockup, ...) leave the kernel
-# running: they are splats (harness/splats.py), which fail the test, not the machine.
+# running: they are splats (harness/vm/splats.py), which fail the test, not the machine.
 FATAL = re.compile(r"Kernel panic - not syncing|\bOops\b|Internal error: |"
                    r"^\s*(\[[ \d.]+\] )?(BUG: (unable to handle|kernel NULL pointer|"
                    r"kernel paging request)|kernel BUG at )|"

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import cache, kconfig, profiles
-from .errors import GuestpmError, SetupError
-from .profiles import KbuildArch
+from harness import cache, profiles
+from harness.errors import GuestpmError, SetupError
+from harness.kernel import kconfig
+from harness.profiles import KbuildArch
 
 Progress = Callable[[str], None]
 BASES = ("allnoconfig", "defconfig")

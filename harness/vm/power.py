@@ -10,11 +10,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from . import acpi
-from .errors import WaitTimeout
-from .machine import Machine
-from .ssh import Running
-from .wait import wait_until, within
+from harness.errors import WaitTimeout
+from harness.vm import debugcon
+from harness.vm.machine import Machine
+from harness.vm.ssh import Running
+from harness.wait import wait_until, within
 
 
 class NeverSuspended(AssertionError):
@@ -126,7 +126,7 @@ def s2idle_machine_args(profile) -> dict:
     """What a machine of `profile` needs for its s2idle to show and to be woken (machine
     arguments): the LPS0 SSDT and its debug-port tap, or a console kept awake."""
     if profile.s2idle_lps0:
-        return {"qemu_args": acpi.s2idle_qemu_args()}
+        return {"qemu_args": debugcon.s2idle_qemu_args()}
     return {"append": ("no_console_suspend",)}
 
 

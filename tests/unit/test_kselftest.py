@@ -2,13 +2,13 @@
 
 import pytest
 
-from harness.guest import ktest
+from harness.guest import kselftest
 from harness.guest.kvm.vm import VcpuHang
-from harness.verdicts import assert_case
+from harness.plugin.suite import assert_case
 
 
 def _case(fn, requires=()):
-    return ktest.Case(fn.__name__, "fam", fn, "doc", requires)
+    return kselftest.Case(fn.__name__, "fam", fn, "doc", requires)
 
 
 def passes(t):
@@ -35,7 +35,7 @@ def stops(t):
 
 def test_verdicts():
     env = object()
-    got = {fn.__name__: ktest.run_case(_case(fn), env) for fn in
+    got = {fn.__name__: kselftest.run_case(_case(fn), env) for fn in
            (passes, differs, checks_nothing, hangs, stops)}
     assert {k: r["status"] for k, r in got.items()} == {
         "passes": "pass", "differs": "fail", "checks_nothing": "fail", "hangs": "fail",
@@ -47,26 +47,27 @@ def test_verdicts():
 
 
 def test_skip_names_the_missing_feature():
-    r = ktest.run_case(_case(passes, (lambda env: "PSCI version 1.1 < 1.3: SYSTEM_OFF2 absent",)),
-                       None)
+    r = kselftest.run_case(
+        _case(passes, (lambda env: "PSCI version 1.1 < 1.3: SYSTEM_OFF2 absent",)), None)
     assert (r["status"], r["reason"], r["checks"]) == \
         ("skip", "PSCI version 1.1 < 1.3: SYSTEM_OFF2 absent", [])
 
 
 def test_ktap_round_trip():
-    results = [ktest.run_case(_case(fn, req), None) for fn, req in
+    results = [kselftest.run_case(_case(fn, req), None) for fn, req in
                ((passes, ()), (differs, ()), (passes, (lambda e: "no /dev/kvm",)))]
     results[2]["name"] = "skipped_one"
-    text = ktest.ktap(results, "title")
+    text = kselftest.ktap(results, "title")
     assert text.startswith("KTAP version 1\n# title\n1..3\n")
     assert "not ok 2 differs" in text
     assert '# differs: MISMATCH: returned: expected 0, actual -1' in text
     assert "ok 3 skipped_one # SKIP no /dev/kvm" in text
-    assert ktest.parse_ktap(text) == {"passes": "pass", "differs": "fail", "skipped_one": "skip"}
+    assert kselftest.parse_ktap(text) == {"passes": "pass", "differs": "fail",
+                                          "skipped_one": "skip"}
 
 
 def test_host_side_asserts_each_check_again():
-    r = ktest.run_case(_case(differs), None)
+    r = kselftest.run_case(_case(differs), None)
     with pytest.raises(AssertionError, match=r"(?s)differs: returned.*expected 0.*actual   -1"):
         assert_case(r)
     # a result that claims pass with a differing check still fails on the host
@@ -75,19 +76,19 @@ def test_host_side_asserts_each_check_again():
     with pytest.raises(pytest.skip.Exception, match="SYSTEM_OFF2 absent"):
         assert_case({"name": "x", "status": "skip", "reason": "SYSTEM_OFF2 absent"})
     with pytest.raises(pytest.fail.Exception, match="vCPU state"):
-        assert_case(ktest.run_case(_case(hangs), None))
+        assert_case(kselftest.run_case(_case(hangs), None))
     with pytest.raises(AssertionError, match="recorded no check"):
         assert_case({"name": "x", "status": "pass", "checks": []})
 
 
 def test_a_mismatch_before_a_skip_fails_the_case():
     """Evidence recorded before a Skip is not discarded: guest side and host side."""
-    from harness.verdicts import assert_case
+    from harness.plugin.suite import assert_case
 
     def case(t):
         t.expect("FEATURES(SYSTEM_SUSPEND) with the cap", -1, 0)
-        raise ktest.Skip("PSCI version 1.1 < 1.3: SYSTEM_OFF2 absent")
-    r = ktest.run_case(ktest.Case("c", "fam", case, "doc"), env=None)
+        raise kselftest.Skip("PSCI version 1.1 < 1.3: SYSTEM_OFF2 absent")
+    r = kselftest.run_case(kselftest.Case("c", "fam", case, "doc"), env=None)
     assert r["status"] == "fail" and "then skipped" in r["reason"], r
     with pytest.raises(AssertionError, match=r"(?s)with the cap.*expected 0.*actual   -1"):
         assert_case(r)
@@ -97,12 +98,12 @@ def test_a_mismatch_before_a_skip_fails_the_case():
 
 
 def test_a_clean_skip_skips():
-    from harness.verdicts import assert_case
+    from harness.plugin.suite import assert_case
 
     def case(t):
         t.expect("probe", 1, 1)
-        raise ktest.Skip("no /dev/kvm")
-    r = ktest.run_case(ktest.Case("c", "fam", case, "doc"), env=None)
+        raise kselftest.Skip("no /dev/kvm")
+    r = kselftest.run_case(kselftest.Case("c", "fam", case, "doc"), env=None)
     assert (r["status"], r["reason"]) == ("skip", "no /dev/kvm")
     with pytest.raises(pytest.skip.Exception, match="no /dev/kvm"):
         assert_case(r)

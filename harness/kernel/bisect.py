@@ -3,7 +3,7 @@
   guestpm bisect --tree ~/linux --arch arm64 --good v7.1 --bad HEAD -- \\
       tests/e2e/test_psci.py -k system_suspend_features
 
-Each step (this module run as `python -m harness.bisect STATE`) builds the checked-out
+Each step (this module run as `python -m harness.kernel.bisect STATE`) builds the checked-out
 commit incrementally in one O= directory, runs the selected tests against it with
 `--kernel build:DIR` and exits with git bisect's convention:
 
@@ -31,8 +31,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import build, kconfig, profiles
-from .errors import GuestpmError, SetupError
+from harness import profiles
+from harness.errors import GuestpmError, SetupError
+from harness.kernel import build, kconfig
 
 GOOD, BAD, SKIP, ABORT = 0, 1, 125, 128
 TEST_TIMEOUT = 3600          # one step's tests; every wait inside them is bounded already
@@ -260,7 +261,7 @@ def main(args, say: Callable[[str], None]) -> int:
         if not args.trust_ends:
             for name, sha, want in (("bad", bad, BAD), ("good", good, GOOD)):
                 git(tree, "checkout", "-q", "--detach", sha)
-                got = _child([sys.executable, "-m", "harness.bisect", str(state), name],
+                got = _child([sys.executable, "-m", "harness.kernel.bisect", str(state), name],
                              logs / "ends.log")
                 if got != want:
                     s = _steps(logs)[-1] if _steps(logs) else {}
@@ -270,7 +271,7 @@ def main(args, say: Callable[[str], None]) -> int:
             _restore(tree, orig_ref, orig)
         git(tree, "bisect", "start", bad, good)
         rc = _child(["git", "-C", str(tree), "bisect", "run", sys.executable, "-m",
-                     "harness.bisect", str(state)], logs / "bisect-run.log")
+                     "harness.kernel.bisect", str(state)], logs / "bisect-run.log")
         (logs / "bisect.log").write_text(git(tree, "bisect", "log", check=False) + "\n")
         text = (logs / "bisect-run.log").read_text()
         sha = first_bad(text)
@@ -350,7 +351,7 @@ def _summary(logs: Path, say: Callable[[str], None]) -> None:
 
 
 if __name__ == "__main__":
-    from .machine import install_signal_handlers
+    from harness.signals import install_signal_handlers
     install_signal_handlers()
     try:
         sys.exit(step(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None))

@@ -1,6 +1,6 @@
 """Kconfig fragments: which ones a build asks for, and which of their options survived.
 
-The merge itself is the kernel's scripts/kconfig/merge_config.sh (harness.build runs
+The merge itself is the kernel's scripts/kconfig/merge_config.sh (harness.kernel.build runs
 it); this module knows what was *requested* (the fragments, later ones overriding
 earlier ones, as merge_config.sh does) and checks the final .config against it.  An
 option that did not survive is explained from the tree's own Kconfig files: unknown
@@ -19,9 +19,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import GuestpmError
+from harness.errors import GuestpmError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "kernel-configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "kernel-configs"
 ROLES = ("base", "kvm-host", "guest-pm", "acpi", "vfio", "debug", "kasan")
 DEFAULT_ROLES = ("base", "kvm-host", "guest-pm", "acpi", "vfio")
 

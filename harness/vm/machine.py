@@ -20,22 +20,21 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from . import cmdline
-from .console import CommandResult, Console
-from .errors import AbnormalShutdown, BootError, SetupError, SilentMachine, WaitTimeout
-from .kernels import Kernel
-from .profiles import Profile
-from .qmp import QMP
-from .splats import SplatLog
-from .ssh import SSH, KeyPair
-from .wait import within, wait_until
+from harness.errors import AbnormalShutdown, BootError, SetupError, SilentMachine, WaitTimeout
+from harness.kernel.kernels import Kernel
+from harness.profiles import Profile
+from harness.vm import cmdline
+from harness.vm.console import CommandResult, Console
+from harness.vm.qmp import QMP
+from harness.vm.splats import SplatLog
+from harness.vm.ssh import SSH, KeyPair
+from harness.wait import wait_until, within
 
 T = TypeVar("T")
 
@@ -411,17 +410,3 @@ class Machine:
 
     def __exit__(self, *exc) -> None:
         self.close(graceful=exc[0] is None)
-
-
-def install_signal_handlers() -> None:
-    """Make SIGTERM/SIGHUP unwind like Ctrl-C so every `finally` runs (CLI use).
-
-    SIGINT is set too: a process started in the background by a non-interactive
-    shell (a CI runner's `cmd &`, nohup) inherits SIGINT ignored, and Python then
-    leaves it ignored, so an interrupt would leave the harness and its QEMU running."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, handler)

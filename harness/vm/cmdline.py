@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .profiles import Profile
+from harness.profiles import Profile
 
 
 @dataclass(frozen=True)

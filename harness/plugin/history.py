@@ -46,7 +46,7 @@ def information(kernel, merged: dict[str, tuple[int, int] | None],
                 results: list[dict]) -> list[str]:
     """The differences worth telling a developer about their own kernel (path:, build:);
     none for a stock Debian kernel, where the history is asserted instead."""
-    from .kernels import release_version
+    from harness.kernel.kernels import release_version
     version = release_version(kernel.release)
     if kernel.debian is not None or version is None:
         return []

@@ -12,9 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from . import aptrepo, cache
-from .errors import SetupError
-from .kernels import DEBIAN_LABELS
+from harness import cache
+from harness.errors import SetupError
+from harness.kernel import aptrepo
+from harness.kernel.kernels import DEBIAN_LABELS
 
 
 def source(label: str, progress: Callable[[str], None] = lambda s: None) -> Path:

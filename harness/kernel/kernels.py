@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import aptrepo, cache, kconfig
-from .errors import KernelError, SetupError
-from .profiles import Profile
+from harness import cache
+from harness.errors import KernelError, SetupError
+from harness.kernel import aptrepo, kconfig
+from harness.profiles import Profile
 
 DEBIAN_LABELS = {"6.1": "bookworm", "6.12": "trixie", "7.2": "sid"}
 DEFAULT_KERNELS = tuple(f"debian:{label}" for label in DEBIAN_LABELS)
@@ -269,7 +270,7 @@ def _path(spec: str, image: Path, modules: str | None, profile: Profile) -> Kern
 
 
 def _build(spec: str, path: Path, profile: Profile) -> Kernel:
-    from . import build
+    from harness.kernel import build
     try:
         b = build.find(path, profile.arch)
     except build.BuildError as e:
@@ -366,7 +367,7 @@ def _debian(spec: str, value: str, profile: Profile, progress: Progress) -> Kern
     meta = json.loads(meta_path.read_text())
     if version and not meta["release"].startswith(version + "."):
         raise SetupError(f"Debian {suite}'s kernel is {meta['release']}, not {version}.x: "
-                         "the label table in harness/kernels.py needs updating")
+                         "the label table in harness/kernel/kernels.py needs updating")
     image = dest / meta["image"]
     return Kernel(spec, profile.arch, image, meta["release"], dest / meta["modules"],
                   dest / meta["config"] if meta.get("config") else None,

@@ -23,9 +23,11 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
-from . import aptrepo, build as kbuild, cache, profiles
-from .errors import SetupError
-from .kernels import Kernel
+from harness import cache, profiles
+from harness.errors import SetupError
+from harness.kernel import aptrepo
+from harness.kernel import build as kbuild
+from harness.kernel.kernels import Kernel
 
 Progress = Callable[[str], None]
 BUILD_TIMEOUT = 900      # s; measured 50-80 s per kernel, cold

@@ -18,8 +18,9 @@ from typing import Any, Callable
 
 from qemu.qmp import QMPClient
 
-from .errors import WaitTimeout, leave_signals_to_the_main_thread
-from .wait import wait_until
+from harness.errors import WaitTimeout
+from harness.signals import leave_signals_to_the_main_thread
+from harness.wait import wait_until
 
 
 class QMP:

@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import KernelError
+from harness.errors import KernelError
 
 _SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
 
@@ -106,7 +106,7 @@ class ModuleTree:
         """module -> its aliases, for loadable modules, read from each module's
         .modinfo (Debian's packages ship no modules.alias).  About 20 s for a distro
         kernel's 4,000 modules, so it is cached beside guestpm's other entries."""
-        from . import cache
+        from harness import cache
         stamp = cache.digest(str(self.root.resolve()), *(
             str(p.stat().st_mtime_ns) for p in (self.root, self.root / "kernel")
             if p.exists()))[:16]

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import paramiko
 
-from .console import CommandResult
-from .wait import wait_until
+from harness.vm.console import CommandResult
+from harness.wait import wait_until
 
 
 @dataclass

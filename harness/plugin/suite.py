@@ -4,21 +4,52 @@ against upstream history, and the bare-metal entry point's KTAP against the agen
 
 A test file subclasses `SuiteHost` for its machine and writes thin tests that call
 these; what differs between suites (the agent's arguments, the KTAP command line, the
-merge history) is data on the subclass."""
+merge history) is data on the subclass.  `assert_case` turns one case's result back
+into a pytest verdict: each check is asserted again, so a FAIL shows the check, the
+expected and the actual value, and the case's account."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shlex
 from typing import ClassVar
 
 import pytest
 
-from . import history, kernels
-from .guest import ktest
-from .machine import Machine
-from .pytest_plugin import attach_machine, note
-from .verdicts import assert_case
+from harness.guest import kselftest
+from harness.kernel import kernels
+from harness.plugin import history
+from harness.plugin.hooks import attach_machine, note
+from harness.vm.machine import Machine
+
+
+def _show(v) -> str:
+    return json.dumps(v, sort_keys=True)
+
+
+def assert_case(result: dict) -> None:
+    """FAIL on the first differing check (expected vs actual), even in a case that
+    then skipped; SKIP with the guest's reason; FAIL on an error or a hang (with the
+    vCPU state) and on a case that checked nothing; otherwise PASS on evidence."""
+    name = result["name"]
+    checks = result.get("checks", [])
+    # a check recorded before the case skipped is evidence too: a mismatch FAILs even
+    # when the case then said the feature is absent
+    for c in checks:
+        assert c["actual"] == c["expected"], (
+            f"{name}: {c['what']}\n  expected {_show(c['expected'])}\n"
+            f"  actual   {_show(c['actual'])}\n  ({result.get('doc', '')})")
+    if result["status"] == "skip":
+        pytest.skip(result["reason"])
+    if result["status"] != "pass":
+        detail = [f"{name}: {result.get('reason', result['status'])}"]
+        if "vcpu_state" in result:
+            detail.append(f"vCPU state: {_show(result['vcpu_state'])}")
+        if "traceback" in result:
+            detail.append(result["traceback"])
+        pytest.fail("\n".join(detail), pytrace=False)
+    assert checks, f"{name}: the case recorded no check"
 
 
 @dataclasses.dataclass
@@ -81,5 +112,5 @@ class SuiteHost:
         r = self.machine.ssh.run(f"cd /opt/guestpm && {cmd}", timeout=timeout)
         statuses = {x["name"]: x["status"] for x in self.run["results"]}
         assert r.output.startswith("KTAP version 1\n"), r.output[:200]
-        assert ktest.parse_ktap(r.output) == statuses, r.output
-        assert r.status == ktest.exit_status(self.run["results"]), r.output + r.stderr
+        assert kselftest.parse_ktap(r.output) == statuses, r.output
+        assert r.status == kselftest.exit_status(self.run["results"]), r.output + r.stderr

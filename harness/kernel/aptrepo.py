@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SetupError
+from harness.errors import SetupError
 
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 DEBIAN_SUITES = ("buster", "bullseye", "bookworm", "trixie", "forky", "sid",

@@ -1,0 +1,125 @@
+"""What a run tests and where its results go: the targets (kernel x arch), the checks
+that can be made before anything boots, the per-test and per-machine directories, and
+the unit of work an xdist worker takes (a test file's tests of one target)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness import profiles
+from harness.kernel import kernels
+from harness.vm.machine import Machine
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTES = pytest.StashKey[list]()       # lines about what was not collected, and why
+_machine_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class Target:
+    kernel: str
+    arch: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.kernel}/{self.arch}"
+
+    @property
+    def slug(self) -> str:
+        """A short file name for the target, unique whatever the spec: debian:6.1/arm64 ->
+        debian-6.1-arm64; path:/long/dir/vmlinuz-X,modules=... -> vmlinuz-X-arm64-1a2b3c4d."""
+        scheme, _, rest = self.kernel.partition(":")
+        if scheme == "debian":
+            return safe_name(f"debian-{rest}-{self.arch}")
+        stem = Path(rest.split(",")[0].rstrip("/")).name or scheme
+        digest = hashlib.sha1(self.kernel.encode()).hexdigest()[:8]
+        return safe_name(f"{stem[:24]}-{self.arch}-{digest}")
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def targets(config: pytest.Config) -> list[Target]:
+    ks = config.getoption("kernel") or list(kernels.DEFAULT_KERNELS)
+    archs = config.getoption("arch") or list(profiles.DEFAULT_ARCHES)
+    for a in archs:
+        profiles.get(a)          # unknown arch: one clear line, before anything boots
+    for k in ks:
+        kernels.parse_spec(k)
+    return [Target(k, a) for k in ks for a in archs]
+
+
+def check_targets(config: pytest.Config) -> None:
+    """Everything about the targets that can be known before booting: specs, images
+    (there, of the arch, whole), QEMU and firmware.  GuestpmError on the first problem."""
+    ts = targets(config)
+    for t in ts:
+        kernels.check_spec(t.kernel, profiles.get(t.arch))
+    for p in {profiles.get(t.arch) for t in ts}:
+        Machine.check_host(p)
+
+
+def runs_e2e(config: pytest.Config) -> bool:
+    """Whether the selected paths include the end-to-end tests (unit tests need no QEMU)."""
+    e2e = ROOT / "tests" / "e2e"
+    for arg in config.args or ["tests"]:
+        path = (config.invocation_params.dir / arg.split("::")[0]).resolve()
+        if path == e2e or e2e in path.parents or path in e2e.parents:
+            return True
+    return False
+
+
+def results_dir(config: pytest.Config) -> Path:
+    return Path(config.getoption("results")).resolve()
+
+
+def safe_name(name: str, limit: int = 150) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_")
+    if len(name) > limit:       # readable head, unique tail
+        name = name[:limit - 9] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name
+
+
+def artifacts_dir_of(config: pytest.Config, nodeid: str, target: Target | None) -> Path:
+    """results/tests/<test>: the target's short slug instead of its spec."""
+    if target is not None:
+        nodeid = nodeid.replace(target.id, target.slug)
+    nodeid = nodeid.removeprefix("tests/e2e/")
+    return results_dir(config) / "tests" / safe_name(nodeid, 120)
+
+
+def machine_dir(config: pytest.Config, target: Target, tag: str) -> Path:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    return results_dir(config) / "machines" / \
+        f"{target.slug}-{safe_name(tag, 60)}-{worker}-{next(_machine_counter)}"
+
+
+def progress(msg: str) -> None:
+    print(f"guestpm: {msg}", file=sys.__stderr__, flush=True)
+
+
+def target_of(item: pytest.Item) -> Target | None:
+    t = getattr(item, "callspec", None) and item.callspec.params.get("target")
+    return t if isinstance(t, Target) else None
+
+
+def scope_of(nodeid: str, target_ids: list[str]) -> str:
+    """The unit of work an xdist worker takes: a test file's tests of one target (pure).
+    Tests without a target (unit tests, self-tests) are grouped by file."""
+    file = nodeid.split("::")[0]
+    m = re.search(r"\[(.*)\]$", nodeid)
+    if m:
+        params = m.group(1)
+        for t in sorted(target_ids, key=len, reverse=True):
+            if params == t or params.endswith("-" + t) or params.startswith(t + "-") \
+                    or f"-{t}-" in params:
+                return f"{file}::{t}"
+    return file
