@@ -20,101 +20,43 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
-import termios
-import threading
-import tty
 from pathlib import Path
 
 from harness import profiles
 from harness.errors import GuestpmError, SetupError
+from harness.host_packages import install_build_packages, install_host_packages
 from harness.image import rootfs
 from harness.kernel import build, kconfig, kernels
+from harness.plugin import targets
+from harness.progress import progress
 from harness.signals import install_signal_handlers
 from harness.vm import l2 as l2mod
+from harness.vm import terminal
 from harness.vm.machine import Machine
 
 ROOT = Path(__file__).resolve().parent.parent
-# Debian packages the host needs, by the command that proves each is there.
-HOST_PACKAGES = {"mmdebstrap": "mmdebstrap", "dpkg-deb": "dpkg", "apt-get": "apt",
-                 "iasl": "acpica-tools", "qemu-img": "qemu-utils",
-                 "dtc": "device-tree-compiler"}    # the FDT writer's unit tests
 
 
-def say(msg: str) -> None:
-    print(f"guestpm: {msg}", file=sys.stderr, flush=True)
-
-
-def _targets(args) -> list[tuple[str, profiles.Profile]]:
+def _targets(args, host: bool = False) -> list[tuple[str, profiles.Profile]]:
     """The kernel x arch targets, each checked as far as it can be without the network
-    (spec, image, arch); GuestpmError (one line, exit 2) before anything boots."""
-    ks = args.kernel or list(kernels.DEFAULT_KERNELS)
-    archs = args.arch or list(profiles.DEFAULT_ARCHES)
-    targets = [(k, profiles.get(a)) for k in ks for a in archs]
-    for k, p in targets:
-        kernels.check_spec(k, p)
-    return targets
-
-
-def host_packages(archs: list[profiles.Profile]) -> dict[str, str]:
-    """Command or file -> the Debian package that provides it.  Firmware of every
-    profile of the same architecture comes along (tests boot those variants too)."""
-    need = dict(HOST_PACKAGES)
-    for p in archs:
-        need[p.qemu_binary] = p.qemu_package
-        for variant in profiles.PROFILES.values():
-            if variant.arch == p.arch and variant.firmware:
-                need[variant.firmware] = variant.firmware_package
-    return need
-
-
-def _present(what: str) -> bool:
-    return os.path.exists(what) if what.startswith("/") else shutil.which(what) is not None
-
-
-def _apt_install(missing: list[str], why: str) -> None:
-    if os.geteuid() != 0:
-        raise SetupError(f"{why} needs {' '.join(missing)}: run "
-                         f"`sudo apt-get install {' '.join(missing)}` (or guestpm setup as root)")
-    say(f"installing {' '.join(missing)} with apt-get ({why})")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-q"],
-                ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SetupError(f"`{' '.join(cmd)}` failed: "
-                             + " | ".join(proc.stderr.strip().splitlines()[-3:]))
-
-
-def install_host_packages(archs: list[profiles.Profile]) -> None:
-    missing = sorted({pkg for what, pkg in host_packages(archs).items() if not _present(what)})
-    if missing:
-        _apt_install(missing, "guestpm")
-
-
-def install_build_packages(archs: list[str]) -> None:
-    """What `guestpm build` needs (compilers, flex, bison, ...), as root only."""
-    pkgs = sorted({p for a in archs for p in build.build_packages(a)})
-    have = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Status}\n", *pkgs],
-                          capture_output=True, text=True).stdout
-    installed = {ln.split()[0] for ln in have.splitlines() if ln.endswith(" installed")}
-    missing = [p for p in pkgs if p not in installed]
-    if missing:
-        _apt_install(missing, "building kernels")
+    (spec, image, arch; with `host`, QEMU and firmware too); GuestpmError (one line,
+    exit 2) before anything boots."""
+    ts = targets.expand(args.kernel, args.arch)
+    targets.check(ts, host)
+    return [(t.kernel, profiles.get(t.arch)) for t in ts]
 
 
 def cmd_setup(args) -> int:
-    targets = _targets(args)
-    install_host_packages(list({p.name: p for _, p in targets}.values()))
+    chosen = _targets(args)
+    install_host_packages(list({p.name: p for _, p in chosen}.values()))
     if args.build_tools:
-        install_build_packages(sorted({p.arch for _, p in targets}))
-    for spec, profile in targets:
-        k = kernels.resolve(spec, profile, say)
-        path = rootfs.initramfs(k, profile, say)
-        say(f"ready: {spec} {profile.name}: {k.release} ({k.image}), initramfs {path.name}")
+        install_build_packages(sorted({p.arch for _, p in chosen}))
+    for spec, profile in chosen:
+        k = kernels.resolve(spec, profile, progress)
+        path = rootfs.initramfs(k, profile, progress)
+        progress(f"ready: {spec} {profile.name}: {k.release} ({k.image}), initramfs {path.name}")
     return 0
 
 
@@ -125,9 +67,7 @@ def cmd_run(args) -> int:
     tests = ROOT / "tests" / "e2e"
     if not tests.is_dir():
         raise SetupError(f"no tests at {tests}: guestpm run works from a source checkout")
-    n_targets = len(_targets(args))
-    for p in {p.name: p for _, p in _targets(args)}.values():
-        Machine.check_host(p)
+    n_targets = len(_targets(args, host=True))
     argv = [str(tests), "-p", "no:cacheprovider", "-q", "-rfE", f"--results={args.results}",
             "--junitxml", str(Path(args.results) / "junit.xml")]
     if args.self_test:
@@ -147,32 +87,32 @@ def cmd_run(args) -> int:
 
 def cmd_boot(args) -> int:
     profile = profiles.get(args.arch)
-    k = kernels.resolve(args.kernel, profile, say)
-    initrd = rootfs.initramfs(k, profile, say)
+    k = kernels.resolve(args.kernel, profile, progress)
+    initrd = rootfs.initramfs(k, profile, progress)
     work = Path(tempfile.mkdtemp(prefix="guestpm-boot-"))
     qmp_sock = str(work / "qmp.sock")
     l2 = args.l2 and profile.arch == "arm64"
     if args.l2 and not l2:
         raise SetupError("--l2: the reference VMM runs arm64 guests only")
-    guest = kernels.resolve(args.guest_kernel, profile, say) if args.guest_kernel else k
+    guest = kernels.resolve(args.guest_kernel, profile, progress) if args.guest_kernel else k
     with Machine(profile, k, initrd, work, extra_qmp_socket=qmp_sock,
                  append=tuple(args.append),
                  qemu_args=l2mod.guest_disks(guest).qemu_args if l2 else ()).launch() as m:
-        say(f"booting {k.spec} ({k.release}) on {profile.name}; logs in {work}")
+        progress(f"booting {k.spec} ({k.release}) on {profile.name}; logs in {work}")
         info = m.wait_ready()
         key = work / "id_ecdsa"
         m.keys.key.write_private_key_file(str(key))
-        say(f"shell after {info.wall_s:.1f}s (guest uptime {info.guest_uptime_s:.1f}s)")
-        say(f"QMP:  {qmp_sock}   (e.g. qmp-shell {qmp_sock})")
-        say(f"ssh:  ssh -i {key} -p {m.ssh_port} -o StrictHostKeyChecking=no "
+        progress(f"shell after {info.wall_s:.1f}s (guest uptime {info.guest_uptime_s:.1f}s)")
+        progress(f"QMP:  {qmp_sock}   (e.g. qmp-shell {qmp_sock})")
+        progress(f"ssh:  ssh -i {key} -p {m.ssh_port} -o StrictHostKeyChecking=no "
             "-o UserKnownHostsFile=/dev/null root@127.0.0.1")
         if l2:
-            say(f"L2:   the guest kernel ({guest.release}) is /dev/vda, its modules /dev/vdb; "
+            progress(f"L2:   the guest kernel ({guest.release}) is /dev/vda, its modules /dev/vdb; "
                 "in the shell: cd /opt/guestpm && python3 -m harness.guest.vmm --kernel "
                 "/dev/vda --initrd-extra /dev/vdb --progress --suspend honour --append "
                 "'guestpm.suspend=1 guestpm.mem_sleep=deep'")
-        say("console attached below; Ctrl-] quits and stops the guest")
-        _attach(m)
+        progress("console attached below; Ctrl-] quits and stops the guest")
+        terminal.attach(m)
     return 0
 
 
@@ -181,51 +121,19 @@ def cmd_build(args) -> int:
     roles = kconfig.roles(args.fragment, defaults=not args.no_default_fragments)
     b = build.build(Path(args.tree), profile.arch, roles, base=args.base, jobs=args.jobs,
                     cross_compile=args.cross_compile, use_ccache=not args.no_ccache,
-                    nice=args.nice, say=say)
-    say(f"image:   {b.image}")
+                    nice=args.nice, say=progress)
+    progress(f"image:   {b.image}")
     if b.modules:
-        say(f"modules: {b.modules}")
+        progress(f"modules: {b.modules}")
     print(f"build:{b.dir}")
-    say(f"use it:  guestpm run --kernel build:{b.dir} --arch {args.arch}   "
+    progress(f"use it:  guestpm run --kernel build:{b.dir} --arch {args.arch}   "
         f"(or --kernel build:{b.meta['tree']})")
     return 0
 
 
 def cmd_bisect(args) -> int:
     from harness.kernel import bisect
-    return bisect.main(args, say)
-
-
-def _attach(m: Machine) -> None:
-    """Bridge the terminal to the guest console until Ctrl-] or QEMU exits."""
-    stop = threading.Event()
-
-    def pump() -> None:
-        while not stop.is_set():
-            try:
-                sys.stdout.write(m.console.spawn.read_nonblocking(65536, timeout=0.2))
-                sys.stdout.flush()
-            except Exception as e:
-                if type(e).__name__ == "EOF":
-                    stop.set()
-    t = threading.Thread(target=pump, daemon=True)
-    t.start()
-    m.console.write(b"\n")
-    fd = sys.stdin.fileno()
-    old = termios.tcgetattr(fd) if os.isatty(fd) else None
-    try:
-        if old:
-            tty.setraw(fd)
-        while not stop.is_set() and m.alive():
-            data = os.read(fd, 1024)
-            if not data or b"\x1d" in data:
-                break
-            m.console.write(data.replace(b"\r", b"\n") if not old else data)
-    finally:
-        stop.set()
-        if old:
-            termios.tcsetattr(fd, termios.TCSADRAIN, old)
-        print()
+    return bisect.main(args, progress)
 
 
 def main(argv: list[str] | None = None) -> int:

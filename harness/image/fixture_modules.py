@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness import cache, profiles
+from harness.children import run_logged
 from harness.errors import SetupError
 from harness.kernel import aptrepo
 from harness.kernel import build as kbuild
@@ -123,8 +124,8 @@ def _build_in_tree(src: Path, kernel: Kernel, progress: Progress) -> Path:
                 shutil.copy(p, tmp / p.name)
             progress(f"building {name} against {b.dir}")
             log = tmp / "build.log"
-            status = kbuild.run_logged(["make", "-C", str(obj), f"M={tmp}", *tc.make_vars(),
-                                         "modules"], obj, tc.env(), log)
+            status = run_logged(["make", "-C", str(obj), f"M={tmp}", *tc.make_vars(),
+                                 "modules"], log, obj, tc.env())
             if status != 0 or not (tmp / f"{name}.ko").exists():
                 kept = cache.cache_dir() / "extmod" / f"{name}-build-failed.log"
                 kept.write_text(log.read_text(errors="replace"))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness import profiles
+from harness.children import run_logged, stop
 from harness.errors import GuestpmError, SetupError
 from harness.kernel import build, kconfig
 
@@ -216,7 +216,7 @@ def _run_tests(st: dict, b: build.Build, d: Path) -> tuple[int, str, str]:
             return ABORT, "ABORT", (f"the selected tests ran over {TEST_TIMEOUT}s (the harness's "
                                     f"own waits are bounded: see {d / 'pytest.log'})")
         finally:
-            _stop(proc, 20)
+            stop(proc, 20)
     junit = d / "junit.xml"
     outcome = parse_junit(junit.read_text()) if junit.is_file() and rc not in (2, 3, 4) else None
     if outcome:
@@ -310,37 +310,12 @@ def _restore(tree: Path, orig_ref: str, orig: str) -> None:
 
 
 def _child(cmd: list[str], log: Path) -> int:
-    """Run CMD in its own process group, its output both shown and appended to LOG; on
-    Ctrl-C (or any exception) the whole group is terminated before we go on."""
-    with open(log, "a") as fh:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", start_new_session=True)
-        try:
-            assert proc.stdout
-            line = "\n"
-            for line in proc.stdout:
-                fh.write(line)
-                fh.flush()
-                sys.stderr.write(line)
-                sys.stderr.flush()
-            if not line.endswith("\n"):          # git's last message has no newline
-                fh.write("\n")
-                sys.stderr.write("\n")
-            return proc.wait()
-        finally:
-            _stop(proc, 30)
-
-
-def _stop(proc: subprocess.Popen, grace: float) -> None:
-    """SIGTERM to a child's process group (it leads one), SIGKILL after GRACE seconds."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    """Run CMD, its output both shown and appended to LOG; on Ctrl-C (or any exception)
+    its whole process group is terminated (SIGTERM, 30 s to clean up) before we go on."""
+    def show(line: str) -> None:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    return run_logged(cmd, log, on_line=show, grace=30)
 
 
 def _summary(logs: Path, say: Callable[[str], None]) -> None:

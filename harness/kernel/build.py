@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -26,8 +25,9 @@ from pathlib import Path
 from typing import Callable
 
 from harness import cache, profiles
+from harness.children import run_logged
 from harness.errors import GuestpmError, SetupError
-from harness.kernel import kconfig
+from harness.kernel import kconfig, kconfig_db
 from harness.profiles import KbuildArch
 
 Progress = Callable[[str], None]
@@ -206,33 +206,6 @@ def find(path: Path, arch: str) -> Build:
 
 # ---------------------------------------------------------------- steps
 
-def run_logged(cmd: list[str], cwd: Path, env: dict, log: Path, nice: int = 0,
-                on_line: Callable[[str], None] | None = None) -> int:
-    """Run CMD with its output appended to LOG; returns the exit status.  The child
-    dies with us (own process group, killed on any exception including Ctrl-C)."""
-    with open(log, "a") as fh:
-        fh.write(f"$ {' '.join(cmd)}\n")
-        fh.flush()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace",
-                                start_new_session=True,
-                                preexec_fn=(lambda: os.nice(nice)) if nice else None)
-        try:
-            assert proc.stdout
-            for line in proc.stdout:
-                fh.write(line)
-                if on_line:
-                    on_line(line)
-            return proc.wait()
-        finally:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
-
-
 _COMPILER = re.compile(r"(: (fatal )?error:|undefined reference to|No rule to make target|"
                        r"multiple definition of|ld: .*error)")
 _CONTEXT = re.compile(r": (In function|In file included from|At top level)")
@@ -310,7 +283,7 @@ def configure(tree: Path, obj: Path, tc: Toolchain, base: str, fragments: list[P
             " (merge_config.sh)")
     log.write_text("")
     for cmd in steps:
-        if run_logged(cmd, tree, env, log) != 0:
+        if run_logged(cmd, log, tree, env) != 0:
             what = "merge_config.sh" if cmd[0].endswith("merge_config.sh") else f"make {cmd[-1]}"
             raise BuildError(f"configuring {tree} failed at {what}:\n  "
                              + "\n  ".join(error_excerpt(log.read_text())) + f"\nfull log: {log}")
@@ -321,7 +294,7 @@ def survival(tree: Path, obj: Path, arch: KbuildArch, req: kconfig.Requested) ->
     final = kconfig.parse_config((obj / ".config").read_text(), str(obj / ".config"))
     if all(kconfig.same_value(v, final.get(s, "n")) for s, v in req.values.items()):
         return []
-    db = kconfig.load_kconfig(tree, arch.srcarch)
+    db = kconfig_db.load_kconfig(tree, arch.srcarch)
     return kconfig.check(req, final, db, arch.arch)
 
 
@@ -371,7 +344,7 @@ def build(tree: Path, arch: str, roles: list[str], base: str = "allnoconfig",
         with _Progress(say, f"building {tree.name} for {arch}",
                        prev.get("full_steps") if prev else None, progress_every) as prog:
             rc = run_logged(["make", f"O={obj}", f"-j{jobs}", *tc.make_vars(), *targets],
-                             tree, tc.env(), log, nice, prog.line)
+                            log, tree, tc.env(), nice, prog.line)
         t_build = time.monotonic() - t1
         if rc != 0:
             raise BuildError(f"build of {at} for {arch} failed (make exit {rc}) after "
@@ -383,7 +356,7 @@ def build(tree: Path, arch: str, roles: list[str], base: str = "allnoconfig",
             inst = out / "modules"
             shutil.rmtree(inst, ignore_errors=True)
             if run_logged(["make", f"O={obj}", *tc.make_vars(), f"INSTALL_MOD_PATH={inst}",
-                            "DEPMOD=true", "modules_install"], tree, tc.env(), log) != 0:
+                            "DEPMOD=true", "modules_install"], log, tree, tc.env()) != 0:
                 raise BuildError("modules_install failed:\n  "
                                  + "\n  ".join(error_excerpt(log.read_text())) + f"\nfull log: {log}")
             mod_rel = f"modules/lib/modules/{release}"

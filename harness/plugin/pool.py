@@ -13,7 +13,8 @@ import pytest
 from harness import profiles
 from harness.errors import AbnormalShutdown, BootError, GuestpmError
 from harness.image import rootfs
-from harness.plugin.targets import Target, machine_dir, progress, results_dir
+from harness.plugin.targets import Target, machine_dir, results_dir
+from harness.progress import progress
 from harness.vm.machine import Machine
 
 

@@ -8,7 +8,6 @@ import hashlib
 import itertools
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,24 +46,34 @@ class Target:
         return self.id
 
 
-def targets(config: pytest.Config) -> list[Target]:
-    ks = config.getoption("kernel") or list(kernels.DEFAULT_KERNELS)
-    archs = config.getoption("arch") or list(profiles.DEFAULT_ARCHES)
+def expand(kernel_specs: list[str], arch_names: list[str]) -> list[Target]:
+    """The kernel x arch targets (the defaults where none are given), each spec parsed
+    and each arch known: one clear line, before anything boots (the CLI's and pytest's)."""
+    ks = kernel_specs or list(kernels.DEFAULT_KERNELS)
+    archs = arch_names or list(profiles.DEFAULT_ARCHES)
     for a in archs:
-        profiles.get(a)          # unknown arch: one clear line, before anything boots
+        profiles.get(a)
     for k in ks:
         kernels.parse_spec(k)
     return [Target(k, a) for k in ks for a in archs]
 
 
-def check_targets(config: pytest.Config) -> None:
+def check(ts: list[Target], host: bool = True) -> None:
     """Everything about the targets that can be known before booting: specs, images
-    (there, of the arch, whole), QEMU and firmware.  GuestpmError on the first problem."""
-    ts = targets(config)
+    (there, of the arch, whole) and, with `host`, QEMU and firmware.  GuestpmError on
+    the first problem."""
     for t in ts:
         kernels.check_spec(t.kernel, profiles.get(t.arch))
-    for p in {profiles.get(t.arch) for t in ts}:
+    for p in {profiles.get(t.arch) for t in ts} if host else ():
         Machine.check_host(p)
+
+
+def targets(config: pytest.Config) -> list[Target]:
+    return expand(config.getoption("kernel"), config.getoption("arch"))
+
+
+def check_targets(config: pytest.Config) -> None:
+    check(targets(config))
 
 
 def runs_e2e(config: pytest.Config) -> bool:
@@ -100,10 +109,6 @@ def machine_dir(config: pytest.Config, target: Target, tag: str) -> Path:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     return results_dir(config) / "machines" / \
         f"{target.slug}-{safe_name(tag, 60)}-{worker}-{next(_machine_counter)}"
-
-
-def progress(msg: str) -> None:
-    print(f"guestpm: {msg}", file=sys.__stderr__, flush=True)
 
 
 def target_of(item: pytest.Item) -> Target | None:

@@ -8,7 +8,7 @@ import pytest
 
 from harness.kernel import kernels
 from harness.plugin.hooks import attach_machine
-from harness.plugin.targets import progress
+from harness.progress import progress
 from harness.vm import l2
 from harness.vm.l2 import L2Host
 

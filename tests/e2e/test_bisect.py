@@ -30,7 +30,7 @@ import pytest
 
 from harness import cache
 from harness.kernel import debian_sources
-from harness.plugin.targets import progress
+from harness.progress import progress
 
 pytestmark = [pytest.mark.e2e, pytest.mark.harness_selftest,
               pytest.mark.needs_build_tools("arm64"), pytest.mark.xdist_group("kernel-build"),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.kernel import bisect, build, debian_sources, kconfig
-from harness.plugin.targets import progress
+from harness.progress import progress
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.harness_selftest,
               pytest.mark.needs_build_tools("arm64"), pytest.mark.xdist_group("kernel-build"),

@@ -17,7 +17,7 @@ import pytest
 from harness.image import fixture_modules, module_tree
 from harness.kernel import kernels
 from harness.plugin.known_defects import VIRTIO_NET_FROZEN_XMIT, VIRTIO_NET_RESTORE_SLAB, xfail_on
-from harness.plugin.targets import progress
+from harness.progress import progress
 from harness.vm.debugcon import DEBUGCON_LOG, DebugconTap, s2idle_qemu_args
 from harness.vm.power import (IdleCycle, NeverSuspended, NeverWoke, arm_s2idle_wake,
                               console_shows_idle, lps0_unobservable, pm_debug_on,

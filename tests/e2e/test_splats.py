@@ -32,7 +32,8 @@ from pathlib import Path
 import pytest
 
 from harness.image import fixture_modules
-from harness.plugin.targets import ROOT, progress
+from harness.plugin.targets import ROOT
+from harness.progress import progress
 
 pytestmark = [pytest.mark.e2e, pytest.mark.harness_selftest]
 

@@ -31,7 +31,7 @@ from harness.image import fixture_modules
 from harness.image.aml import ASL_DIR, compile_asl
 from harness.kernel import kernels
 from harness.plugin.suite import SuiteHost, assert_case
-from harness.plugin.targets import progress
+from harness.progress import progress
 
 pytestmark = [pytest.mark.e2e]
 # the vfio machine needs an emulated IOMMU: profiles without one (i440fx) do not collect it
