@@ -94,9 +94,10 @@ def _check_cross(name: str, release: str, suite: str, deb_arch: str) -> None:
     if "-for-host" not in depends:
         gcc = next((d.strip().split()[0] for d in depends.split(",")
                     if d.strip().startswith("gcc")), "no gcc")
-        raise Unbuildable(f"building {name} for {deb_arch} on this {profiles.host_deb_arch()} host needs "
-                          f"a headers package that depends on gcc-N-for-host (Debian's cross "
-                          f"compiler); linux-headers-{release} depends on {gcc}")
+        raise Unbuildable(f"building {name} for {deb_arch} on this "
+                          f"{profiles.host_deb_arch()} host needs a headers package that "
+                          f"depends on gcc-N-for-host (Debian's cross compiler); "
+                          f"linux-headers-{release} depends on {gcc}")
 
 
 def _build_in_tree(src: Path, kernel: Kernel, progress: Progress) -> Path:

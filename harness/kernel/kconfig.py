@@ -86,8 +86,9 @@ def requested(paths: list[Path]) -> Requested:
     for p in paths:
         for sym, val in parse_config(p.read_text(), str(p)).items():
             if sym in r.values and r.values[sym] != val:
-                r.overridden.append(f"CONFIG_{sym}: {r.values[sym]} ({fragment_name(r.origin[sym])}) "
-                                    f"-> {val} ({fragment_name(str(p))})")
+                r.overridden.append(f"CONFIG_{sym}: {r.values[sym]} "
+                                    f"({fragment_name(r.origin[sym])}) -> {val} "
+                                    f"({fragment_name(str(p))})")
             r.values[sym] = val
             r.origin[sym] = str(p)
     return r

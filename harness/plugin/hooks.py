@@ -43,7 +43,8 @@ from harness.plugin import summary
 from harness.plugin.pool import (CURRENT_TEST, DeadTargets, MachineFactory, MachinePool,
                                  record_splats, retire_if_splatted, splats_fail)
 from harness.plugin.report import Reporter
-from harness.plugin.targets import NOTES, Target, artifacts_dir_of, check_targets, machine_dir, results_dir, runs_e2e, scope_of, target_of, targets
+from harness.plugin.targets import (NOTES, Target, artifacts_dir_of, check_targets, machine_dir,
+                                    results_dir, runs_e2e, scope_of, target_of, targets)
 from harness.progress import progress
 from harness.vm.machine import Machine
 

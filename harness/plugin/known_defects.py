@@ -59,7 +59,8 @@ VIRTIO_NET_RESTORE_SLAB = KnownDefect(
     symptom=re.compile(
         r"(?s)BUG: unable to handle page fault for address: [0-9a-f]+\n"
         r".*?#PF: supervisor write access in kernel mode"
-        r".*?RIP: 0010:(memset\w*|__kmem_cache_alloc\w*|kmem_cache_alloc\w*)\+0x[0-9a-f]+/0x[0-9a-f]+"
+        r".*?RIP: 0010:(memset\w*|__kmem_cache_alloc\w*|kmem_cache_alloc\w*)"
+        r"\+0x[0-9a-f]+/0x[0-9a-f]+"
         r".*?Call Trace:(?:(?!---\[ end trace).)*?"
         r"(kmalloc|kmem_cache_alloc)\w*\+0x[0-9a-f]+/0x[0-9a-f]+"
         r"(?:(?!---\[ end trace).)*?virtnet_restore\+0x[0-9a-f]+/0x[0-9a-f]+ \[virtio_net\]"),
