@@ -181,6 +181,7 @@ class Console:
         """The panic/oops lines if one was seen (waits briefly for the rest of the trace)."""
         if self.fatal_index is None:
             return None
+
         def complete() -> bool:
             with self._lock:
                 return self.closed.is_set() or \
