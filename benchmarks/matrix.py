@@ -1,0 +1,141 @@
+"""Matrix benchmark: what the default `guestpm run` costs, and where the time goes.
+
+Runs the default matrix (or, with --results DIR alone, reads a run that already
+happened) and prints:
+  wall     the run's wall time and the CPU time of everything it started (QEMU
+           included: the children's rusage), measured only with --run;
+  boots    QEMU starts per machine configuration (kernel, profile, extra arguments:
+           the command line without the per-instance parts: fds, keys, ports, the
+           test's own overlay paths), their ratio to the distinct configurations,
+           and snapshot restores (`-incoming`);
+  families the test time of each family (the sum of its tests' durations in
+           junit.xml; under -n 2 that is about twice the wall share), L2 on its own.
+
+    .venv/bin/python benchmarks/matrix.py --run [--results DIR] [-- guestpm run args]
+    .venv/bin/python benchmarks/matrix.py --results DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import resource
+import shlex
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from harness.plugin.summary import family_of
+
+# the parts of a QEMU command line that differ between two boots of one configuration
+_INSTANCE = [
+    (re.compile(r"\bfd=\d+"), "fd=N"),
+    (re.compile(r"guestpm\.authkey=\S+?(?=[ ']|$)"), "guestpm.authkey=K"),
+    (re.compile(r"(?<=[=,])/\S*?/(pytest-\d+|machines)/[^,' ]*/([^/,' ]+)"), r"TEST/\2"),
+    (re.compile(r"(?<=[=,])/tmp/[^,' ]*/(qmp\.sock)"), r"TMP/\1"),
+]
+
+
+def configuration(cmdline: str) -> str:
+    """A QEMU command line without what is particular to one boot (pure)."""
+    for pattern, repl in _INSTANCE:
+        cmdline = pattern.sub(repl, cmdline)
+    return cmdline.strip()
+
+
+def label(config: str) -> str:
+    """A short name for a configuration: kernel, machine, firmware, what the test added
+    (devices, drives, ACPI tables, kernel parameters)."""
+    args = shlex.split(config)
+
+    def value(flag: str) -> str:
+        return args[args.index(flag) + 1] if flag in args else ""
+    image = Path(value("-kernel"))
+    kernel = image.parent.name if image.name == "vmlinuz" else image.name
+    base = {"-M", "-accel", "-cpu", "-smp", "-m", "-chardev", "-mon", "-serial", "-netdev",
+            "-kernel", "-initrd", "-append", "-display"}
+    added = []
+    for i, a in enumerate(args[1:-1], 1):
+        if a.startswith("-") and a not in base and not args[i + 1].startswith("-"):
+            v = args[i + 1]
+            if a == "-device" and v.startswith("virtio-net-pci,netdev=net0") or \
+                    a == "-global" and ".disable_s" in v:         # the profile's own
+                continue
+            parts = dict(x.partition("=")[::2] for x in v.split(",") if "=" in x)
+            shown = v if a == "-global" else Path(parts.get("file", v.split(",")[0])).name
+            added.append(f"{a} {shown}")
+        elif a in ("-machine", "-bios"):
+            added.append(a)
+    params = [p for p in value("-append").split()
+              if not p.startswith(("console=", "panic=", "rdinit=", "guestpm.authkey"))]
+    return " ".join([kernel.removeprefix("vmlinuz-"), value("-M").split(",")[0], *added,
+                     *params])
+
+
+def boots(machines: Path) -> collections.Counter:
+    """QEMU starts per configuration, from each machine's qemu-cmdline*.txt."""
+    out: collections.Counter = collections.Counter()
+    for f in sorted(machines.glob("*/qemu-cmdline*.txt")):
+        out[configuration(f.read_text())] += 1
+    return out
+
+
+def family_times(junit: Path) -> dict[str, float]:
+    """Seconds of test time per family (the e2e files; unit tests as `unit`)."""
+    out: dict[str, float] = collections.defaultdict(float)
+    for tc in ET.parse(junit).iter("testcase"):
+        module = tc.get("classname", "").replace(".", "/")
+        out[family_of(module + ".py")] += float(tc.get("time", 0))
+    return dict(out)
+
+
+def report(results: Path, wall: float | None, cpu: float | None) -> str:
+    lines = []
+    if wall is not None:
+        lines.append(f"wall {wall:7.0f} s   CPU (all children) {cpu:7.0f} s")
+    b = boots(results / "machines")
+    restores = sum(n for c, n in b.items() if " -incoming " in f" {c} ")
+    total, distinct = sum(b.values()), len(b)
+    lines.append(f"boots {total}, distinct configurations {distinct}, ratio "
+                 f"{total / max(distinct, 1):.2f}, snapshot restores {restores}")
+    for config, n in b.most_common():
+        if n > 1:
+            lines.append(f"  {n:3d} x {label(config)}")
+    times = family_times(results / "junit.xml")
+    lines.append("families (test seconds):")
+    for fam, t in sorted(times.items(), key=lambda kv: -kv[1]):
+        if fam != "l2":
+            lines.append(f"  {fam:12s} {t:7.0f}")
+    if "l2" in times:
+        lines.append(f"  {'L2 (apart)':12s} {times['l2']:7.0f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", action="store_true", help="run the default matrix first")
+    ap.add_argument("--results", default=str(ROOT / "results"), help="its results directory")
+    ap.add_argument("guestpm_args", nargs="*", help="more `guestpm run` arguments (after --)")
+    a = ap.parse_args(argv)
+    results = Path(a.results)
+    wall = cpu = None
+    if a.run:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.monotonic()
+        subprocess.run([str(ROOT / ".venv" / "bin" / "guestpm"), "run",
+                        f"--results={results}", *a.guestpm_args], cwd=ROOT)
+        wall = time.monotonic() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(report(results, wall, cpu))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
