@@ -8,6 +8,7 @@ import pytest
 
 from harness.kernel import kernels
 from harness.plugin.hooks import attach_machine
+from harness.plugin.known_defects import L1_VCPU_HANG, xfail_if_seen
 from harness.progress import progress
 from harness.vm import l2
 from harness.vm.l2 import L2Host
@@ -35,4 +36,7 @@ def l1(request, target, l2_mode, guest_spec, machine_pool, kernel, profile) -> L
     assert host.machine.kernel.spec == target.kernel, \
         f"the L1 host for {target.id} runs {host.machine.kernel.spec}: a fixture mix-up"
     attach_machine(request, host.machine)
+    m = host.machine
+    host.watch = lambda: xfail_if_seen(m.console.tail(300), "arm64",
+                                       f"L1 console {m.console_log}", L1_VCPU_HANG)
     return host

@@ -138,3 +138,25 @@ def test_xfail_on_reads_a_deep_trace_past_the_excerpt_from_the_console(tmp_path)
     with pytest.raises(GuestPanic):
         with known_defects.xfail_on(m, known_defects.VIRTIO_NET_RESTORE_SLAB):
             raise GuestPanic(excerpt)
+
+
+def test_the_l1_vcpu_hang_is_the_unanswered_nmi_of_the_cpu_the_watchdog_named():
+    """Recorded by a local CI run (2026-12-01) on the debian:7.2 arm64 L1 host in VHE:
+    the L1 console while its reference VMM ran the first L2 guest."""
+    text = (GOLDEN / "l1-vcpu-hang-7.2-arm64.txt").read_text()
+    d = known_defects.L1_VCPU_HANG
+    assert d.matches(text, "arm64") and not d.matches(text, "x86_64")
+    assert not d.matches(text.replace("haven't responded to the NMI: 1",
+                                      "haven't responded to the NMI: 0"), "arm64")
+    first = text.split("After 10 seconds")[0]            # the report, before its answer
+    assert not d.matches(first, "arm64")
+    for other in GOLDEN.glob("*.txt"):
+        assert other.name.startswith("l1-vcpu-hang") or not d.symptom.search(other.read_text())
+
+
+def test_an_xfail_on_a_known_defect_explains_only_the_splats_of_its_symptom():
+    reason = f"known kernel defect: {known_defects.L1_VCPU_HANG.summary} (docs/...)"
+    assert known_defects.explained_splats(reason) == {"hard-lockup", "rcu-stall"}
+    other = f"known kernel defect: {known_defects.VIRTIO_NET_FROZEN_XMIT.summary} (docs/...)"
+    assert known_defects.explained_splats(other) == set()
+    assert known_defects.explained_splats("some other reason") == set()
