@@ -160,20 +160,28 @@ class L2Host:
                f"--timeout {timeout:g} --silent {silent:g} "
                f"{' '.join(shlex.quote(a) for a in args)} "
                f"--append {shlex.quote(' '.join(append))}")
+        art = self.machine.workdir / f"l2-{self.mode}-{n}-{name}"
+        (art / "relaunch").mkdir(parents=True, exist_ok=True)
+        (art / "command.txt").write_text(cmd + "\n")
         running = self.machine.ssh.start(cmd)
+
         def gave_up() -> str:
             running.chan.close()
-            return f"the reference VMM ({name}) did not finish within {2 * timeout + 60:g}s"
+            # its VMM may still hold /dev/kvm and the next run's directory: no further
+            # L2 test runs on this host (the pool boots another), and what the VMM wrote
+            # so far is kept
+            self.machine.retired = f"its reference VMM ({name}) did not finish"
+            try:
+                self._fetch(out, art)
+                wrote = f"what it wrote: {art}"
+            except GuestpmError as e:
+                wrote = f"its logs could not be read ({e})"
+            return (f"the reference VMM ({name}) did not finish within {2 * timeout + 60:g}s "
+                    f"(its bound is {timeout:g}s); {wrote}")
         self.machine.wait_until(running.done, 2 * timeout + 60, f"the reference VMM ({name})",
                                 also=self.watch, interval=1, fail=gave_up)
         r = running.wait(10)
-        art = self.machine.workdir / f"l2-{self.mode}-{n}-{name}"
-        for sub in ("", "relaunch/"):
-            (art / sub).mkdir(parents=True, exist_ok=True)
-            for f in ("exits.jsonl", "console.log"):
-                got = self.machine.ssh.run(f"cat {out}/{sub}{f} 2>/dev/null", timeout=60)
-                (art / sub / f).write_text(got.output)
-        (art / "command.txt").write_text(cmd + "\n")
+        self._fetch(out, art)
         for sub in ("", "relaunch/"):    # the L2 kernel's splats fail the test too
             log = art / sub / "console.log"
             self.machine.splats.scan(log.read_text(errors="replace"), "L2 console", log,
@@ -188,6 +196,13 @@ class L2Host:
         console = (art / "console.log").read_text(errors="replace")
         runs[key] = L2Run(name, result, console, where, art)
         return runs[key]
+
+    def _fetch(self, out: str, art: Path) -> None:
+        """The VMM's exit log and the L2 console (of the run and of its relaunch)."""
+        for sub in ("", "relaunch/"):
+            for f in ("exits.jsonl", "console.log"):
+                got = self.machine.ssh.run(f"cat {out}/{sub}{f} 2>/dev/null", timeout=60)
+                (art / sub / f).write_text(got.output)
 
 
 def host(machine_pool, mode: str, guest: Kernel, same: bool = True) -> L2Host:
