@@ -20,9 +20,9 @@ Bad input (an unknown spec, a missing, foreign or truncated image, no QEMU) ends
 run before anything boots: one line, exit status 2.
 
 Under pytest-xdist (`--dist loadgroup`, as `guestpm run` passes) the plugin's own
-scheduler sends each test file's tests for one target to one worker (`scope_of`), so
-that machines a file shares (the L2 host, the PSCI hosts) boot once per run, not once
-per worker.  The `xdist_group` mark is inert with pytest 9.2 and pytest-xdist 3.8
+scheduler sends all of a target's tests to one worker (`scope_of`), so that the
+machines its tests share (the shared machine, the L2 hosts, the PSCI hosts) boot once
+per run, not once per worker.  The `xdist_group` mark is inert with pytest 9.2 and pytest-xdist 3.8
 (xdist appends "@group" to item._nodeid, which pytest 9 no longer reads), which is why
 the scope comes from the target in the test id instead.
 """
@@ -225,7 +225,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """loadgroup as it was meant: a target's tests of one file stay on one worker."""
+    """loadgroup as it was meant: a target's tests stay on one worker."""
     if config.getoption("dist", None) != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling

@@ -1,6 +1,6 @@
 """What a run tests and where its results go: the targets (kernel x arch), the checks
 that can be made before anything boots, the per-test and per-machine directories, and
-the unit of work an xdist worker takes (a test file's tests of one target)."""
+the unit of work an xdist worker takes (all of one target's tests)."""
 
 from __future__ import annotations
 
@@ -117,8 +117,10 @@ def target_of(item: pytest.Item) -> Target | None:
 
 
 def scope_of(nodeid: str, target_ids: list[str]) -> str:
-    """The unit of work an xdist worker takes: a test file's tests of one target (pure).
-    Tests without a target (unit tests, self-tests) are grouped by file."""
+    """The unit of work an xdist worker takes: all of one target's tests, whatever their
+    file, so that the target's machine pool (its shared machine, PSCI and L1 hosts) lives
+    in one process and each of its machines boots once per run (pure).  Tests without a
+    target (unit tests, self-tests) are grouped by file."""
     file = nodeid.split("::")[0]
     m = re.search(r"\[(.*)\]$", nodeid)
     if m:
@@ -126,5 +128,5 @@ def scope_of(nodeid: str, target_ids: list[str]) -> str:
         for t in sorted(target_ids, key=len, reverse=True):
             if params == t or params.endswith("-" + t) or params.startswith(t + "-") \
                     or f"-{t}-" in params:
-                return f"{file}::{t}"
+                return t
     return file
