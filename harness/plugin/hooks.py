@@ -22,9 +22,9 @@ run before anything boots: one line, exit status 2.
 Under pytest-xdist (`--dist loadgroup`, as `guestpm run` passes) the plugin's own
 scheduler sends all of a target's tests to one worker (`scope_of`), so that the
 machines its tests share (the shared machine, the L2 hosts, the PSCI hosts) boot once
-per run, not once per worker.  The `xdist_group` mark is inert with pytest 9.2 and pytest-xdist 3.8
-(xdist appends "@group" to item._nodeid, which pytest 9 no longer reads), which is why
-the scope comes from the target in the test id instead.
+per run, not once per worker.  The `xdist_group` mark is inert with pytest 9.2 and
+pytest-xdist 3.8 (xdist appends "@group" to item._nodeid, which pytest 9 no longer
+reads), which is why the scope comes from the target in the test id instead.
 """
 
 from __future__ import annotations
