@@ -117,14 +117,19 @@ class CommandResult:
 
 
 class Console:
-    def __init__(self, sock: socket.socket, log_path: Path, splats: SplatLog | None = None):
+    def __init__(self, sock: socket.socket, log_path: Path, splats: SplatLog | None = None,
+                 history: bytes = b""):
+        """`history`: what this guest printed before this QEMU ran (a restored snapshot's
+        boot): it starts the log and the tail, and is neither scanned nor expected."""
         self._sock = sock
         self.log_path = log_path
         self.splats = splats if splats is not None else SplatLog()
         self._scanner = Scanner("console", log_path, FATAL)
         self._log = open(log_path, "wb", buffering=0)
+        self._log.write(history)
         self._lock = threading.Lock()
-        self._lines: list[str] = []          # complete lines, for tails and fatal context
+        self._lines: list[str] = history.decode(errors="replace").replace("\r", "") \
+            .splitlines()                    # complete lines, for tails and fatal context
         self._partial = b""
         self.fatal_index: int | None = None
         self.closed = threading.Event()

@@ -32,6 +32,7 @@ from harness.profiles import Profile
 from harness.vm import cmdline
 from harness.vm.console import CommandResult, Console
 from harness.vm.qmp import QMP
+from harness.vm.snapshot import Snapshot
 from harness.vm.splats import SplatLog
 from harness.vm.ssh import SSH, KeyPair
 from harness.wait import wait_until, within
@@ -61,6 +62,7 @@ class BootInfo:
     release: str
     insmod_failed: list[str] = field(default_factory=list)   # profile modules /init could
                                                               # not load (guest-rootfs/init)
+    restored: bool = False   # from a snapshot: wall_s is the restore's, the rest the boot's
 
 
 # Anchored at the line end: pexpect may see a line before all of it has arrived.
@@ -68,6 +70,10 @@ READY = re.compile(r"guestpm: ready uptime=([\d.]+) release=(\S+)\r?\n")
 RESTORED_OR_FRESH = re.compile(r"(PM: hibernation: hibernation exit)\r?\n|guestpm: ready uptime=")
 INSMOD_FAILED = re.compile(r"guestpm: insmod (\S+) failed")
 HOSTKEY = re.compile(r"guestpm: hostkey (ssh-\S+ \S+)[^\n]*\n")
+# A restored guest's timers must run on every CPU (they do not on arm64 under QEMU 7.2's
+# TCG: profiles.ARM64_VIRT.no_restore)
+EVERY_CPU_SLEEPS = ("for c in /sys/devices/system/cpu/cpu[0-9]*; do "
+                    "taskset -c ${c##*cpu} sleep 0.1 || exit 1; done")
 
 
 class Machine:
@@ -100,6 +106,7 @@ class Machine:
         self.splats = SplatLog(kernel.release or "", profile.name, cmdline=" ".join(append))
         self.fail_on_boot_splat = False   # wait_ready() raises BootError on a splat
         self.retired: str | None = None   # why this machine serves no further test
+        self.snapshot: Snapshot | None = None  # restore_from(): its first run loads this
         self._dmesg_n = 0
         self._closed = False
 
@@ -141,6 +148,20 @@ class Machine:
         return f"artifacts in {self.workdir}"
 
     # ------------------------------------------------------------ lifecycle
+    def restore_from(self, snapshot: Snapshot) -> "Machine":
+        """Make this machine's first run load `snapshot` (a machine of the same command
+        line, just booted) instead of booting; a relaunch() boots as usual.  The guest's
+        memory holds the snapshot's authorised key and host key, so they become ours."""
+        if self.proc is not None:
+            raise BootError(f"restore_from() of a machine already launched ({self.artifacts()})")
+        self.snapshot, self.keys = snapshot, snapshot.keys
+        return self
+
+    @property
+    def restoring(self) -> bool:
+        """Whether the current QEMU run loads a snapshot."""
+        return self.snapshot is not None and self.launches == 1
+
     def launch(self) -> "Machine":
         """Start QEMU (once: relaunch() starts it again after it exited)."""
         if self.proc is not None:
@@ -154,12 +175,13 @@ class Machine:
         self.launches += 1
         qmp_ours, qmp_theirs = socket.socketpair()
         con_ours, con_theirs = socket.socketpair()
+        incoming = self.snapshot.incoming_args() if self.restoring else ()
         try:
             spec = cmdline.BootSpec(
                 kernel_image=str(self.kernel.image), initrd=str(self.initrd),
                 qmp_fd=qmp_theirs.fileno(), console_fd=con_theirs.fileno(),
                 append=(f"guestpm.authkey={self.keys.cmdline_value}", *self.append),
-                qemu_args=self.extra_qemu_args, memory_mb=self.memory_mb,
+                qemu_args=(*self.extra_qemu_args, *incoming), memory_mb=self.memory_mb,
                 extra_qmp_socket=self.extra_qmp_socket)
             args = cmdline.qemu_args(self.profile, spec)
             self.cmdline_file.write_text(shlex.join(args) + "\n")
@@ -177,7 +199,8 @@ class Machine:
             qmp_theirs.close()          # QEMU holds its own copies now
             con_theirs.close()
         _LIVE.add(self)
-        self.console = Console(con_ours, self.console_log, self.splats)
+        self.console = Console(con_ours, self.console_log, self.splats,
+                               history=self.snapshot.console_history() if incoming else b"")
         try:
             self.qmp = QMP(qmp_ours, self.qmp_log)
         except Exception:
@@ -225,9 +248,12 @@ class Machine:
             return "(no stderr)"
 
     def wait_ready(self, timeout: float | None = None) -> BootInfo:
-        """Wait for /init to report its shell (ssh connects lazily, on first use)."""
+        """Wait for /init to report its shell (ssh connects lazily, on first use); for a
+        restore, for QEMU to load the snapshot (ssh then connects at once)."""
         timeout = timeout or self.boot_timeout
         assert self.console is not None
+        if self.restoring:
+            return self._wait_loaded(timeout)
         silent = min(timeout, self.profile.silent_after_s)
         if not self.console.wait_output(silent, self._watchdog, self.profile.kernel_started):
             sign = f"kernel line '{self.profile.kernel_started}'" \
@@ -251,6 +277,35 @@ class Machine:
                 self.retired = "a kernel splat during boot"
                 raise BootError(f"kernel splat during boot ({self.artifacts()}):\n" +
                                 "\n".join(s.quote() for s in found))
+        return self.boot
+
+    def _wait_loaded(self, timeout: float) -> BootInfo:
+        """A restore: wait for QEMU to load the snapshot, resume the guest, and check it
+        over ssh with the snapshot's keys: set the guest's clock (stopped since the
+        snapshot) to the host's, as a boot reads it from the RTC, and sleep on each CPU
+        (its timer runs).  BootError if the guest fails that."""
+        snap = self.snapshot
+
+        def loaded() -> str | None:
+            status = self.qmp.execute("query-status")["status"]
+            return None if status == "inmigrate" else status
+        status = self.wait_until(loaded, timeout, f"QEMU to load the snapshot {snap.path}",
+                                 interval=0.05)
+        if status not in ("paused", "running"):
+            raise BootError(f"QEMU loaded the snapshot {snap.path} into state {status!r}: "
+                            f"{self._stderr_tail()} ({self.artifacts()})")
+        if status == "paused":
+            self.qmp.execute("cont")
+        self.host_key = snap.host_key
+        self.ssh_port = self._forwarded_port()
+        try:
+            self.ssh.run(f"date -s @{time.time():.0f} >/dev/null && {EVERY_CPU_SLEEPS}",
+                         timeout=15).check()
+        except (WaitTimeout, AssertionError) as e:
+            raise BootError(f"the restored guest does not run as a booted one would: "
+                            f"{e} ({self.artifacts()})") from None
+        self.boot = BootInfo(time.monotonic() - self.started_at, snap.boot.guest_uptime_s,
+                             snap.boot.release, list(snap.boot.insmod_failed), restored=True)
         return self.boot
 
     def _forwarded_port(self) -> int:

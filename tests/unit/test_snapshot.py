@@ -1,0 +1,104 @@
+"""Snapshots without a QEMU: which configurations may be restored, the arguments that
+restore one, what a restored machine's console log starts with, and its command line."""
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from harness import profiles
+from harness.errors import BootError
+from harness.kernel.kernels import Kernel
+from harness.vm import machine as machine_mod
+from harness.vm.machine import BootInfo, Machine
+from harness.vm.snapshot import Snapshot, restorable
+from harness.vm.ssh import KeyPair
+
+GOLDEN = Path(__file__).parent / "golden" / "snapshot"
+
+
+@pytest.mark.parametrize("args, why", [
+    ((), None),
+    (("-acpitable", "file=/c/s2idle.aml", "-chardev", "file,id=gpmacpi,path=debugcon.log",
+      "-device", "isa-debugcon,iobase=0x402,chardev=gpmacpi"), None),
+    (("-smp", "2,maxcpus=3"), None),
+    (("-drive", "if=none,id=l2k,file=/c/Image,format=raw,readonly=on"), None),
+    (("-drive", "if=none,id=swap,file=/t/swap.qcow2,format=qcow2", "-device",
+      "virtio-blk-pci,drive=swap"), "a writable disk (-drive if=none,id=swap,"
+                                    "file=/t/swap.qcow2,format=qcow2) would be shared"),
+    (("-blockdev", "node-name=d,driver=file,filename=/t/d"), "a writable disk (-blockdev"),
+    (("-incoming", "defer"), "it is itself an incoming migration"),
+])
+def test_only_configurations_without_writable_disks_are_restored(args, why):
+    got = restorable(args)
+    assert got == why if why is None else got.startswith(why)
+
+
+def _snapshot(tmp_path, keys=None) -> Snapshot:
+    return Snapshot(tmp_path / "snap dir" / "m-0.vmstate", keys or KeyPair.generate(),
+                    "ssh-ed25519 AAAAhost", BootInfo(9.5, 8.0, "6.12.117+deb13-amd64", ["kvm"]),
+                    Path("/r/machines/m-0"), (GOLDEN / "boot-console.txt").read_bytes(),
+                    0.5, 200 << 20)
+
+
+def test_a_restore_reads_the_file_through_exec_quoted(tmp_path):
+    snap = _snapshot(tmp_path)
+    flag, uri = snap.incoming_args()
+    assert flag == "-incoming" and uri.startswith("exec:")
+    assert shlex.split(uri.removeprefix("exec:")) == ["cat", str(snap.path)]
+
+
+def test_a_restored_console_log_starts_with_the_boot_and_says_where_it_took_over(tmp_path):
+    history = _snapshot(tmp_path).console_history()
+    assert history == (GOLDEN / "restored-console.txt").read_bytes()
+
+
+def test_console_history_is_logged_and_tailed_but_not_scanned(tmp_path):
+    import socket
+
+    from harness.vm.console import Console
+    history = b"[    1.0] WARNING: CPU: 0 PID: 1 at mm/x.c:1 f+0x1/0x2\nguestpm: ready\n"
+    ours, theirs = socket.socketpair()
+    con = Console(ours, tmp_path / "console.log", history=history)
+    try:
+        theirs.sendall(b"# \n")
+        con.expect("# ", 5, "the prompt")
+        assert (tmp_path / "console.log").read_bytes().startswith(history)
+        assert "guestpm: ready" in con.tail()
+        assert con.splats.unclaimed() == [], "the snapshot's boot was judged when it booted"
+    finally:
+        theirs.close()
+        con.close()
+
+
+@pytest.fixture
+def fake_qemu(tmp_path, monkeypatch):
+    """Machine without QEMU: launch() records its command line, then fails."""
+    monkeypatch.setattr(Machine, "check_host", staticmethod(lambda profile: None))
+
+    def popen(args, **kw):
+        raise FileNotFoundError(args[0])
+    monkeypatch.setattr(machine_mod.subprocess, "Popen", popen)
+    k = Kernel("path:/x/bzImage", "x86_64", Path("/x/bzImage"), "7.2.0", None, None, "/x")
+    return lambda d: Machine(profiles.get("x86_64"), k, Path("/x/initrd"), tmp_path / d,
+                             qemu_args=("-smp", "2,maxcpus=3"))
+
+
+def test_a_restore_has_the_snapshot_command_line_with_its_keys_and_incoming(tmp_path,
+                                                                              fake_qemu):
+    booted = fake_qemu("a")
+    snap = _snapshot(tmp_path, booted.keys)
+    restored = fake_qemu("b").restore_from(snap)
+    for m in (booted, restored):
+        with pytest.raises(FileNotFoundError):
+            m.launch()
+    a, b = (shlex.split(m.cmdline_file.read_text()) for m in (booted, restored))
+    assert b == a + list(snap.incoming_args())
+    assert restored.keys is booted.keys
+
+
+def test_restore_from_is_refused_after_launch(tmp_path, fake_qemu):
+    m = fake_qemu("a")
+    m.proc = object()
+    with pytest.raises(BootError, match="already launched"):
+        m.restore_from(_snapshot(tmp_path))
