@@ -75,6 +75,7 @@ def cmd_run(args) -> int:
     for g in args.guest_kernel:
         argv.append(f"--guest-kernel={g}")
     argv.append(f"--splats={args.splats}")
+    argv.append(f"--snapshots={args.snapshots}")
     for k in args.kernel:
         argv.append(f"--kernel={k}")
     for a in args.arch:
@@ -169,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
                         "fails the test during which it is printed (fail, the default), or "
                         "is only counted in the summary (warn: bisecting something else on "
                         "a noisy kernel)")
+    p.add_argument("--snapshots", choices=("on", "off"), default="on",
+                   help="a test's fresh machine is restored from a snapshot of the first "
+                        "machine of its configuration, where QEMU restores them faithfully "
+                        "(on, the default; not arm64 with QEMU 7.2), or always boots (off)")
     p.set_defaults(build_tools=False)
     p.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     p = sub.add_parser("boot", help="boot one kernel and attach to its console")

@@ -69,6 +69,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--splats", choices=("fail", "warn"), default="fail",
                 help="a kernel splat fails the test during which it is printed (fail, "
                      "default), or is only counted in the summary (warn)")
+    g.addoption("--snapshots", choices=("on", "off"), default="on",
+                help="a test's fresh machine is restored from a snapshot of the first "
+                     "machine of its configuration (on, default), or boots (off)")
     g.addoption("--all-l2-modes", action="store_true",
                 help="run the L2 tests that are VHE-only by default in nVHE too")
     g.addoption("--guest-kernel", action="append", default=[], metavar="SPEC",
@@ -106,10 +109,12 @@ def pytest_configure(config: pytest.Config) -> None:
                 pytest.exit(f"guestpm: error: {e}", returncode=2)
         # a new run's artifacts never mix with an old run's (machine dir names repeat);
         # --collect-only runs nothing, so it leaves a running run's artifacts alone
-        for old in ("machines", "tests", "targets") if not config.option.collectonly else ():
+        for old in ("machines", "tests", "targets", "snapshots") \
+                if not config.option.collectonly else ():
             shutil.rmtree(res / old, ignore_errors=True)
         if not config.option.collectonly:
             (res / "splats.jsonl").unlink(missing_ok=True)
+            (res / "boots.jsonl").unlink(missing_ok=True)
         res.mkdir(parents=True, exist_ok=True)
         if getattr(config.option, "xmlpath", "missing") is None:
             config.option.xmlpath = str(res / "junit.xml")
@@ -276,7 +281,7 @@ def initrd(kernel: kernels.Kernel, profile: profiles.Profile) -> Path:
 
 @pytest.fixture(scope="session")
 def machine_pool(request: pytest.FixtureRequest, target: Target, profile, kernel, initrd):
-    pool = MachinePool(request.config, target, profile, kernel, initrd)
+    pool = MachinePool(request.config, target, profile, kernel, initrd)   # boots lazily
     try:
         yield pool
     finally:
@@ -301,8 +306,10 @@ def attach_machine(request: pytest.FixtureRequest, m: Machine) -> None:
 
 
 @pytest.fixture
-def machine_factory(request: pytest.FixtureRequest, target: Target, profile, kernel, initrd):
-    """Machines of the test's own (e.g. with other kernel parameters); closed after it."""
+def machine_factory(request: pytest.FixtureRequest, target: Target, profile, kernel, initrd,
+                    machine_pool: MachinePool):
+    """Machines of the test's own (e.g. with other kernel parameters); closed after it.
+    `.booted(...)` restores them from the target's snapshots where it can (pool.Snapshots)."""
     made: list[Machine] = []
     base_profile = profile
 
@@ -325,7 +332,7 @@ def machine_factory(request: pytest.FixtureRequest, target: Target, profile, ker
         request.node.stash.setdefault(_MACHINES, []).append(m)
         return m
 
-    yield MachineFactory(make)
+    yield MachineFactory(make, machine_pool.snapshots)
     abnormal = []
     for m in made:
         try:

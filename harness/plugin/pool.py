@@ -1,10 +1,13 @@
 """The machines of one target: booted on first use, shared by its tests, retired after a
-kernel splat; a test's own machines; targets that did not boot, shared between xdist
-workers; and the record of the splats they printed (results/splats.jsonl)."""
+kernel splat; a test's own machines, restored from snapshots where they can be; targets
+that did not boot, shared between xdist workers; and the record of the splats they printed
+(results/splats.jsonl) and of every boot and restore (results/boots.jsonl)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from harness.errors import AbnormalShutdown, BootError, GuestpmError
 from harness.image import rootfs
 from harness.plugin.targets import Target, machine_dir, results_dir
 from harness.progress import progress
+from harness.vm import snapshot
 from harness.vm.machine import Machine
 
 
@@ -63,6 +67,7 @@ def launch(m: Machine, config: pytest.Config, target: Target, shared: bool) -> M
     try:
         m.launch()
         m.wait_ready()
+        record_boot(config, target, m)
     except GuestpmError as e:
         boot = m.splats.claim()
         if boot:
@@ -88,6 +93,18 @@ def record_splats(config: pytest.Config, target: Target | None, m: Machine, foun
             fh.write(json.dumps({"target": target.id if target else None, "when": when,
                                  "test": test, "machine": str(m.workdir), **s.record()})
                      + "\n")
+
+
+def record_boot(config: pytest.Config, target: Target, m: Machine, **more) -> None:
+    """Append a boot, a restore or a snapshot (`more`) to results/boots.jsonl, which
+    benchmarks/matrix.py reads."""
+    path = results_dir(config) / "boots.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rec = {"target": target.id, "profile": m.profile.name, "machine": m.workdir.name,
+           "test": CURRENT_TEST[0], "kind": "restore" if m.boot.restored else "boot",
+           "wall_s": round(m.boot.wall_s, 3), **more}
+    with open(path, "a") as fh:
+        fh.write(json.dumps(rec) + "\n")
 
 
 def read_splats(res: Path) -> list[dict]:
@@ -116,6 +133,7 @@ class MachinePool:
         self.machines: dict[tuple, Machine] = {}
         self.failed: dict[tuple, Exception] = {}
         self.wrappers: dict = {}          # reuse(): objects built around a pool machine
+        self.snapshots = Snapshots(config, target)
 
     def get(self, append: tuple[str, ...], tag: str, qemu_args: tuple[str, ...] = (),
             profile: profiles.Profile | None = None) -> Machine:
@@ -176,20 +194,101 @@ class MachinePool:
     def close(self) -> None:
         for m in self.machines.values():
             self._close(m)
+        self.snapshots.close()
+
+
+class Snapshots:
+    """A target's snapshots, one per machine configuration (profile, kernel, initramfs,
+    kernel parameters, QEMU arguments, memory).  The first machine of a configuration
+    that a test asks for fresh (`machine_factory.booted`) boots, and is snapshotted right
+    after its ready line; the next ones are restored from that snapshot instead of
+    booting.  A configuration boots every time when it cannot be restored (a writable
+    disk, modules the boot itself loads: `snapshot.restorable`; a profile whose restores
+    QEMU breaks: `Profile.no_restore`), when its snapshot or a restore failed (a warning
+    says why), when a restore was slower than its boot, and with --snapshots=off.  The
+    files live in results/snapshots/ until the session ends."""
+
+    def __init__(self, config: pytest.Config, target: Target):
+        self.config, self.target = config, target
+        self.enabled = config.getoption("snapshots") == "on"
+        self.taken: dict[tuple, snapshot.Snapshot] = {}
+        self.boots: dict[tuple, str] = {}       # configurations that boot, and why
+        self.dir = results_dir(config) / "snapshots" / \
+            f"{target.slug}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+
+    @staticmethod
+    def key(m: Machine) -> tuple:
+        return (m.profile, str(m.kernel.image), str(m.initrd), m.append, m.extra_qemu_args,
+                m.memory_mb)
+
+    def why_boot(self, m: Machine, why: str | None = None) -> str | None:
+        """Why `m` must boot rather than be restored (None: it may be restored)."""
+        if not self.enabled:
+            return "--snapshots=off"
+        return why or m.profile.no_restore or snapshot.restorable(m.extra_qemu_args) or \
+            self.boots.get(self.key(m))
+
+    def ready(self, m: Machine, why_boot: str | None = None) -> Machine:
+        """Start `m` and wait until it is ready: restored from its configuration's
+        snapshot if there is one, else booted (and then snapshotted, if it may be)."""
+        key, why = self.key(m), self.why_boot(m, why_boot)
+        if why is None and key in self.taken:
+            m.restore_from(self.taken[key])
+        try:
+            self._start(m, m.launch)
+        except GuestpmError as e:
+            if not m.restoring or m.console.fatal_index is not None:
+                raise                           # a boot's failure, or the guest crashed
+            self._boot_from_now_on(key, f"a restore failed ({e})")
+            m.kill()
+            return self._start(m, m.relaunch)   # the same command line, booted
+        if m.boot.restored:
+            boot_s = self.taken[key].boot.wall_s
+            if m.boot.wall_s >= boot_s:        # restore only where it wins
+                self._boot_from_now_on(key, f"a restore took {m.boot.wall_s:.1f} s, "
+                                            f"its boot {boot_s:.1f} s")
+        elif why is None and key not in self.taken:
+            self._take(m, key)
+        return m
+
+    def _start(self, m: Machine, start) -> Machine:
+        start()
+        m.wait_ready()         # boot splats stay unclaimed: the factory records them
+        record_boot(self.config, self.target, m)
+        return m
+
+    def _take(self, m: Machine, key: tuple) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / f"{m.workdir.name}.vmstate"
+        try:
+            snap = self.taken[key] = snapshot.take(m, path)
+        except snapshot.SnapshotError as e:
+            self._boot_from_now_on(key, str(e))
+            return
+        record_boot(self.config, self.target, m, kind="snapshot",
+                    wall_s=round(snap.write_s, 3), bytes=snap.size)
+
+    def _boot_from_now_on(self, key: tuple, why: str) -> None:
+        self.boots[key] = why
+        warnings.warn(GuestpmWarning(f"{self.target.id}: a machine configuration boots "
+                                     f"from now on instead of being restored: {why}"))
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class MachineFactory:
-    """`machine_factory(...)`: a test's own machine, not started; `.booted(...)`: the
-    same, launched and ready (its ssh host key seen)."""
+    """`machine_factory(...)`: a test's own machine, not started (a test whose subject is
+    the boot launches it); `.booted(...)`: the same, ready: restored from a snapshot of a
+    machine of its configuration where it can be, else booted (Snapshots)."""
 
-    def __init__(self, make):
-        self._make = make
+    def __init__(self, make, snapshots: Snapshots):
+        self._make, self._snapshots = make, snapshots
 
     def __call__(self, *args, **kwargs) -> Machine:
         return self._make(*args, **kwargs)
 
     def booted(self, *args, **kwargs) -> Machine:
         m = self._make(*args, **kwargs)
-        m.launch()
-        m.wait_ready()
-        return m
+        why = "its boot loads the test's modules" if kwargs.get("extra_modules") else None
+        return self._snapshots.ready(m, why)

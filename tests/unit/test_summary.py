@@ -76,8 +76,12 @@ class FakeMachine:
 
     def __init__(self, error=None):
         from harness.vm.splats import SplatLog
+        from harness import profiles
+        from harness.vm.machine import BootInfo
         self.error, self.launched, self.on_silent = error, 0, None
         self.splats = SplatLog()
+        self.profile, self.workdir = profiles.get("arm64"), Path("/r/machines/fake-0")
+        self.boot = BootInfo(1.0, 1.0, "7.2.0")
 
     def launch(self):
         self.launched += 1
