@@ -4,10 +4,12 @@ Runs the default matrix (or, with --results DIR alone, reads a run that already
 happened) and prints:
   wall     the run's wall time and the CPU time of everything it started (QEMU
            included: the children's rusage), measured only with --run;
-  boots    QEMU starts per machine configuration (kernel, profile, extra arguments:
+  boots    QEMU boots per machine configuration (kernel, profile, extra arguments:
            the command line without the per-instance parts: fds, keys, ports, the
            test's own overlay paths), their ratio to the distinct configurations,
-           and snapshot restores (`-incoming`);
+           and snapshot restores (`-incoming`) apart;
+  restore  per profile, the mean time of a boot, a restore and a snapshot's write
+           (results/boots.jsonl);
   families the test time of each family (the sum of its tests' durations in
            junit.xml; under -n 2 that is about twice the wall share), L2 on its own.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import re
 import resource
 import shlex
@@ -40,10 +43,13 @@ _INSTANCE = [
     (re.compile(r"(?<=[=,])/\S*?/(pytest-\d+|machines)/[^,' ]*/([^/,' ]+)"), r"TEST/\2"),
     (re.compile(r"(?<=[=,])/tmp/[^,' ]*/(qmp\.sock)"), r"TMP/\1"),
 ]
+_INCOMING = re.compile(r" -incoming ('exec:[^']*'|\S+)")
 
 
 def configuration(cmdline: str) -> str:
-    """A QEMU command line without what is particular to one boot (pure)."""
+    """A QEMU command line without what is particular to one boot, a restore's
+    `-incoming` included (pure)."""
+    cmdline = _INCOMING.sub("", cmdline)
     for pattern, repl in _INSTANCE:
         cmdline = pattern.sub(repl, cmdline)
     return cmdline.strip()
@@ -78,11 +84,24 @@ def label(config: str) -> str:
                      *params])
 
 
-def boots(machines: Path) -> collections.Counter:
-    """QEMU starts per configuration, from each machine's qemu-cmdline*.txt."""
-    out: collections.Counter = collections.Counter()
+def starts(machines: Path) -> tuple[collections.Counter, collections.Counter]:
+    """QEMU boots and snapshot restores per configuration, from each machine's
+    qemu-cmdline*.txt."""
+    booted: collections.Counter = collections.Counter()
+    restored: collections.Counter = collections.Counter()
     for f in sorted(machines.glob("*/qemu-cmdline*.txt")):
-        out[configuration(f.read_text())] += 1
+        text = f.read_text()
+        (restored if _INCOMING.search(text) else booted)[configuration(text)] += 1
+    return booted, restored
+
+
+def start_times(boots_jsonl: Path) -> dict[str, dict[str, list[float]]]:
+    """Per profile and kind (boot, restore, snapshot): the seconds each took."""
+    out: dict = collections.defaultdict(lambda: collections.defaultdict(list))
+    if boots_jsonl.exists():
+        for line in boots_jsonl.read_text().splitlines():
+            rec = json.loads(line)
+            out[rec["profile"]][rec["kind"]].append(rec["wall_s"])
     return out
 
 
@@ -99,14 +118,20 @@ def report(results: Path, wall: float | None, cpu: float | None) -> str:
     lines = []
     if wall is not None:
         lines.append(f"wall {wall:7.0f} s   CPU (all children) {cpu:7.0f} s")
-    b = boots(results / "machines")
-    restores = sum(n for c, n in b.items() if " -incoming " in f" {c} ")
-    total, distinct = sum(b.values()), len(b)
+    b, r = starts(results / "machines")
+    total, distinct = sum(b.values()), len(set(b) | set(r))
     lines.append(f"boots {total}, distinct configurations {distinct}, ratio "
-                 f"{total / max(distinct, 1):.2f}, snapshot restores {restores}")
+                 f"{total / max(distinct, 1):.2f}, snapshot restores {sum(r.values())}")
     for config, n in b.most_common():
         if n > 1:
             lines.append(f"  {n:3d} x {label(config)}")
+    times = start_times(results / "boots.jsonl")
+    if times:
+        lines.append("restore against boot (mean seconds, count):")
+    for profile, kinds in sorted(times.items()):
+        lines.append(f"  {profile:12s} " + "   ".join(
+            f"{kind} {sum(v) / len(v):5.2f} ({len(v)})"
+            for kind in ("boot", "restore", "snapshot") if (v := kinds.get(kind))))
     times = family_times(results / "junit.xml")
     lines.append("families (test seconds):")
     for fam, t in sorted(times.items(), key=lambda kv: -kv[1]):

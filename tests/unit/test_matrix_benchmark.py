@@ -37,5 +37,22 @@ def test_boots_are_counted_per_configuration_and_restores_apart(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "qemu-cmdline.txt").write_text(text)
     (tmp_path / "a" / "qemu-cmdline.run2.txt").write_text(one)       # a relaunch
-    counts = m.boots(tmp_path)
-    assert sorted(counts.values()) == [1, 3]
+    (tmp_path / "d").mkdir()                                         # a restore of it
+    (tmp_path / "d" / "qemu-cmdline.txt").write_text(
+        one.rstrip("\n") + " -incoming 'exec:cat /r/snapshots/t-gw0/a.vmstate'\n")
+    booted, restored = m.starts(tmp_path)
+    assert sorted(booted.values()) == [1, 3]
+    assert list(restored.values()) == [1] and next(iter(restored)) in booted
+
+
+def test_the_report_puts_restores_beside_boots_per_profile(tmp_path):
+    m = _matrix()
+    (tmp_path / "machines").mkdir()
+    (tmp_path / "boots.jsonl").write_text("".join(
+        f'{{"profile": "{p}", "kind": "{k}", "wall_s": {s}}}\n' for p, k, s in
+        [("x86_64", "boot", 10.0), ("x86_64", "boot", 12.0), ("x86_64", "snapshot", 0.5),
+         ("x86_64", "restore", 1.0), ("arm64", "boot", 9.0)]))
+    (tmp_path / "junit.xml").write_text("<testsuites/>")
+    text = m.report(tmp_path, None, None)
+    assert "  arm64        boot  9.00 (1)\n" in text
+    assert "  x86_64       boot 11.00 (2)   restore  1.00 (1)   snapshot  0.50 (1)" in text
