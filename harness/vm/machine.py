@@ -281,9 +281,10 @@ class Machine:
 
     def _wait_loaded(self, timeout: float) -> BootInfo:
         """A restore: wait for QEMU to load the snapshot, resume the guest, and check it
-        over ssh with the snapshot's keys: set the guest's clock (stopped since the
-        snapshot) to the host's, as a boot reads it from the RTC, and sleep on each CPU
-        (its timer runs).  BootError if the guest fails that."""
+        on the console (ssh stays unconnected, as after a boot; its first connection
+        checks the snapshot's keys): set the guest's clock (stopped since the snapshot)
+        to the host's, as a boot reads it from the RTC, and sleep on each CPU (its timer
+        runs).  BootError if the guest fails that."""
         snap = self.snapshot
 
         def loaded() -> str | None:
@@ -299,8 +300,8 @@ class Machine:
         self.host_key = snap.host_key
         self.ssh_port = self._forwarded_port()
         try:
-            self.ssh.run(f"date -s @{time.time():.0f} >/dev/null && {EVERY_CPU_SLEEPS}",
-                         timeout=15).check()
+            self.run(f"date -s @{time.time():.0f} >/dev/null && {EVERY_CPU_SLEEPS}",
+                     timeout=15).check()
         except (WaitTimeout, AssertionError) as e:
             raise BootError(f"the restored guest does not run as a booted one would: "
                             f"{e} ({self.artifacts()})") from None
