@@ -158,6 +158,7 @@ class MachinePool:
             except Exception as e:
                 self.failed[key] = e
                 raise
+            self.snapshots.offer(m)       # a test's fresh machine of this configuration
         return self.machines[key]
 
     def usable(self, m: Machine) -> bool:
@@ -199,10 +200,10 @@ class MachinePool:
 
 class Snapshots:
     """A target's snapshots, one per machine configuration (profile, kernel, initramfs,
-    kernel parameters, QEMU arguments, memory).  The first machine of a configuration
-    that a test asks for fresh (`machine_factory.booted`) boots, and is snapshotted right
-    after its ready line; the next ones are restored from that snapshot instead of
-    booting.  A configuration boots every time when it cannot be restored (a writable
+    kernel parameters, QEMU arguments, memory), taken right after the ready line of the
+    first machine of that configuration, the pool's (`offer`) or the first a test asks
+    for fresh (`machine_factory.booted`); the next fresh ones are restored from it
+    instead of booting.  A configuration boots every time when it cannot be restored (a writable
     disk, modules the boot itself loads: `snapshot.restorable`; a profile whose restores
     QEMU breaks: `Profile.no_restore`), when its snapshot or a restore failed (a warning
     says why), when a restore was slower than its boot, and with --snapshots=off.  The
@@ -250,6 +251,12 @@ class Snapshots:
         elif why is None and key not in self.taken:
             self._take(m, key)
         return m
+
+    def offer(self, m: Machine) -> None:
+        """A machine that just booted for the pool: the snapshot of its configuration,
+        if there is none yet (the shared machine's is the tests' plain fresh machine)."""
+        if self.why_boot(m) is None and self.key(m) not in self.taken:
+            self._take(m, self.key(m))
 
     def _start(self, m: Machine, start) -> Machine:
         start()
