@@ -1,0 +1,104 @@
+"""pool.Snapshots without a QEMU: which fresh machine boots, which is restored, and when
+a configuration goes back to booting."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from harness import profiles
+from harness.errors import BootError
+from harness.plugin import pool
+from harness.plugin.targets import Target
+from harness.vm.machine import BootInfo
+
+
+class FakeMachine:
+    """Boots in `boot_s`, restores in `restore_s`, or fails its restore."""
+
+    def __init__(self, tmp_path, n, profile=profiles.X86_64_Q35, qemu_args=(), restore_s=1.0,
+                 restore_fails=False):
+        self.profile, self.extra_qemu_args = profile, qemu_args
+        self.kernel = type("K", (), {"image": Path("/k/vmlinuz")})()
+        self.initrd, self.append, self.memory_mb = Path("/k/initrd"), (), None
+        self.workdir = tmp_path / f"m{n}"
+        self.snapshot, self.launches, self.events = None, 0, []
+        self.restore_s, self.restore_fails = restore_s, restore_fails
+        self.console = type("C", (), {"fatal_index": None})()
+
+    @property
+    def restoring(self):
+        return self.snapshot is not None and self.launches == 1
+
+    def restore_from(self, snap):
+        self.snapshot = snap
+        return self
+
+    def launch(self):
+        self.launches += 1
+
+    relaunch = launch
+
+    def kill(self):
+        self.events.append("killed")
+
+    def wait_ready(self):
+        if self.restoring:
+            if self.restore_fails:
+                raise BootError("the restored guest does not run as a booted one would")
+            self.boot = BootInfo(self.restore_s, 8.0, "7.2.0", restored=True)
+        else:
+            self.boot = BootInfo(10.0, 8.0, "7.2.0")
+        self.events.append("restored" if self.boot.restored else "booted")
+        return self.boot
+
+
+@pytest.fixture
+def snaps(tmp_path, monkeypatch):
+    monkeypatch.setattr(pool, "results_dir", lambda config: tmp_path)
+    monkeypatch.setattr(pool.snapshot, "take", lambda m, path: dataclasses.make_dataclass(
+        "S", ["boot", "write_s", "size"])(m.boot, 0.3, 1))
+    config = type("Config", (), {"getoption": lambda self, name: "on"})()
+    return pool.Snapshots(config, Target("debian:7.2", "x86_64"))
+
+
+def _ready(snaps, tmp_path, n, **kw):
+    return snaps.ready(FakeMachine(tmp_path, n, **kw)).events
+
+
+def test_the_first_machine_of_a_configuration_boots_and_the_next_are_restored(snaps, tmp_path):
+    assert _ready(snaps, tmp_path, 0) == ["booted"]
+    assert _ready(snaps, tmp_path, 1) == ["restored"]
+    assert _ready(snaps, tmp_path, 2, qemu_args=("-smp", "2,maxcpus=3")) == ["booted"]
+    assert _ready(snaps, tmp_path, 3) == ["restored"]
+    lines = (tmp_path / "boots.jsonl").read_text().splitlines()
+    assert [line.count('"snapshot"') for line in lines].count(1) == 2
+
+
+def test_what_must_boot_boots(snaps, tmp_path):
+    disk = ("-drive", "if=none,id=swap,file=/t/swap.qcow2,format=qcow2")
+    for n in range(2):
+        assert _ready(snaps, tmp_path, n, qemu_args=disk) == ["booted"]
+        assert _ready(snaps, tmp_path, 10 + n, profile=profiles.ARM64_VIRT) == ["booted"]
+        assert snaps.ready(FakeMachine(tmp_path, 20 + n), "its boot loads the test's "
+                           "modules").events == ["booted"]
+    assert snaps.taken == {}
+
+
+def test_a_failed_restore_boots_and_so_does_its_configuration_from_then_on(snaps, tmp_path):
+    _ready(snaps, tmp_path, 0)
+    with pytest.warns(pool.GuestpmWarning, match="boots from now on .*a restore failed"):
+        assert _ready(snaps, tmp_path, 1, restore_fails=True) == ["killed", "booted"]
+    assert _ready(snaps, tmp_path, 2) == ["booted"]
+
+
+def test_a_restore_slower_than_its_boot_ends_the_restores(snaps, tmp_path):
+    _ready(snaps, tmp_path, 0)
+    with pytest.warns(pool.GuestpmWarning, match="a restore took 12.0 s, its boot 10.0 s"):
+        assert _ready(snaps, tmp_path, 1, restore_s=12.0) == ["restored"]
+    assert _ready(snaps, tmp_path, 2) == ["booted"]
+
+
+def test_snapshots_off_boots_everything(snaps, tmp_path):
+    snaps.enabled = False
+    assert [_ready(snaps, tmp_path, n) for n in range(2)] == [["booted"], ["booted"]]
