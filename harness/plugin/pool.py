@@ -203,11 +203,11 @@ class Snapshots:
     kernel parameters, QEMU arguments, memory), taken right after the ready line of the
     first machine of that configuration, the pool's (`offer`) or the first a test asks
     for fresh (`machine_factory.booted`); the next fresh ones are restored from it
-    instead of booting.  A configuration boots every time when it cannot be restored (a writable
-    disk, modules the boot itself loads: `snapshot.restorable`; a profile whose restores
-    QEMU breaks: `Profile.no_restore`), when its snapshot or a restore failed (a warning
-    says why), when a restore was slower than its boot, and with --snapshots=off.  The
-    files live in results/snapshots/ until the session ends."""
+    instead of booting.  A configuration boots every time when it cannot be restored (a
+    writable disk, modules the boot itself loads: `snapshot.restorable`; a profile whose
+    restores QEMU breaks: `Profile.no_restore`), when its snapshot or a restore failed (a
+    warning says why), when a restore was slower than its boot, and with
+    --snapshots=off.  The files live in results/snapshots/ until the session ends."""
 
     def __init__(self, config: pytest.Config, target: Target):
         self.config, self.target = config, target
