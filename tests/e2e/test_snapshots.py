@@ -1,6 +1,7 @@
-"""Self-tests of the machines restored from snapshots (harness.vm.snapshot): a restored
-machine is a fresh machine of its own, or, where QEMU breaks restores (the profile's
-no_restore), the defect still shows, so that the profile is corrected once QEMU is."""
+"""Self-test of the machines restored from snapshots (harness.vm.snapshot): a restored
+machine is a fresh machine of its own.  x86_64 only: arm64 restores are off
+(Profile.no_restore), and their QEMU 7.2 defect shows in varying ways, or not at all,
+so no verdict could pin it (docs/known-defects.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import time
 
 import pytest
 
-from harness.errors import BootError
 from harness.vm import snapshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.harness_selftest]
@@ -49,13 +49,4 @@ def _check_fresh_and_own(a, b, snap) -> None:
 
 @pytest.mark.arch("x86_64")
 def test_a_restored_machine_is_fresh_and_its_own(machine_factory, tmp_path):
-    _check_fresh_and_own(*_restored_pair(machine_factory, tmp_path))
-
-
-@pytest.mark.arch("arm64")
-def test_arm64_restores_stay_off_while_qemu_breaks_their_timers(machine_factory, profile,
-                                                                 tmp_path, request):
-    assert profile.no_restore, "arm64 restores are on: this test checks them as x86's does"
-    request.applymarker(pytest.mark.xfail(raises=BootError, strict=False,
-                                          reason=profile.no_restore))
     _check_fresh_and_own(*_restored_pair(machine_factory, tmp_path))
