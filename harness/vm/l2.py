@@ -109,8 +109,15 @@ class L2Run:
         """The report line that starts with `key`, as key=value fields."""
         line = next((r for r in self.reports if re.split(r"[ =]", r, 1)[0] == key), None)
         assert line is not None, f"the L2 guest never reported {key!r}; it said " \
-                                 f"{self.reports} ({self.where})"
+                                 f"{self.reports}; {self.ending()}"
         return parse_report(line)
+
+    def ending(self) -> str:
+        """How the run ended, its last exits and the L2 console's tail: what a FAIL
+        message carries when CI keeps nothing else."""
+        return f"the run ended {self.result['outcome']} ({self.result['detail']}) after " \
+               f"{self.result.get('elapsed_s', '?')} s; last exits:\n{self.log()}\n" \
+               f"L2 console tail:\n{self.console()[-1500:]}\n({self.where})"
 
     def log(self, n: int = 12) -> str:
         keep = [e for e in self.result["exits"] if e["event"] != "setup"]
@@ -130,9 +137,7 @@ class L2Run:
                      self.where.replace("console:", "console (relaunch/):"))
 
     def assert_ended(self) -> None:
-        assert self.result["outcome"] == "shutdown", \
-            f"L2 run {self.name}: {self.result['outcome']} ({self.result['detail']}); last " \
-            f"exits:\n{self.log()}\nL2 console tail:\n{self.console()[-1500:]}\n({self.where})"
+        assert self.result["outcome"] == "shutdown", f"L2 run {self.name}: {self.ending()}"
 
 
 @dataclass
