@@ -56,16 +56,23 @@ class DeadTargets:
             pass
 
 
-def launch(m: Machine, config: pytest.Config, target: Target, shared: bool) -> Machine:
-    """Boot `m` unless its target is known dead; record the target as dead when its
-    shared machine does not boot (a splat during boot included), or when any of its
-    machines stays silent."""
+def watch(m: Machine, config: pytest.Config, target: Target) -> DeadTargets:
+    """Refuse `m` when its target is known dead; a machine of the target that stays
+    silent records it as dead."""
     dead = DeadTargets(config)
     dead.check(target)
     m.on_silent = lambda e: dead.record(target, e)
     m.fail_on_boot_splat = splats_fail(config)
+    return dead
+
+
+def launch(m: Machine, config: pytest.Config, target: Target, shared: bool) -> Machine:
+    """Boot `m` unless its target is known dead; record the target as dead when its
+    shared machine does not boot (a splat during boot included), or when any of its
+    machines stays silent.  (`m` may be one whose restore failed: it boots again.)"""
+    dead = watch(m, config, target)
     try:
-        m.launch()
+        m.relaunch() if m.proc is not None else m.launch()
         m.wait_ready()
         record_boot(config, target, m)
     except GuestpmError as e:
@@ -123,8 +130,9 @@ def retire_if_splatted(config: pytest.Config, m: Machine, found: list, why: str)
 
 class MachinePool:
     """The booted machines of one target, one per variant (extra kernel parameters,
-    QEMU arguments, another profile of the same arch; none: `machine`), booted on
-    first use and shared by the target's tests for the session.  A machine that printed
+    QEMU arguments, another profile of the same arch; none: `machine`), started on
+    first use (restored when a test's fresh machine of its configuration left a
+    snapshot, else booted) and shared by the target's tests for the session.  A machine that printed
     a kernel splat is replaced by a fresh boot (`usable`)."""
 
     def __init__(self, config: pytest.Config, target: Target, profile, kernel, initrd):
@@ -153,12 +161,15 @@ class MachinePool:
                         qemu_args=qemu_args, boot_timeout=self.config.getoption("boot_timeout"))
             self.machines[key] = m
             try:
-                launch(m, self.config, self.target,
-                        shared=not append and not qemu_args and profile == self.profile)
+                # a test's fresh machine of this configuration may have booted first
+                watch(m, self.config, self.target)
+                if not self.snapshots.restore(m):
+                    launch(m, self.config, self.target,
+                           shared=not append and not qemu_args and profile == self.profile)
+                    self.snapshots.offer(m)
             except Exception as e:
                 self.failed[key] = e
                 raise
-            self.snapshots.offer(m)       # a test's fresh machine of this configuration
         return self.machines[key]
 
     def usable(self, m: Machine) -> bool:
@@ -202,8 +213,8 @@ class Snapshots:
     """A target's snapshots, one per machine configuration (profile, kernel, initramfs,
     kernel parameters, QEMU arguments, memory), taken right after the ready line of the
     first machine of that configuration, the pool's (`offer`) or the first a test asks
-    for fresh (`machine_factory.booted`); the next fresh ones are restored from it
-    instead of booting.  A configuration boots every time when it cannot be restored (a
+    for fresh (`machine_factory.booted`); the next ones, fresh or the pool's, are
+    restored from it instead of booting.  A configuration boots every time when it cannot be restored (a
     writable disk, modules the boot itself loads: `snapshot.restorable`; a profile whose
     restores QEMU breaks: `Profile.no_restore`), when its snapshot or a restore failed (a
     warning says why), when a restore was slower than its boot, and with
@@ -233,24 +244,34 @@ class Snapshots:
         """Start `m` and wait until it is ready: restored from its configuration's
         snapshot if there is one, else booted (and then snapshotted, if it may be)."""
         key, why = self.key(m), self.why_boot(m, why_boot)
-        if why is None and key in self.taken:
-            m.restore_from(self.taken[key])
+        if why is None and self.restore(m):
+            return m
+        self._start(m, m.relaunch if m.proc is not None else m.launch)
+        if why is None and key not in self.taken:
+            self._take(m, key)
+        return m
+
+    def restore(self, m: Machine) -> bool:
+        """Start `m` from its configuration's snapshot, if it has one and may be
+        restored: True once it is ready; False when it must boot (`m` not started, or
+        killed after a failed restore: the configuration boots from now on)."""
+        key = self.key(m)
+        if self.why_boot(m) is not None or key not in self.taken:
+            return False
+        m.restore_from(self.taken[key])
         try:
             self._start(m, m.launch)
         except GuestpmError as e:
-            if not m.restoring or m.console.fatal_index is not None:
-                raise                           # a boot's failure, or the guest crashed
+            if m.console.fatal_index is not None:
+                raise                           # the restored guest crashed
             self._boot_from_now_on(key, f"a restore failed ({e})")
             m.kill()
-            return self._start(m, m.relaunch)   # the same command line, booted
-        if m.boot.restored:
-            boot_s = self.taken[key].boot.wall_s
-            if m.boot.wall_s >= boot_s:        # restore only where it wins
-                self._boot_from_now_on(key, f"a restore took {m.boot.wall_s:.1f} s, "
-                                            f"its boot {boot_s:.1f} s")
-        elif why is None and key not in self.taken:
-            self._take(m, key)
-        return m
+            return False
+        boot_s = self.taken[key].boot.wall_s
+        if m.boot.wall_s >= boot_s:             # restore only where it wins
+            self._boot_from_now_on(key, f"a restore took {m.boot.wall_s:.1f} s, "
+                                        f"its boot {boot_s:.1f} s")
+        return True
 
     def offer(self, m: Machine) -> None:
         """A machine that just booted for the pool: the snapshot of its configuration,

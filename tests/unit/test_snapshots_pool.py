@@ -22,7 +22,7 @@ class FakeMachine:
         self.kernel = type("K", (), {"image": Path("/k/vmlinuz")})()
         self.initrd, self.append, self.memory_mb = Path("/k/initrd"), (), None
         self.workdir = tmp_path / f"m{n}"
-        self.snapshot, self.launches, self.events = None, 0, []
+        self.snapshot, self.launches, self.events, self.proc = None, 0, [], None
         self.restore_s, self.restore_fails = restore_s, restore_fails
         self.console = type("C", (), {"fatal_index": None})()
 
@@ -36,6 +36,7 @@ class FakeMachine:
 
     def launch(self):
         self.launches += 1
+        self.proc = "qemu"
 
     relaunch = launch
 
@@ -102,3 +103,20 @@ def test_a_restore_slower_than_its_boot_ends_the_restores(snaps, tmp_path):
 def test_snapshots_off_boots_everything(snaps, tmp_path):
     snaps.enabled = False
     assert [_ready(snaps, tmp_path, n) for n in range(2)] == [["booted"], ["booted"]]
+
+
+def test_a_pool_machine_is_restored_when_a_test_booted_its_configuration_first(snaps, tmp_path):
+    assert snaps.restore(FakeMachine(tmp_path, 0)) is False      # nothing to restore yet
+    _ready(snaps, tmp_path, 1)
+    shared = FakeMachine(tmp_path, 2)
+    assert snaps.restore(shared) is True and shared.events == ["restored"]
+    arm64 = FakeMachine(tmp_path, 3, profile=profiles.ARM64_VIRT)
+    assert snaps.restore(arm64) is False and arm64.events == []
+
+
+def test_a_pool_machine_whose_restore_fails_is_left_to_boot(snaps, tmp_path):
+    _ready(snaps, tmp_path, 0)
+    m = FakeMachine(tmp_path, 1, restore_fails=True)
+    with pytest.warns(pool.GuestpmWarning, match="a restore failed"):
+        assert snaps.restore(m) is False
+    assert m.events == ["killed"] and snaps.why_boot(m).startswith("a restore failed")

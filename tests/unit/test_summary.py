@@ -78,7 +78,7 @@ class FakeMachine:
         from harness.vm.splats import SplatLog
         from harness import profiles
         from harness.vm.machine import BootInfo
-        self.error, self.launched, self.on_silent = error, 0, None
+        self.error, self.launched, self.on_silent, self.proc = error, 0, None, None
         self.splats = SplatLog()
         self.profile, self.workdir = profiles.get("arm64"), Path("/r/machines/fake-0")
         self.boot = BootInfo(1.0, 1.0, "7.2.0")
