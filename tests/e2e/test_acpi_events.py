@@ -30,6 +30,17 @@ def _boot(machine_factory, chipset: str, qemu_args=(), append=()):
                                   qemu_args=qemu_args, append=append)
 
 
+def _hotplug_board(machine_factory, chipset: str, memory_mb: int):
+    """A fresh machine with room for each hot-add test's device: a hotplug PCI slot,
+    two DIMM slots (new memory online at once) and a third CPU slot.  One configuration
+    for the three tests, so that one boots and the others are restored from its snapshot;
+    each still gets a machine of its own."""
+    return _boot(machine_factory, chipset,
+                 qemu_args=(*HOTPLUG_PORT[chipset], "-m", f"{memory_mb},slots=2,maxmem=4G",
+                            "-smp", "2,maxcpus=3"),
+                 append=("memhp_default_state=online",))
+
+
 def _gpe(m) -> dict[str, int]:
     """The guest's ACPI GPE counters (/sys/firmware/acpi/interrupts/gpeXX)."""
     out = m.ssh.run("cd /sys/firmware/acpi/interrupts && grep . gpe[0-9A-F][0-9A-F]").output
@@ -54,8 +65,9 @@ def _pci_ids(m) -> set[tuple[str, str, str]]:
 
 
 @pytest.mark.parametrize("chipset", ["q35", "pc"])
-def test_pci_hotplug_is_enumerated_and_unplug_waits_for_the_guest(machine_factory, chipset):
-    m = _boot(machine_factory, chipset, qemu_args=HOTPLUG_PORT[chipset])
+def test_pci_hotplug_is_enumerated_and_unplug_waits_for_the_guest(machine_factory, profile,
+                                                                  chipset):
+    m = _hotplug_board(machine_factory, chipset, profile.memory_mb)
     before, gpe = _pci_ids(m), _gpe(m)
     m.qmp.execute("device_add", driver="pci-testdev", id="gpm_hp1", bus=HOTPLUG_BUS[chipset])
     added = m.wait_until(lambda: [d for d in _pci_ids(m) - before if d[1:] == TESTDEV], 30,
@@ -81,9 +93,7 @@ def test_pci_hotplug_is_enumerated_and_unplug_waits_for_the_guest(machine_factor
 
 @pytest.mark.parametrize("chipset", ["q35", "pc"])
 def test_memory_hot_add_is_acknowledged_and_grows_the_guest(machine_factory, profile, chipset):
-    m = _boot(machine_factory, chipset,
-              qemu_args=("-m", f"{profile.memory_mb},slots=2,maxmem=4G"),
-              append=("memhp_default_state=online",))
+    m = _hotplug_board(machine_factory, chipset, profile.memory_mb)
 
     def mem_total() -> int:
         out = m.ssh.run("grep MemTotal /proc/meminfo").check().output
@@ -119,8 +129,8 @@ NO_HOTPLUG_SLOTS = re.compile(r"Allowing \d+ (present )?CPUs(,| plus) 0 hotplug 
 
 
 @pytest.mark.parametrize("chipset", ["q35", "pc"])
-def test_cpu_hot_add_is_acknowledged_and_onlined(machine_factory, chipset, request):
-    m = _boot(machine_factory, chipset, qemu_args=("-smp", "2,maxcpus=3"))
+def test_cpu_hot_add_is_acknowledged_and_onlined(machine_factory, profile, chipset, request):
+    m = _hotplug_board(machine_factory, chipset, profile.memory_mb)
     enumerated = m.ssh.run("dmesg | grep -E 'Allowing .*CPUs'").output.strip()
     if NO_HOTPLUG_SLOTS.search(enumerated):     # the symptom at boot, whatever the release
         request.applymarker(pytest.mark.xfail(
