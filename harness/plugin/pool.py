@@ -132,8 +132,8 @@ class MachinePool:
     """The booted machines of one target, one per variant (extra kernel parameters,
     QEMU arguments, another profile of the same arch; none: `machine`), started on
     first use (restored when a test's fresh machine of its configuration left a
-    snapshot, else booted) and shared by the target's tests for the session.  A machine that printed
-    a kernel splat is replaced by a fresh boot (`usable`)."""
+    snapshot, else booted) and shared by the target's tests for the session.  A machine
+    that printed a kernel splat is replaced by a fresh one (`usable`)."""
 
     def __init__(self, config: pytest.Config, target: Target, profile, kernel, initrd):
         self.config, self.target = config, target
@@ -214,11 +214,12 @@ class Snapshots:
     kernel parameters, QEMU arguments, memory), taken right after the ready line of the
     first machine of that configuration, the pool's (`offer`) or the first a test asks
     for fresh (`machine_factory.booted`); the next ones, fresh or the pool's, are
-    restored from it instead of booting.  A configuration boots every time when it cannot be restored (a
-    writable disk, modules the boot itself loads: `snapshot.restorable`; a profile whose
-    restores QEMU breaks: `Profile.no_restore`), when its snapshot or a restore failed (a
-    warning says why), when a restore was slower than its boot, and with
-    --snapshots=off.  The files live in results/snapshots/ until the session ends."""
+    restored from it instead of booting.  A configuration boots every time when it
+    cannot be restored (a writable disk, modules the boot itself loads:
+    `snapshot.restorable`; a profile whose restores QEMU breaks: `Profile.no_restore`),
+    when its snapshot or a restore failed (a warning says why), when a restore was slower
+    than its boot, and with --snapshots=off.  The files live in results/snapshots/ until
+    the session ends."""
 
     def __init__(self, config: pytest.Config, target: Target):
         self.config, self.target = config, target
