@@ -34,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness.plugin.pool import FIRST_BOOT
 from harness.plugin.summary import family_of
 
 # the parts of a QEMU command line that differ between two boots of one configuration
@@ -95,6 +96,49 @@ def starts(machines: Path) -> tuple[collections.Counter, collections.Counter]:
     return booted, restored
 
 
+OWN_BOOT = "the test's own boot, its subject"
+
+
+def _runs(machine: Path) -> list[Path]:
+    """A machine's QEMU command lines in the order they ran (run2 after the first)."""
+    def order(f: Path) -> int:
+        m = re.search(r"\.run(\d+)\.txt$", f.name)
+        return int(m.group(1)) if m else 1
+    return sorted(machine.glob("qemu-cmdline*.txt"), key=order)
+
+
+def _reason(why: str) -> str:
+    """A boot's recorded reason without what is particular to it (paths, seconds)."""
+    return re.sub(r"\d+(\.\d+)? s\b", "N s", why.split(" (")[0].split(": ")[0])
+
+
+def extra_boots(results: Path) -> collections.Counter:
+    """The boots beyond one per configuration, by why each was not a restore: the
+    `why` of its boots.jsonl line (harness/plugin/pool.py), or, for a start with no
+    line, the test's own boot.  Of each configuration's boots, the first of its
+    configuration (else any recorded one) is its one boot."""
+    whys: dict[str, list[str]] = collections.defaultdict(list)
+    path = results / "boots.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        rec = json.loads(line)
+        if rec["kind"] == "boot":
+            whys[rec["machine"]].append(rec.get("why", "not recorded"))
+    per_config: dict[str, list[str]] = collections.defaultdict(list)
+    for machine in sorted(p for p in (results / "machines").glob("*") if p.is_dir()):
+        recorded = iter(whys.get(machine.name, []))
+        for f in _runs(machine):
+            text = f.read_text()
+            if not _INCOMING.search(text):
+                per_config[configuration(text)].append(next(recorded, OWN_BOOT))
+    extra: collections.Counter = collections.Counter()
+    for reasons in per_config.values():
+        one = FIRST_BOOT if FIRST_BOOT in reasons else \
+            next((r for r in reasons if r != OWN_BOOT), reasons[0])
+        reasons.remove(one)
+        extra.update(r if r == OWN_BOOT else _reason(r) for r in reasons)
+    return extra
+
+
 def start_times(boots_jsonl: Path) -> dict[str, dict[str, list[float]]]:
     """Per profile and kind (boot, restore, snapshot): the seconds each took."""
     out: dict = collections.defaultdict(lambda: collections.defaultdict(list))
@@ -125,6 +169,10 @@ def report(results: Path, wall: float | None, cpu: float | None) -> str:
     for config, n in b.most_common():
         if n > 1:
             lines.append(f"  {n:3d} x {label(config)}")
+    extra = extra_boots(results)
+    lines.append(f"boots beyond one per configuration: {sum(extra.values())}, by why")
+    for why, n in extra.most_common():
+        lines.append(f"  {n:3d}  {why}")
     times = start_times(results / "boots.jsonl")
     if times:
         lines.append("restore against boot (mean seconds, count):")

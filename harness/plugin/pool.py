@@ -27,6 +27,7 @@ class GuestpmWarning(UserWarning):
 
 
 CURRENT_TEST: list[str] = [""]             # the nodeid of the test running in this process
+FIRST_BOOT = "the first of its configuration"
 
 
 class DeadTargets:
@@ -66,15 +67,17 @@ def watch(m: Machine, config: pytest.Config, target: Target) -> DeadTargets:
     return dead
 
 
-def launch(m: Machine, config: pytest.Config, target: Target, shared: bool) -> Machine:
+def launch(m: Machine, config: pytest.Config, target: Target, shared: bool,
+           why: str) -> Machine:
     """Boot `m` unless its target is known dead; record the target as dead when its
     shared machine does not boot (a splat during boot included), or when any of its
-    machines stays silent.  (`m` may be one whose restore failed: it boots again.)"""
+    machines stays silent.  (`m` may be one whose restore failed: it boots again.)
+    `why`: why it boots rather than being restored (`Snapshots.boot_reason`)."""
     dead = watch(m, config, target)
     try:
         m.relaunch() if m.proc is not None else m.launch()
         m.wait_ready()
-        record_boot(config, target, m)
+        record_boot(config, target, m, why=why)
     except GuestpmError as e:
         boot = m.splats.claim()
         if boot:
@@ -103,8 +106,9 @@ def record_splats(config: pytest.Config, target: Target | None, m: Machine, foun
 
 
 def record_boot(config: pytest.Config, target: Target, m: Machine, **more) -> None:
-    """Append a boot, a restore or a snapshot (`more`) to results/boots.jsonl, which
-    benchmarks/matrix.py reads."""
+    """Append a boot (`why` it was not a restore), a restore or a snapshot (`more`) to
+    results/boots.jsonl, which benchmarks/matrix.py reads.  A boot a test starts itself
+    (its subject: `machine_factory(...)`, `relaunch`) has no line."""
     path = results_dir(config) / "boots.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     rec = {"target": target.id, "profile": m.profile.name, "machine": m.workdir.name,
@@ -165,7 +169,8 @@ class MachinePool:
                 watch(m, self.config, self.target)
                 if not self.snapshots.restore(m):
                     launch(m, self.config, self.target,
-                           shared=not append and not qemu_args and profile == self.profile)
+                           shared=not append and not qemu_args and profile == self.profile,
+                           why=self.snapshots.boot_reason(m))
                     self.snapshots.offer(m)
             except Exception as e:
                 self.failed[key] = e
@@ -241,13 +246,19 @@ class Snapshots:
         return why or m.profile.no_restore or snapshot.restorable(m.extra_qemu_args) or \
             self.boots.get(self.key(m))
 
+    def boot_reason(self, m: Machine, why: str | None = None) -> str:
+        """Why `m` boots, for boots.jsonl: why it may not be restored, or because it is
+        the first of its configuration."""
+        return self.why_boot(m, why) or FIRST_BOOT
+
     def ready(self, m: Machine, why_boot: str | None = None) -> Machine:
         """Start `m` and wait until it is ready: restored from its configuration's
         snapshot if there is one, else booted (and then snapshotted, if it may be)."""
         key, why = self.key(m), self.why_boot(m, why_boot)
         if why is None and self.restore(m):
             return m
-        self._start(m, m.relaunch if m.proc is not None else m.launch)
+        self._start(m, m.relaunch if m.proc is not None else m.launch,
+                    why=self.boot_reason(m, why_boot))
         if why is None and key not in self.taken:
             self._take(m, key)
         return m
@@ -280,10 +291,10 @@ class Snapshots:
         if self.why_boot(m) is None and self.key(m) not in self.taken:
             self._take(m, self.key(m))
 
-    def _start(self, m: Machine, start) -> Machine:
+    def _start(self, m: Machine, start, **why) -> Machine:
         start()
         m.wait_ready()         # boot splats stay unclaimed: the factory records them
-        record_boot(self.config, self.target, m)
+        record_boot(self.config, self.target, m, **why)
         return m
 
     def _take(self, m: Machine, key: tuple) -> None:

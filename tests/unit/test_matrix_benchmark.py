@@ -49,10 +49,32 @@ def test_the_report_puts_restores_beside_boots_per_profile(tmp_path):
     m = _matrix()
     (tmp_path / "machines").mkdir()
     (tmp_path / "boots.jsonl").write_text("".join(
-        f'{{"profile": "{p}", "kind": "{k}", "wall_s": {s}}}\n' for p, k, s in
+        f'{{"profile": "{p}", "machine": "m", "kind": "{k}", "wall_s": {s}}}\n' for p, k, s in
         [("x86_64", "boot", 10.0), ("x86_64", "boot", 12.0), ("x86_64", "snapshot", 0.5),
          ("x86_64", "restore", 1.0), ("arm64", "boot", 9.0)]))
     (tmp_path / "junit.xml").write_text("<testsuites/>")
     text = m.report(tmp_path, None, None)
     assert "  arm64        boot  9.00 (1)\n" in text
     assert "  x86_64       boot 11.00 (2)   restore  1.00 (1)   snapshot  0.50 (1)" in text
+
+
+def test_boots_beyond_one_per_configuration_are_counted_by_why(tmp_path):
+    m = _matrix()
+    one = (GOLDEN / "hibernate.txt").read_text()
+    machines = tmp_path / "machines"
+    runs = {"a": [one], "b": [one + " -incoming 'exec:cat /r/a.vmstate'"],
+            "c": [one, one], "d": [one.replace("-m 1024", "-m 2048")]}
+    for name, texts in runs.items():
+        (machines / name).mkdir(parents=True)
+        for i, text in enumerate(texts, 1):
+            (machines / name / ("qemu-cmdline.txt" if i == 1 else f"qemu-cmdline.run{i}.txt")) \
+                .write_text(text)
+    disk = "a writable disk (-drive file=/t/swap.qcow2) would be shared with the snapshot"
+    arm = "QEMU 7.2's TCG does not bring a vCPU's generic timer back: on a restored guest"
+    (tmp_path / "boots.jsonl").write_text("".join(
+        f'{{"machine": "{n}", "kind": "{k}", "why": "{w}"}}\n' for n, k, w in
+        [("a", "boot", m.FIRST_BOOT), ("a", "snapshot", ""), ("b", "restore", ""),
+         ("c", "boot", disk), ("d", "boot", arm)]))
+    # a: the configuration's one boot; c: a second boot (its disk) and the test's own
+    # relaunch; d: the one boot of another configuration, whatever its reason
+    assert m.extra_boots(tmp_path) == {"a writable disk": 1, m.OWN_BOOT: 1}

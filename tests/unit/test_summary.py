@@ -101,14 +101,15 @@ def test_a_silent_target_fails_the_rest_at_once(pytestconfig, tmp_path, monkeypa
     w1 = w2 = pytestconfig
     monkeypatch.setattr(plugin, "CURRENT_TEST", ["tests/e2e/test_boot.py::test_a[x]"])
     with pytest.raises(SilentMachine):
-        plugin.launch(FakeMachine(SilentMachine("console stayed silent")), w1, t, shared=False)
+        plugin.launch(FakeMachine(SilentMachine("console stayed silent")), w1, t, shared=False,
+                      why="first")
     m = FakeMachine()
     with pytest.raises(BootError, match=r"target did not boot: see tests/e2e/test_boot.py::"
                                         r"test_a\[x\] \(console stayed silent\)"):
-        plugin.launch(m, w2, t, shared=False)
+        plugin.launch(m, w2, t, shared=False, why="first")
     assert m.launched == 0
     other = plugin.Target("debian:7.2", "arm64")         # other targets are not touched
-    assert plugin.launch(FakeMachine(), w2, other, shared=True).launched == 1
+    assert plugin.launch(FakeMachine(), w2, other, shared=True, why="first").launched == 1
 
 
 def test_only_the_shared_machine_or_silence_marks_a_target_dead(pytestconfig, tmp_path,
@@ -118,10 +119,10 @@ def test_only_the_shared_machine_or_silence_marks_a_target_dead(pytestconfig, tm
     monkeypatch.setattr(plugin, "results_dir", lambda config: tmp_path)
     t, dead = plugin.Target("debian:7.2", "arm64"), plugin.DeadTargets(pytestconfig)
     with pytest.raises(BootError):
-        plugin.launch(FakeMachine(BootError("panic")), pytestconfig, t, shared=False)
+        plugin.launch(FakeMachine(BootError("panic")), pytestconfig, t, shared=False, why="first")
     dead.check(t)                                          # still alive
     with pytest.raises(BootError):
-        plugin.launch(FakeMachine(BootError("panic")), pytestconfig, t, shared=True)
+        plugin.launch(FakeMachine(BootError("panic")), pytestconfig, t, shared=True, why="first")
     with pytest.raises(BootError, match="target did not boot"):
         dead.check(t)
 
