@@ -21,11 +21,17 @@ from harness.vm.power import HIBERNATE_APPEND, NeverHibernated, hibernate
 
 pytestmark = [pytest.mark.e2e]
 
-def _boot(machine_factory, tmp_path, resume: bool = True):
+def _boot(machine_factory, tmp_path, resume: bool = True, subject: bool = False):
+    """A machine with an empty swap disk of its own; `subject`: the boot is what the
+    test looks at, so the test starts it itself (never a restore)."""
     image = disks.overlay(disks.swap_base(), tmp_path / "swap.qcow2")
-    m = machine_factory.booted(qemu_args=disks.virtio_disk_args(image),
-                               append=HIBERNATE_APPEND if resume else ("no_console_suspend",))
-    return m
+    kw = dict(qemu_args=disks.virtio_disk_args(image),
+              append=HIBERNATE_APPEND if resume else ("no_console_suspend",))
+    if subject:
+        m = machine_factory(**kw).launch()
+        m.wait_ready()
+        return m
+    return machine_factory.booted(**kw)
 
 
 def test_hibernate_round_trip_keeps_memory_and_processes(machine_factory, tmp_path, profile):
@@ -84,7 +90,7 @@ def test_fresh_boot_with_empty_swap_does_not_resume(machine_factory, tmp_path):
     """Evidence every kernel gives: the write of vda to /sys/power/resume runs the
     kernel's image check (software_resume) and succeeds; the device stays set; no
     resume line.  Where the kernel prints its pr_debug "Image not found", that too."""
-    m = _boot(machine_factory, tmp_path)       # resume=vda, but vda is a fresh swap
+    m = _boot(machine_factory, tmp_path, subject=True)   # resume=vda; vda is a fresh swap
     console = m.console_log.read_text(errors="replace")
     assert "guestpm: no hibernation image on vda: booting afresh" in console, \
         f"/init's write of vda to /sys/power/resume did not succeed ({m.console_log})"
