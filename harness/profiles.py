@@ -154,9 +154,10 @@ ARM64_VIRT = Profile(
     iommu_args=("-machine", "iommu=smmuv3"),     # merged into the -M options above
     serial_wake_irq="uart-pl011",
     rtc_wake_irq="rtc-pl031",
-    no_restore="QEMU 7.2's TCG does not bring a vCPU's generic timer back from a snapshot: "
-               "on a restored guest a CPU whose timer event was due never takes one again "
-               "(`sleep` there never returns; 6.1, 6.12, 7.2 arm64; docs/known-defects.md)",
+    no_restore="QEMU 7.2's migration stream drops the deadlines of the EL2 generic timers "
+               "a VHE kernel uses: on a restored guest a CPU whose timer event was due "
+               "never takes one again (`sleep` there never returns; 6.1, 6.12, 7.2 arm64; "
+               "docs/known-defects.md)",
     kbuild=KbuildArch("arm64", "arm64", "arch/arm64/boot/Image", "Image", "aarch64",
                       "aarch64-linux-gnu-", "gcc-aarch64-linux-gnu"),
 )

@@ -70,7 +70,7 @@ def test_boots_beyond_one_per_configuration_are_counted_by_why(tmp_path):
             (machines / name / ("qemu-cmdline.txt" if i == 1 else f"qemu-cmdline.run{i}.txt")) \
                 .write_text(text)
     disk = "a writable disk (-drive file=/t/swap.qcow2) would be shared with the snapshot"
-    arm = "QEMU 7.2's TCG does not bring a vCPU's generic timer back: on a restored guest"
+    arm = "QEMU 7.2's migration stream drops the EL2 timers' deadlines: on a restored guest"
     (tmp_path / "boots.jsonl").write_text("".join(
         f'{{"machine": "{n}", "kind": "{k}", "why": "{w}"}}\n' for n, k, w in
         [("a", "boot", m.FIRST_BOOT), ("a", "snapshot", ""), ("b", "restore", ""),
