@@ -84,11 +84,11 @@ def userland(profile: Profile, progress: Progress = lambda s: None) -> Path:
 def _compile_stdlib(root: Path) -> None:
     """Bytecode for the guest's Python standard library, compiled here.  Debian ships
     none (python3's maintainer script compiles it; `--variant=extract` runs none), so
-    the first `python3` of every fresh guest compiled each module it imported: about 3 s
-    of TCG time before the first agent answered (x86_64, `import harness.guest.agent`
-    3.7 s cold, 0.8 s after).  Unchecked hashes: an image's sources never change (its
-    cache key names the packages).  Only where this interpreter is the guest's version:
-    bytecode of another version would be ignored."""
+    the first `python3` of every fresh guest compiled each module it imported under TCG
+    (x86_64 6.12, `import harness.guest.agent` over ssh: 2.7-3.7 s the first time in a
+    guest, 0.8 s the second; 1.0-1.8 s the first time with this).  Unchecked hashes: an
+    image's sources never change (its cache key names the packages).  Only where this
+    interpreter is the guest's version: bytecode of another version would be ignored."""
     for lib in sorted((root / "usr" / "lib").glob("python3.*")):
         tag = "cpython-" + lib.name.removeprefix("python").replace(".", "")
         if tag == sys.implementation.cache_tag:
