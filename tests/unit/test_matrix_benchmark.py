@@ -1,17 +1,14 @@
 """benchmarks/matrix.py's reading of a run: which QEMU starts share a configuration."""
 
-import importlib.util
 from pathlib import Path
+
+import benchmark_module
 
 GOLDEN = Path(__file__).parent / "golden" / "matrix"
 
 
 def _matrix():
-    spec = importlib.util.spec_from_file_location(
-        "bench_matrix", Path(__file__).parents[2] / "benchmarks" / "matrix.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchmark_module.load("matrix")
 
 
 def test_two_boots_of_one_configuration_differ_only_in_what_each_boot_owns():

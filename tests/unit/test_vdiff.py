@@ -1,17 +1,14 @@
 """benchmarks/vdiff.py: the junit id -> outcome diff that verdict-keeping changes are held to."""
 
-import importlib.util
 from pathlib import Path
+
+import benchmark_module
 
 GOLDEN = Path(__file__).parent / "golden" / "vdiff"
 
 
 def _vdiff():
-    spec = importlib.util.spec_from_file_location(
-        "bench_vdiff", Path(__file__).parents[2] / "benchmarks" / "vdiff.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchmark_module.load("vdiff")
 
 
 def test_outcomes_are_read_as_pytest_wrote_them():
