@@ -81,6 +81,14 @@ def psci(select: str = "", selftest: bool = False) -> dict:
 
 
 @scenario
+def x86io(select: str = "") -> dict:
+    """The x86 KVM exit cases (harness.guest.x86io): port I/O, MMIO and HLT of a tiny
+    real-mode guest."""
+    from . import x86io as cases
+    return cases.run(select)
+
+
+@scenario
 def vfio(bdf: str, select: str = "", driver: str = "vfio-pci",
          no_companion: str | None = None) -> dict:
     """The vfio-pci power uAPI cases (harness.guest.vfio) on PCI function `bdf`, bound

@@ -1,0 +1,179 @@
+"""x86 KVM from stdlib Python: registers, the port-I/O exit, a 16-bit encoder, and a
+vCPU that starts in real mode at a given address.
+
+The smallest x86 guest there is: no paging, no descriptor tables, no irqchip.  A vCPU
+comes out of KVM_CREATE_VCPU in real mode at the reset vector (CS base 0xffff0000);
+moving CS to base 0 and RIP to the code is all it takes to run a few instructions,
+and every port access and every access to an address no memory slot covers exits to
+userspace (api.rst: KVM_EXIT_IO, KVM_EXIT_MMIO), HLT too while there is no in-kernel
+irqchip (KVM_EXIT_HLT)."""
+
+from __future__ import annotations
+
+import fcntl
+import struct
+from dataclasses import dataclass
+
+from . import uapi
+
+# ---------------------------------------------------------------- uAPI (arch/x86/include/uapi/asm/kvm.h)
+REGS = struct.Struct("<18Q")       # rax rbx rcx rdx rsi rdi rsp rbp r8..r15 rip rflags
+REG_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10",
+             "r11", "r12", "r13", "r14", "r15", "rip", "rflags")
+SEGMENT = struct.Struct("<QIH10B")  # base, limit, selector, type present dpl db s l g
+                                    # avl unusable padding: 24 bytes
+SEGMENTS = ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt")
+DTABLE = struct.Struct("<QH6x")     # base, limit, padding[3]
+SREGS_SIZE = 8 * SEGMENT.size + 2 * DTABLE.size + 7 * 8 + 4 * 8   # 312
+CS_OFFSET = 0                       # cs is the first segment of struct kvm_sregs
+
+KVM_SET_TSS_ADDR = uapi._IO(0x47)
+KVM_GET_REGS = uapi._IOR(0x81, REGS.size)
+KVM_SET_REGS = uapi._IOW(0x82, REGS.size)
+KVM_GET_SREGS = uapi._IOR(0x83, SREGS_SIZE)
+KVM_SET_SREGS = uapi._IOW(0x84, SREGS_SIZE)
+
+KVM_EXIT_IO, KVM_EXIT_HLT = 2, 5
+KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT = 0, 1
+RUN_IO = struct.Struct("<BBHIQ")   # direction, size, port, count, data_offset (kvm_run.io)
+
+# Outside any slot the tiny guests use: VMX needs three pages below 4 GiB for the
+# real-mode TSS (api.rst, KVM_SET_TSS_ADDR); SVM accepts and ignores it.  Below 2 GiB
+# because fcntl.ioctl passes an integer argument as a C int.
+TSS_ADDR = 0x7FFF_D000
+
+
+@dataclass
+class PortIo:
+    """kvm_run.io of a KVM_EXIT_IO: what the guest's IN or OUT asked of the VMM."""
+    direction: str       # "in" | "out"
+    size: int            # bytes per access: 1, 2, 4
+    port: int
+    count: int           # > 1 only for string I/O (INS/OUTS with REP)
+    data_offset: int     # where in the kvm_run page the data is (or goes, for IN)
+
+    def data(self, run_page) -> list[int]:
+        """OUT: the values the guest wrote, one per access."""
+        raw = bytes(run_page[self.data_offset:self.data_offset + self.size * self.count])
+        return [int.from_bytes(raw[i:i + self.size], "little")
+                for i in range(0, len(raw), self.size)]
+
+    def complete_in(self, run_page, *values: int) -> None:
+        """IN: hand KVM the values; the next KVM_RUN puts them in the guest's register."""
+        mask = (1 << (8 * self.size)) - 1
+        raw = b"".join((v & mask).to_bytes(self.size, "little") for v in values)
+        run_page[self.data_offset:self.data_offset + len(raw)] = raw
+
+
+def decode_io(run_page) -> PortIo:
+    """kvm_run.io, for an exit whose reason is KVM_EXIT_IO (pure: unit-tested)."""
+    d, size, port, count, off = RUN_IO.unpack_from(run_page, uapi.UNION_OFFSET)
+    return PortIo("out" if d == KVM_EXIT_IO_OUT else "in", size, port, count, off)
+
+
+def set_tss_addr(vm) -> None:
+    fcntl.ioctl(vm.fd, KVM_SET_TSS_ADDR, TSS_ADDR)
+
+
+def get_regs(vcpu) -> dict[str, int]:
+    buf = bytearray(REGS.size)
+    fcntl.ioctl(vcpu.fd, KVM_GET_REGS, buf)
+    return dict(zip(REG_NAMES, REGS.unpack(buf)))
+
+
+def set_regs(vcpu, **values: int) -> None:
+    regs = get_regs(vcpu)
+    regs.update(values)
+    fcntl.ioctl(vcpu.fd, KVM_SET_REGS, REGS.pack(*(regs[n] for n in REG_NAMES)))
+
+
+def real_mode_at(vcpu, address: int) -> None:
+    """Start `vcpu` (fresh from KVM_CREATE_VCPU: real mode) at physical `address`
+    (< 64 KiB): CS base and selector 0, IP `address`, RFLAGS only its fixed bit 1."""
+    if not 0 <= address < 0x1_0000:
+        raise ValueError(f"{address:#x}: real mode with CS 0 reaches the first 64 KiB only")
+    sregs = bytearray(SREGS_SIZE)
+    fcntl.ioctl(vcpu.fd, KVM_GET_SREGS, sregs)
+    base, limit, _selector, *attrs = SEGMENT.unpack_from(sregs, CS_OFFSET)
+    SEGMENT.pack_into(sregs, CS_OFFSET, 0, limit, 0, *attrs)
+    fcntl.ioctl(vcpu.fd, KVM_SET_SREGS, bytes(sregs))
+    set_regs(vcpu, rip=address, rflags=0x2)
+
+
+def state(vcpu) -> dict:
+    """rip, rax, rdx and MP_STATE: what the report of a stuck vCPU shows."""
+    out: dict = {"vcpu": vcpu.id}
+    try:
+        regs = get_regs(vcpu)
+        out.update({n: hex(regs[n]) for n in ("rip", "rax", "rdx")})
+        out["mp_state"] = vcpu.mp_state
+    except OSError as e:
+        out["error"] = e.strerror
+    return out
+
+
+# ---------------------------------------------------------------- 16-bit encoder
+
+class Code16:
+    """The few real-mode instructions the tiny guests need, encoded by hand (operand
+    size 16 by default; 0x66 selects 32).  Memory operands are absolute offsets in DS,
+    which is 0, so an offset is a guest physical address."""
+
+    def __init__(self) -> None:
+        self.code = bytearray()
+        self.labels: dict[str, int] = {}
+
+    def _emit(self, *parts: bytes) -> "Code16":
+        for p in parts:
+            self.code += p
+        return self
+
+    @staticmethod
+    def _w(v: int) -> bytes:
+        return (v & 0xFFFF).to_bytes(2, "little")
+
+    def label(self, name: str) -> "Code16":
+        self.labels[name] = len(self.code)
+        return self
+
+    def mov_dx(self, imm: int) -> "Code16":
+        return self._emit(b"\xba", self._w(imm))
+
+    def mov_cx(self, imm: int) -> "Code16":
+        return self._emit(b"\xb9", self._w(imm))
+
+    def mov_a(self, size: int, imm: int) -> "Code16":
+        """mov al|ax|eax, imm"""
+        return self._emit({1: b"\xb0" + bytes([imm & 0xFF]), 2: b"\xb8" + self._w(imm),
+                           4: b"\x66\xb8" + (imm & 0xFFFF_FFFF).to_bytes(4, "little")}[size])
+
+    def out_dx(self, size: int) -> "Code16":
+        """out dx, al|ax|eax"""
+        return self._emit({1: b"\xee", 2: b"\xef", 4: b"\x66\xef"}[size])
+
+    def in_dx(self, size: int) -> "Code16":
+        """in al|ax|eax, dx"""
+        return self._emit({1: b"\xec", 2: b"\xed", 4: b"\x66\xed"}[size])
+
+    def store(self, size: int, addr: int, imm: int) -> "Code16":
+        """mov byte|word [addr], imm"""
+        op = {1: b"\xc6\x06", 2: b"\xc7\x06"}[size]
+        return self._emit(op, self._w(addr), (imm & ((1 << (8 * size)) - 1))
+                          .to_bytes(size, "little"))
+
+    def load_a(self, size: int, addr: int) -> "Code16":
+        """mov al|ax, [addr]"""
+        return self._emit({1: b"\xa0", 2: b"\xa1"}[size], self._w(addr))
+
+    def loop(self, label: str) -> "Code16":
+        """loop label (dec cx; jnz): the target lies within 128 bytes back"""
+        rel = self.labels[label] - (len(self.code) + 2)
+        if not -128 <= rel < 0:
+            raise ValueError(f"loop to {label}: {rel} bytes is out of reach")
+        return self._emit(b"\xe2", bytes([rel & 0xFF]))
+
+    def hlt(self) -> "Code16":
+        return self._emit(b"\xf4")
+
+    def assemble(self) -> bytes:
+        return bytes(self.code)

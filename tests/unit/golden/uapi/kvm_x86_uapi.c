@@ -1,0 +1,31 @@
+/* The x86 uAPI values harness/guest/kvm/x86.py encodes, as the kernel's own headers give
+ * them. Compiled with -S by tests/unit/test_kvm_x86.py when GUESTPM_REGOLD=1 (needs gcc
+ * for x86_64 and linux-libc-dev); the .json is the golden. */
+#include <stddef.h>
+#include <linux/kvm.h>
+
+#define V(name, expr) unsigned long long v_##name = (expr);
+
+V(KVM_SET_TSS_ADDR, KVM_SET_TSS_ADDR)
+V(KVM_GET_REGS, KVM_GET_REGS)
+V(KVM_SET_REGS, KVM_SET_REGS)
+V(KVM_GET_SREGS, KVM_GET_SREGS)
+V(KVM_SET_SREGS, KVM_SET_SREGS)
+V(KVM_EXIT_IO, KVM_EXIT_IO)
+V(KVM_EXIT_HLT, KVM_EXIT_HLT)
+V(KVM_EXIT_IO_IN, KVM_EXIT_IO_IN)
+V(KVM_EXIT_IO_OUT, KVM_EXIT_IO_OUT)
+V(SIZEOF_kvm_regs, sizeof(struct kvm_regs))
+V(SIZEOF_kvm_sregs, sizeof(struct kvm_sregs))
+V(SIZEOF_kvm_segment, sizeof(struct kvm_segment))
+V(kvm_regs_rip, offsetof(struct kvm_regs, rip))
+V(kvm_regs_rflags, offsetof(struct kvm_regs, rflags))
+V(kvm_regs_rdx, offsetof(struct kvm_regs, rdx))
+V(kvm_sregs_cs, offsetof(struct kvm_sregs, cs))
+V(kvm_segment_selector, offsetof(struct kvm_segment, selector))
+V(kvm_segment_type, offsetof(struct kvm_segment, type))
+V(RUN_io, offsetof(struct kvm_run, io))
+V(RUN_io_size, offsetof(struct kvm_run, io.size))
+V(RUN_io_port, offsetof(struct kvm_run, io.port))
+V(RUN_io_count, offsetof(struct kvm_run, io.count))
+V(RUN_io_data_offset, offsetof(struct kvm_run, io.data_offset))

@@ -1,0 +1,94 @@
+"""harness.guest.kvm.x86 against the kernel's own x86 headers, kvm_run.io decoding, and the
+16-bit encoder against binutils' disassembler.
+
+Golden: tests/unit/golden/uapi/kvm_x86_uapi.json (what kvm_x86_uapi.c compiles to with the
+host's gcc) and tests/unit/golden/x86/code16.txt (objdump -m i8086 of the program below);
+regenerate both with GUESTPM_REGOLD=1."""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import cgolden
+import pytest
+
+from harness.guest import x86io
+from harness.guest.kvm import uapi, x86
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def test_uapi_matches_the_kernel_headers():
+    golden = cgolden.values(GOLDEN / "uapi" / "kvm_x86_uapi.c", "gcc", "quad")
+    regs = dict(zip(x86.REG_NAMES, range(0, 8 * len(x86.REG_NAMES), 8)))
+    ours = {
+        "KVM_SET_TSS_ADDR": x86.KVM_SET_TSS_ADDR, "KVM_GET_REGS": x86.KVM_GET_REGS,
+        "KVM_SET_REGS": x86.KVM_SET_REGS, "KVM_GET_SREGS": x86.KVM_GET_SREGS,
+        "KVM_SET_SREGS": x86.KVM_SET_SREGS, "KVM_EXIT_IO": x86.KVM_EXIT_IO,
+        "KVM_EXIT_HLT": x86.KVM_EXIT_HLT, "KVM_EXIT_IO_IN": x86.KVM_EXIT_IO_IN,
+        "KVM_EXIT_IO_OUT": x86.KVM_EXIT_IO_OUT, "SIZEOF_kvm_regs": x86.REGS.size,
+        "SIZEOF_kvm_sregs": x86.SREGS_SIZE, "SIZEOF_kvm_segment": x86.SEGMENT.size,
+        "kvm_regs_rip": regs["rip"], "kvm_regs_rflags": regs["rflags"], "kvm_regs_rdx": regs["rdx"],
+        "kvm_sregs_cs": x86.CS_OFFSET, "kvm_segment_selector": 12, "kvm_segment_type": 14,
+        "RUN_io": uapi.UNION_OFFSET, "RUN_io_size": uapi.UNION_OFFSET + 1,
+        "RUN_io_port": uapi.UNION_OFFSET + 2, "RUN_io_count": uapi.UNION_OFFSET + 4,
+        "RUN_io_data_offset": uapi.UNION_OFFSET + 8,
+    }
+    assert ours == golden
+    # the segment layout the two offsets above name, as x86.SEGMENT packs it
+    packed = x86.SEGMENT.pack(0x1122, 0xFFFF, 0xABCD, 3, 1, 0, 0, 1, 0, 0, 0, 0, 0)
+    assert packed[12:14] == b"\xcd\xab" and packed[14] == 3
+
+
+def test_kvm_run_io_is_decoded_and_completed():
+    page = bytearray(4096)
+    uapi.RUN_EXIT_REASON.pack_into(page, 0, x86.KVM_EXIT_IO)
+    x86.RUN_IO.pack_into(page, uapi.UNION_OFFSET, x86.KVM_EXIT_IO_OUT, 2, 0x510, 3, 0x1000 - 8)
+    page[0x1000 - 8:0x1000 - 2] = bytes.fromhex("3412 7856 bc9a")
+    io = x86.decode_io(page)
+    assert (io.direction, io.size, io.port, io.count) == ("out", 2, 0x510, 3)
+    assert io.data(page) == [0x1234, 0x5678, 0x9ABC]
+    x86.RUN_IO.pack_into(page, uapi.UNION_OFFSET, x86.KVM_EXIT_IO_IN, 1, 0x510, 1, 0x800)
+    io = x86.decode_io(page)
+    assert io.direction == "in"
+    io.complete_in(page, 0x1A5)          # wider than the access: only its byte goes in
+    assert page[0x800:0x802] == b"\xa5\x00"
+
+
+def _program() -> bytes:
+    """Every instruction form the cases use."""
+    c = x86.Code16().mov_dx(x86io.PORT).mov_cx(200)
+    for size in (1, 2, 4):
+        c.mov_a(size, 0x89AB_CDEF).out_dx(size).in_dx(size)
+    c.store(1, 0xE000, 0x77).store(2, 0xE002, 0x1234).load_a(1, 0xE004).load_a(2, 0xE006)
+    return c.label("top").out_dx(1).loop("top").hlt().assemble()
+
+
+def _disassemble(code: bytes, tmp: Path) -> str:
+    f = tmp / "code.bin"
+    f.write_bytes(code)
+    out = subprocess.run(["objdump", "-D", "-b", "binary", "-m", "i8086", str(f)],
+                         check=True, capture_output=True, text=True).stdout
+    return "\n".join(re.sub(r"\s+", " ", ln.split("\t", 2)[-1]).strip()
+                     for ln in out.splitlines() if re.match(r"\s+[0-9a-f]+:\t", ln)) + "\n"
+
+
+def test_code16_is_what_the_disassembler_reads(tmp_path):
+    golden = GOLDEN / "x86" / "code16.txt"
+    if os.environ.get("GUESTPM_REGOLD"):
+        golden.write_text(_disassemble(_program(), tmp_path))
+    if not shutil.which("objdump"):
+        pytest.skip("objdump (binutils) is not installed")
+    assert _disassemble(_program(), tmp_path) == golden.read_text()
+
+
+def test_loop_out_of_reach_and_real_mode_bounds_are_refused():
+    c = x86.Code16().label("far")
+    for _ in range(70):
+        c.out_dx(2).out_dx(4)        # 1 + 2 bytes each: 210 bytes
+    with pytest.raises(ValueError, match="out of reach"):
+        c.loop("far")
+    with pytest.raises(ValueError, match="first 64 KiB"):
+        x86.real_mode_at(None, 0x1_0000)
