@@ -177,3 +177,70 @@ class Code16:
 
     def assemble(self) -> bytes:
         return bytes(self.code)
+
+
+# ---------------------------------------------------------------- a Linux-capable VM
+
+KVM_GET_SUPPORTED_CPUID = uapi._IOC(uapi._IOC_READ | uapi._IOC_WRITE, 0x05, 8)
+KVM_SET_CPUID2 = uapi._IOW(0x90, 8)
+KVM_CREATE_IRQCHIP = uapi._IO(0x60)
+KVM_CREATE_PIT2 = uapi._IOW(0x77, 64)
+CPUID_ENTRY = struct.Struct("<7I12x")     # function index flags eax ebx ecx edx, padding[3]
+CPUID_MAX_ENTRIES = 256
+# struct kvm_sregs: 8 segments, gdt, idt, then cr0 cr2 cr3 cr4 cr8 efer apic_base
+GDT_OFFSET = 8 * SEGMENT.size
+CR_OFFSET = GDT_OFFSET + 2 * DTABLE.size
+CR0, CR3, CR4, EFER = (CR_OFFSET + 8 * i for i in (0, 2, 3, 5))
+
+
+def supported_cpuid(kvm) -> bytes:
+    """KVM_GET_SUPPORTED_CPUID: struct kvm_cpuid2 as KVM filled it, for KVM_SET_CPUID2."""
+    buf = bytearray(8 + CPUID_MAX_ENTRIES * CPUID_ENTRY.size)
+    struct.pack_into("<I", buf, 0, CPUID_MAX_ENTRIES)
+    fcntl.ioctl(kvm.fd, KVM_GET_SUPPORTED_CPUID, buf)
+    (n,) = struct.unpack_from("<I", buf, 0)
+    return bytes(buf[:8 + n * CPUID_ENTRY.size])
+
+
+def cpuid_for_vcpu(cpuid2: bytes, apic_id: int) -> bytes:
+    """KVM's supported CPUID with this vCPU's APIC ID where CPUID reports one: leaf 1
+    EBX[31:24] and the x2APIC ID of leaves 0xB and 0x1F (EDX)."""
+    buf = bytearray(cpuid2)
+    (n,) = struct.unpack_from("<I", buf, 0)
+    for i in range(n):
+        off = 8 + i * CPUID_ENTRY.size
+        fn, index, flags, eax, ebx, ecx, edx = CPUID_ENTRY.unpack_from(buf, off)
+        if fn == 1:
+            ebx = (ebx & 0x00FF_FFFF) | (apic_id << 24)
+        elif fn in (0xB, 0x1F):
+            edx = apic_id
+        CPUID_ENTRY.pack_into(buf, off, fn, index, flags, eax, ebx, ecx, edx)
+    return bytes(buf)
+
+
+def set_cpuid(vcpu, cpuid2: bytes) -> None:
+    buf = bytearray(cpuid2)          # longer than 1024 bytes: fcntl passes it in place
+    fcntl.ioctl(vcpu.fd, KVM_SET_CPUID2, buf)
+
+
+def create_irqchip(vm) -> None:
+    """The in-kernel PIC, IOAPIC and local APICs (before any vCPU), and the PIT."""
+    fcntl.ioctl(vm.fd, KVM_CREATE_IRQCHIP, 0)
+    fcntl.ioctl(vm.fd, KVM_CREATE_PIT2, bytes(64))
+
+
+def long_mode(vcpu, cr3: int, gdt_base: int, gdt_limit: int, code, data) -> None:
+    """64-bit mode with paging: CS/DS/ES/FS/GS/SS from the flat GDT's descriptors."""
+    sregs = bytearray(SREGS_SIZE)
+    fcntl.ioctl(vcpu.fd, KVM_GET_SREGS, sregs)
+    for i, name in enumerate(SEGMENTS[:6]):
+        seg = code if name == "cs" else data
+        SEGMENT.pack_into(sregs, i * SEGMENT.size, 0, 0xFFFF_FFFF, seg.selector, seg.type,
+                          1, 0, seg.db, 1, seg.long, 1, 0, 0, 0)
+    DTABLE.pack_into(sregs, GDT_OFFSET, gdt_base, gdt_limit)
+    cr0, = struct.unpack_from("<Q", sregs, CR0)
+    struct.pack_into("<Q", sregs, CR0, cr0 | 0x8000_0011)   # PE, ET, PG
+    struct.pack_into("<Q", sregs, CR3, cr3)
+    struct.pack_into("<Q", sregs, CR4, 1 << 5)              # PAE
+    struct.pack_into("<Q", sregs, EFER, (1 << 8) | (1 << 10))   # LME, LMA
+    fcntl.ioctl(vcpu.fd, KVM_SET_SREGS, bytes(sregs))
