@@ -30,6 +30,7 @@ from harness.guest import vfio
 from harness.image import fixture_modules
 from harness.image.aml import ASL_DIR, compile_asl
 from harness.kernel import kernels
+from harness.plugin import history
 from harness.plugin.suite import SuiteHost, assert_case
 from harness.progress import progress
 
@@ -43,7 +44,7 @@ BDF = f"0000:00:{SLOT:02x}.0"
 # guest's initramfs has no driver, so nothing but vfio-pci will claim it
 DEVICE = "e1000e"
 MODULES = ("vfio_pci", "vfio_iommu_type1")
-MERGED = {"low_power": (6, 1), "acpi_notify": None}     # acpi_notify: not merged anywhere
+MERGED = history.merged_of("low_power", "acpi_notify")    # acpi_notify: not merged anywhere
 # the ACPI-notify stand-in: a device in a root-bus slot has a companion, one behind a
 # root port (with the profile's acpi_unlisted_bridge_args) has none
 COMPANIONS = pytest.mark.profile_has("acpi_pci_slot")
@@ -191,11 +192,11 @@ def test_the_device_is_bound_to_vfio_pci_in_its_own_iommu_group(host):
 
 
 @IOMMU
-@pytest.mark.stock_kernel_only
 def test_verdicts_follow_upstream_history(host, kernel):
-    """low_power runs exactly on stock kernels from 6.1 on; the unmerged ACPI-notify case
-    SKIPs on every stock kernel (a PASS there means the series was applied).  (On path:
-    and build: kernels: information, see history.py.)"""
+    """low_power runs on every kernel from 6.1 on (unless its config has no vfio-pci),
+    and on stock kernels SKIPs before; the unmerged ACPI-notify case SKIPs on every
+    stock kernel (a PASS there means the series was applied).  (A PASS before the merge
+    on path: and build: kernels is information, see history.py.)"""
     host.check_history(kernel)
 
 
