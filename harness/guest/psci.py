@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import platform
+import re
 import sys
 import threading
 import time
@@ -86,6 +87,33 @@ def needs_psci(major: int, minor: int, feature: str):
                     f"{feature} absent")
         return None
     return check
+
+
+# The PSCI version KVM gives a new VM (KVM_REG_ARM_PSCI_VERSION's default), by the
+# release that brought it: 1.0 until 5.18 raised it to 1.1, 1.3 from 6.13 (SYSTEM_OFF2).
+# A floor, not the exact value: a developer's kernel may carry a later version.
+PSCI_FLOORS = (((6, 13), (1, 3)), ((5, 18), (1, 1)), ((0, 0), (1, 0)))
+
+
+def release_version(release: str | None) -> tuple[int, int] | None:
+    """(major, minor) of a release string: "6.1.0-50-arm64" -> (6, 1)."""
+    m = re.match(r"(\d+)\.(\d+)", release or "")
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def psci_floor(release: str | None) -> int | None:
+    """The lowest PSCI version (as KVM_REG_ARM_PSCI_VERSION encodes it) that KVM on a
+    kernel of `release` gives a new VM; None when the release cannot be read.  The L1
+    host's release applies: it is that kernel's KVM which answers."""
+    v = release_version(release)
+    if v is None:
+        return None
+    return next(psci_version(*floor) for since, floor in PSCI_FLOORS if v >= since)
+
+
+def at_least(version: int, floor: int) -> str:
+    """What a floor check shows: ">= FLOOR" when met, else the version seen."""
+    return f">= {version_str(floor)}" if version >= floor else version_str(version)
 
 
 # ---------------------------------------------------------------- the tiny VMM
@@ -209,11 +237,19 @@ CASES, case = SUITE.cases, SUITE.case
 
 @case("baseline")
 def psci_version_reports_the_version_register(t):
-    """PSCI_VERSION returns KVM_REG_ARM_PSCI_VERSION, the default and a written 1.0."""
+    """PSCI_VERSION returns KVM_REG_ARM_PSCI_VERSION, the default and a written 1.0; the
+    default is at least the floor of the host's release (1.0, 1.1 from 5.18, 1.3 from
+    6.13), whatever the probes made of it."""
+    floor = psci_floor(t.env.release)
     with PsciGuest() as g:
         reg = g.vcpu(0).get_reg(uapi.KVM_REG_ARM_PSCI_VERSION)
         t.observed["default"] = version_str(reg)
         t.expect("default version register is PSCI 1.x", reg >> 16, 1)
+        if floor is not None:
+            t.expect(f"default version register at least the floor of {t.env.release}",
+                     at_least(reg, floor), at_least(floor, floor))
+        else:
+            t.observed["floor"] = f"none: no version in release {t.env.release!r}"
         t.expect("PSCI_VERSION with the default", g.call(PSCI_VERSION), ret(reg))
     with PsciGuest(version=psci_version(1, 0)) as g:
         t.expect("PSCI_VERSION after writing 1.0", g.call(PSCI_VERSION), ret(psci_version(1, 0)))
@@ -435,17 +471,23 @@ def system_suspend_with_another_vcpu_online(t):
 
 @case("system_off2", requires=OFF2)
 def psci_version_register_default_and_writes(t):
-    """KVM_REG_ARM_PSCI_VERSION defaults to the newest version KVM implements: every
-    version from 0.2 to the default is accepted (and read back), the next minor is
-    EINVAL, and 0.1 is EINVAL for a vCPU with the PSCI_0_2 feature."""
+    """KVM_REG_ARM_PSCI_VERSION defaults to the newest version KVM implements, at least
+    the floor of the host's release (1.3 from 6.13): every version from 0.2 to the
+    default, and at least to the floor, is accepted (and read back), the next minor
+    above the default is EINVAL, and 0.1 is EINVAL for a vCPU with the PSCI_0_2
+    feature."""
     default = t.env.psci_default
+    floor = psci_floor(t.env.release) or default
     t.observed["default"] = version_str(default)
-    tried = [psci_version(0, 2)] + [psci_version(1, m) for m in range((default & 0xFFFF) + 2)]
+    t.expect(f"default version register at least the floor of {t.env.release}",
+             at_least(default, floor), at_least(floor, floor))
+    top = max(default, floor)
+    tried = [psci_version(0, 2)] + [psci_version(1, m) for m in range((top & 0xFFFF) + 2)]
     tried.append(psci_version(0, 1))
     got, want = {}, {}
     for v in tried:
         with PsciGuest() as g:
-            want[version_str(v)] = "ok" if psci_version(0, 2) <= v <= default else "EINVAL"
+            want[version_str(v)] = "ok" if psci_version(0, 2) <= v <= top else "EINVAL"
             try:
                 g.vcpu(0).set_reg(uapi.KVM_REG_ARM_PSCI_VERSION, v)
                 back = g.vcpu(0).get_reg(uapi.KVM_REG_ARM_PSCI_VERSION)

@@ -226,10 +226,27 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
 
 
 def check_spec(spec: str, profile: Profile) -> None:
-    """Everything about a spec that can be checked without the network: the scheme,
-    and for path: and build: the image itself (there, arch, whole).  Raises KernelError."""
-    if parse_spec(spec)[0] in ("path", "build"):
+    """Everything about a spec that can be checked before anything starts: the scheme;
+    for path: and build: the image itself (there, arch, whole); for a debian:X.Y that
+    is not a default, that some suite carries X.Y (a look at the package lists, cached
+    after the first time).  Raises KernelError."""
+    scheme, value, _ = parse_spec(spec)
+    if scheme in ("path", "build"):
         resolve(spec, profile)
+    elif scheme == "debian" and _debian_kind(value) == "version" and \
+            not _cached_version(value, profile):
+        _suite_for(value, profile, lambda s: None)
+
+
+def _cached_version(version: str, profile: Profile) -> bool:
+    """Whether a kernel X.Y for the arch is in the cache already (no look-up needed)."""
+    for meta in (cache.cache_dir() / "kernels").glob(f"debian-*-{profile.deb_arch}/kernel.json"):
+        try:
+            if json.loads(meta.read_text())["release"].startswith(version + "."):
+                return True
+        except (OSError, ValueError, KeyError):
+            continue
+    return False
 
 
 def resolve(spec: str, profile: Profile, progress: Progress = lambda s: None) -> Kernel:
@@ -341,7 +358,11 @@ def _suite_for(version: str, profile: Profile, progress: Progress) -> str:
     for suite in SEARCH_SUITES:
         progress(f"debian:{version} {arch}: looking in Debian {suite}")
         try:
-            repo = _updated(suite, f"Debian {suite}")
+            # lists already fetched are read as they are: rewriting the repo's apt
+            # configuration makes apt rebuild its cache, seconds per suite
+            repo = _repo(suite)
+            if not repo.conf.exists() or not repo._has_lists():
+                repo = _updated(suite, f"Debian {suite}")
             have = repo.show(f"linux-image-{arch}", arch).get("Version", "?")
         except SetupError:
             seen.append(f"{suite}: not on the mirror")

@@ -40,7 +40,7 @@ from harness.errors import AbnormalShutdown, GuestpmError
 from harness.image import rootfs
 from harness.kernel import kernels
 from harness.plugin import summary
-from harness.plugin.known_defects import explained_splats
+from harness.plugin.known_defects import explains
 from harness.plugin.pool import (CURRENT_TEST, DeadTargets, MachineFactory, MachinePool,
                                  record_splats, retire_if_splatted, splats_fail)
 from harness.plugin.report import Reporter
@@ -436,12 +436,14 @@ def _judge_splats(item: pytest.Item, report: pytest.TestReport) -> None:
             found += mine
     if not found:
         return
-    # a known defect the test XFAILs on may print splats as part of its symptom
-    explained = explained_splats(report.wasxfail) if hasattr(report, "wasxfail") else set()
-    bad = [s for s in found if not s.allowed and s.kind not in explained]
+    # a known defect the test XFAILs on may print splats as part of its symptom: only
+    # those of its own occurrence (the hung CPU's lockup and stall reports) are excused
+    reason = getattr(report, "wasxfail", None)
+    explained = [s for s in found if reason is not None and explains(reason, s)]
+    bad = [s for s in found if not s.allowed and s not in explained]
     text = "\n\n".join(s.quote() + (f"\n  (allowed: {s.allowed.reason})" if s.allowed else
                                      "\n  (part of the known defect this test XFAILs on)"
-                                     if s.kind in explained else "")
+                                     if s in explained else "")
                         for s in found)
     report.sections.append(("kernel splats", text))
     if not bad or not splats_fail(item.config):

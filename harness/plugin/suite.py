@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import pytest
 
@@ -22,6 +22,14 @@ from harness.kernel import kernels
 from harness.plugin import history
 from harness.plugin.hooks import attach_machine, note
 from harness.vm.machine import Machine
+
+
+def config_or_none(request: pytest.FixtureRequest, kernel: kernels.Kernel) -> dict | None:
+    """The kernel's CONFIG_ options (its config file, else /proc/config.gz in the
+    guest), or None when neither can be read."""
+    if kernel.config_options():
+        return kernel.config_options()
+    return request.getfixturevalue("kernel_config") or None
 
 
 def _show(v) -> str:
@@ -62,6 +70,8 @@ class SuiteHost:
     MERGED: ClassVar[dict] = {}
     _run: dict | None = dataclasses.field(default=None, repr=False)
     noted: bool = False
+    _config: Callable[[], dict[str, str] | None] | None = dataclasses.field(
+        default=None, repr=False)
 
     def agent_args(self) -> dict:
         return {}
@@ -82,28 +92,60 @@ class SuiteHost:
 
     def serve(self, request: pytest.FixtureRequest, kernel: kernels.Kernel,
               prefix: str = "") -> "SuiteHost":
-        """For a test: name this machine's artifacts in its report and, once per
-        machine, note how a developer's kernel compares with upstream history
-        (information, not verdicts)."""
+        """For a test: name this machine's artifacts in its report, remember where the
+        kernel's config comes from (read only when a promise is at stake) and, once per
+        machine, note what a developer's kernel ran before its merge (information)."""
         attach_machine(request, self.machine)
+        self.kernel = kernel
+        self._config = lambda: config_or_none(request, kernel)
         if not self.noted:
             self.noted = True
-            for d in history.information(kernel, self.MERGED, self.run["results"]):
+            for d in history.information(kernel, self.MERGED, self.run["results"],
+                                         self.release):
                 note(request, f"{prefix}{d}")
         return self
 
+    @property
+    def release(self) -> str | None:
+        """The release of the kernel the agent ran on (its uname), else the spec's."""
+        kernel = getattr(self, "kernel", None)
+        return self.run.get("env", {}).get("release") or (kernel.release if kernel else None)
+
+    def config(self) -> dict[str, str] | None:
+        return self._config() if self._config else None
+
+    def shown(self) -> dict[str, bool]:
+        """What the running kernel shows of the options that can turn a family off, for
+        a kernel without a readable config (a subclass knows its agent's evidence)."""
+        return {}
+
     # ------------------------------------------------------------ the checks
     def check_case(self, name: str) -> None:
-        assert_case(self.result(name))
+        """The case's verdict; a SKIP of a family the kernel's release promises is a
+        FAIL (harness.plugin.history), unless the kernel's config turns it off."""
+        result = self.result(name)
+        v = history.judge_case(result, self.MERGED, self.release, self.config, self.shown())
+        if v is not None and v.status == "fail":
+            pytest.fail(v.message, pytrace=False)
+        if v is not None:
+            result = {**result, "reason": v.message}
+        assert_case(result)
 
     def check_history(self, kernel: kernels.Kernel) -> None:
-        """On a stock kernel a family SKIPs exactly on releases older than its merge
-        (an unmerged one on every release)."""
-        version = kernels.release_version(kernel.release)
-        assert version, f"no version in release {kernel.release!r} of a stock kernel"
+        """On every kernel a family merged in release X runs on X and later, unless the
+        kernel's config turns it off; on a stock kernel it also SKIPs on releases older
+        than its merge (an unmerged one on every release)."""
+        release = self.release
+        version = kernels.release_version(release)
+        assert version, f"no version in release {release!r} of kernel {kernel.spec}"
+        off = history.turned_off(self.MERGED, self.config(), self.shown())
         reasons = sorted({r["reason"] for r in self.run["results"] if r["status"] == "skip"})
-        assert not history.differences(self.MERGED, version, self.run["results"]), \
-            f"kernel {kernel.release}; skip reasons {reasons}; environment {self.run['env']}"
+        wrong = history.differences(self.MERGED, version, self.run["results"], off) \
+            if kernel.debian is not None else \
+            history.regressions(self.MERGED, version, self.run["results"], off)
+        assert not wrong, (f"{'; '.join(wrong)}; kernel {release}; skip reasons {reasons}; "
+                           f"environment {self.run['env']}"
+                           + (f"; turned off by its config: {sorted(off)}" if off else ""))
 
     def check_bare_metal(self, *args: str, timeout: float = 300) -> None:
         """`python3 -m harness.guest.AGENT ARGS` (what runs on a bare-metal host) prints

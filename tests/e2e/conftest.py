@@ -37,6 +37,9 @@ def l1(request, target, l2_mode, guest_spec, machine_pool, kernel, profile) -> L
         f"the L1 host for {target.id} runs {host.machine.kernel.spec}: a fixture mix-up"
     attach_machine(request, host.machine)
     m = host.machine
+    # the L1 host is the kernel that hangs: its release, mode and origin decide
     host.watch = lambda: xfail_if_seen(m.console.tail(300), "arm64",
-                                       f"L1 console {m.console_log}", L1_VCPU_HANG)
+                                       f"L1 console {m.console_log}", L1_VCPU_HANG,
+                                       release=m.kernel.release, mode=l2_mode,
+                                       stock=m.kernel.debian is not None)
     return host

@@ -7,7 +7,9 @@ psci_test.c does. Each case's checks come back as data and are asserted here, so
 FAIL shows the check, the expected and the actual value.
 
 Expected on the Debian kernels: SYSTEM_SUSPEND cases PASS on 6.1, 6.12 and 7.2;
-SYSTEM_OFF2 cases SKIP on 6.1 and 6.12 ("PSCI version 1.1 < 1.3") and PASS on 7.2."""
+SYSTEM_OFF2 cases SKIP on 6.1 and 6.12 ("PSCI version 1.1 < 1.3") and PASS on 7.2.
+On any kernel, a SKIP of a family its release promises (SYSTEM_SUSPEND from 5.19,
+SYSTEM_OFF2 from 6.13) is a FAIL unless its config has no KVM (harness.plugin.history)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,10 @@ from dataclasses import dataclass
 import pytest
 
 from harness.guest import psci
+from harness.guest.kvm.arm64 import version_str
 from harness.kernel import kernels
+from harness.plugin import history
+from harness.plugin.hooks import note
 from harness.plugin.suite import SuiteHost
 from harness.vm.l2 import MODES
 
@@ -28,7 +33,7 @@ MODE_EVIDENCE = {"vhe": r"kvm \[\d+\]: VHE mode initialized successfully",
                  "nvhe": r"kvm \[\d+\]: Hyp (nVHE )?mode initialized successfully"}
 
 # When upstream merged each family: kernels from then on must run it, older must SKIP it.
-MERGED = {"system_suspend": (5, 19), "system_off2": (6, 13)}
+MERGED = history.merged_of("system_suspend", "system_off2")
 
 
 @dataclass(kw_only=True)
@@ -38,6 +43,26 @@ class KvmHost(SuiteHost):
     AGENT = "psci"
     MERGED = MERGED
     mode: str
+    floor_noted: bool = False
+
+    def shown(self) -> dict[str, bool]:
+        """KVM is built when /dev/kvm opened; the probe's own reason says when the
+        kernel has none at all."""
+        why = self.run["env"].get("kvm")
+        if why is None:
+            return {"CONFIG_KVM": True}
+        return {"CONFIG_KVM": False} if "this kernel has no KVM" in why else {}
+
+    def note_floor(self, request, kernel) -> None:
+        """A PSCI version above the release's floor is information on a developer's
+        kernel (a backport), once per machine; below it the baseline case FAILs."""
+        env, self.floor_noted = self.run["env"], True
+        floor = psci.psci_floor(env["release"])
+        default = env.get("psci_default")
+        if kernel.debian is None and floor is not None and default and \
+                psci.psci_version(*map(int, default.split("."))) > floor:
+            note(request, f"{self.mode}: PSCI {default} on {env['release']}, above its "
+                          f"release's floor {version_str(floor)}: backported?")
 
 
 @pytest.fixture(params=list(MODES))
@@ -55,7 +80,10 @@ def kvm_host(request, machine, machine_pool, kernel) -> KvmHost:
 
 @pytest.fixture
 def host(request, kvm_host, kernel) -> KvmHost:
-    return kvm_host.serve(request, kernel, prefix=f"{kvm_host.mode}: ")
+    h = kvm_host.serve(request, kernel, prefix=f"{kvm_host.mode}: ")
+    if not h.floor_noted:
+        h.note_floor(request, kernel)
+    return h
 
 
 def test_kvm_runs_in_the_requested_mode(host):
@@ -69,11 +97,11 @@ def test_psci(host, case):
     host.check_case(case)
 
 
-@pytest.mark.stock_kernel_only
 def test_verdicts_follow_upstream_history(host, kernel):
-    """On stock kernels a family SKIPs exactly on releases older than its merge: a SKIP
-    on a newer kernel would hide a regression behind a probe, a PASS on an older one is
-    a backport to look at.  (On path: and build: kernels: information, see history.py.)"""
+    """On every kernel a family runs from the release of its merge on (a SKIP there
+    would hide a regression behind a probe), unless the kernel's config has no KVM; on
+    stock kernels it also SKIPs on older releases (a PASS there is a backport, which
+    on path: and build: kernels is information, see history.py)."""
     host.check_history(kernel)
 
 

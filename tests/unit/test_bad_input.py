@@ -100,3 +100,35 @@ def test_missing_qemu_is_refused_up_front(tmp_path):
     line = _one_line_exit_2([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
                              "tests/e2e", "--arch=arm64", f"--results={tmp_path / 'r'}"], env)
     assert "qemu-system-aarch64 not found: apt-get install qemu-system-arm" in line, line
+
+
+# a closed local port stands in for the mirror, and the cache is the test's own: the
+# look-up of a debian:X.Y is real (apt-get against that mirror), the network is not used
+_NO_MIRROR = ("import sys; from harness.kernel import aptrepo; "
+              "aptrepo.system_mirror = lambda etc=None: aptrepo.Mirror("
+              "'http://127.0.0.1:9/debian', aptrepo.DEFAULT_KEYRING, '/etc/apt/test.sources'); ")
+
+
+@pytest.mark.parametrize("how", ["guestpm", "pytest"])
+def test_a_debian_version_no_suite_carries_is_refused_up_front(tmp_path, how):
+    """`guestpm run --kernel debian:9.9`: one line, exit 2, within a minute, before
+    anything starts, and the previous run's results stay where they are."""
+    import os
+    res = tmp_path / "r"
+    (res / "machines" / "earlier-run").mkdir(parents=True)
+    (res / "junit.xml").write_text("<testsuites/>")
+    args = ["--kernel=debian:9.9", "--arch=arm64", f"--results={res}"]
+    run = (f"from harness import cli; sys.exit(cli.main(['run', *{args!r}]))"
+           if how == "guestpm" else
+           f"import pytest; sys.exit(pytest.main(['-p', 'no:cacheprovider', '-q', "
+           f"'tests/e2e', *{args!r}]))")
+    env = dict(os.environ, GUESTPM_CACHE=str(tmp_path / "cache"))
+    t = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", _NO_MIRROR + run], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+    assert time.monotonic() - t < 60
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, lines
+    assert "no Debian suite on this mirror has a 9.9 kernel for arm64" in lines[0], lines
+    assert (res / "machines" / "earlier-run").is_dir() and \
+        (res / "junit.xml").read_text() == "<testsuites/>"

@@ -65,8 +65,8 @@ def test_roles_resolve_to_common_then_arch_fragments():
     names = [str(p.relative_to(kconfig.CONFIG_DIR)) for p in
              kconfig.fragment_paths("arm64", kconfig.DEFAULT_ROLES)]
     assert names == ["common/base.config", "arm64/base.config", "common/kvm-host.config",
-                     "common/guest-pm.config", "common/acpi.config", "arm64/acpi.config",
-                     "common/vfio.config", "arm64/vfio.config"]
+                     "common/guest-pm.config", "arm64/guest-pm.config", "common/acpi.config",
+                     "arm64/acpi.config", "common/vfio.config", "arm64/vfio.config"]
     with pytest.raises(kconfig.FragmentError, match="not a role .* and no such file"):
         kconfig.fragment_paths("arm64", ["no-such-role"])
 

@@ -160,3 +160,74 @@ def test_an_xfail_on_a_known_defect_explains_only_the_splats_of_its_symptom():
     other = f"known kernel defect: {known_defects.VIRTIO_NET_FROZEN_XMIT.summary} (docs/...)"
     assert known_defects.explained_splats(other) == set()
     assert known_defects.explained_splats("some other reason") == set()
+
+
+# ---------------------------------------------------------------- where a defect was seen
+
+class _K:
+    def __init__(self, release, stock=True):
+        self.release = release
+        self.debian = ("sid", "x") if stock else None
+
+
+def _on(arch, release, stock=True):
+    m = _M(arch)
+    m.kernel = _K(release, stock)
+    return m
+
+
+def _crash(m, text, *defects, **kw):
+    from harness.errors import GuestPanic
+    with known_defects.xfail_on(m, *defects, **kw):
+        raise GuestPanic(text)
+
+
+def test_trans_pgd_is_excused_only_on_the_releases_that_carry_it():
+    """docs/known-defects.md: seen on 6.12, fixed by 7.2.  The same oops from a 7.2
+    kernel is a regression: a FAIL naming the defect as a possible cause."""
+    text = _recorded()
+    with pytest.raises(pytest.xfail.Exception, match="trans_pgd_create_copy"):
+        _crash(_on("arm64", "6.12.117+deb13-arm64"), text, known_defects.TRANS_PGD_RESTORE)
+    for release in ("7.2.13+deb14-arm64", "6.1.0-50-arm64", None):
+        with pytest.raises(pytest.fail.Exception, match="possible cause, but not excused"):
+            _crash(_on("arm64", release), text, known_defects.TRANS_PGD_RESTORE)
+
+
+L1_HANG = (GOLDEN / "l1-vcpu-hang-7.2-arm64.txt").read_text()
+
+
+@pytest.mark.parametrize("release,stock,mode,verdict", [
+    ("7.2.13+deb14-arm64", True, "vhe", "xfail"),
+    ("7.2.13+deb14-arm64", False, "vhe", "your own kernel"),     # build:/path: of 7.2
+    ("7.2.13+deb14-arm64", True, "nvhe", "vhe mode only"),
+    ("6.12.117+deb13-arm64", True, "vhe", "seen from 7.2 on"),
+])
+def test_the_l1_vcpu_hang_is_excused_only_where_it_was_seen(release, stock, mode, verdict):
+    """The watch the L2 tests run on the L1 console (tests/e2e/conftest.py)."""
+    def watch():
+        known_defects.xfail_if_seen(L1_HANG, "arm64", "L1 console", known_defects.L1_VCPU_HANG,
+                                    release=release, mode=mode, stock=stock)
+    if verdict == "xfail":
+        with pytest.raises(pytest.xfail.Exception, match=r"\(hung CPU 1\)"):
+            watch()
+    else:
+        with pytest.raises(pytest.fail.Exception) as e:
+            watch()
+        assert "L1 vCPU hang while it runs an L2 guest" in str(e.value) and \
+            "possible cause" in str(e.value) and verdict in str(e.value), e.value
+
+
+def test_the_l1_vcpu_hang_excuses_only_the_hung_cpus_reports():
+    from harness.vm.splats import scan
+    reason = (f"known kernel defect: {known_defects.L1_VCPU_HANG.summary} (hung CPU 1) "
+              "(docs/known-defects.md; L1 console)")
+    found = scan(L1_HANG, "console", "console.log")
+    assert {s.kind for s in found} >= {"hard-lockup", "rcu-stall"}
+    assert all(known_defects.explains(reason, s) for s in found
+               if s.kind in ("hard-lockup", "rcu-stall")), [s.title for s in found]
+    other = scan(L1_HANG.replace("LOCKUP on cpu 1", "LOCKUP on cpu 0")
+                 .replace("rcu: \t1-...!", "rcu: \t0-...!"), "console", "console.log")
+    assert not any(known_defects.explains(reason, s) for s in other), \
+        [s.title for s in other if known_defects.explains(reason, s)]
+    assert not any(known_defects.explains(reason.replace(" (hung CPU 1)", ""), s)
+                   for s in found)
