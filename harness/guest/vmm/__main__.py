@@ -45,8 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--silent", type=float, default=120,
                     help="end a guest that has printed nothing after this long (with "
-                         "`quiet` the first line is the L2 /init's, ~5 s of guest time; "
-                         "an L2 under a loaded TCG L1 took over 60 s of wall time)")
+                         "`quiet` the first line is the L2 /init's; docs/figures.md has "
+                         "how long that takes under TCG)")
     ap.add_argument("--out", type=Path, help="directory for exits.jsonl and console.log")
     ap.add_argument("--progress", action="store_true", help="a line on stderr every 15 s")
     ap.add_argument("--kvm", default="/dev/kvm", help=argparse.SUPPRESS)
