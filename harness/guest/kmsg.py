@@ -2,16 +2,18 @@
 dmesg binary in the guest).  The one reader of the guest side: the agent's dmesg
 scenario, the KVM probe's "why no /dev/kvm" and the vfio cases use it.
 
-    kmsg.log()                          # every record the buffer holds now
-    with kmsg.Kmsg(from_end=True) as k: # only what is logged from here on
+    kmsg.log()                                 # every record the buffer holds now
+    with kmsg.opened(from_end=True) as fd:     # only what is logged from here on
         ...
-        said = k.read()
+        said = kmsg.read_records(fd)
 """
 
 from __future__ import annotations
 
 import errno
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 PATH = "/dev/kmsg"
 MAX_READS = 100_000     # well above the records of a large log_buf_len; a reader that
@@ -45,34 +47,22 @@ def read_records(fd: int, max_reads: int = MAX_READS) -> list[str]:
     return lines
 
 
-class Kmsg:
-    """An open /dev/kmsg: from the oldest record, or (from_end) from now on."""
-
-    def __init__(self, from_end: bool = False, path: str = PATH):
-        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+@contextmanager
+def opened(from_end: bool = False, path: str = PATH) -> Iterator[int]:
+    """/dev/kmsg open for read_records(): from the oldest record, or (from_end) from now on."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
         if from_end:
-            os.lseek(self.fd, 0, os.SEEK_END)
-
-    def read(self) -> list[str]:
-        return read_records(self.fd)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self) -> "Kmsg":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+            os.lseek(fd, 0, os.SEEK_END)
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def log(path: str = PATH) -> list[str]:
     """Every record the buffer holds now; none when there is no readable /dev/kmsg."""
     try:
-        k = Kmsg(path=path)
-    except OSError:
+        with opened(path=path) as fd:
+            return read_records(fd)
+    except OSError:                 # no /dev/kmsg (read_records itself never raises)
         return []
-    with k:
-        return k.read()

@@ -326,13 +326,13 @@ def acpi_notify_queue_keeps_the_newest_20_and_warns(t):
     drops the oldest waiting one and says so in the kernel log."""
     d = t.env.device
     values = [FIRMWARE_NOTIFY + i for i in range(NOTIFY_QUEUE + 2)]
-    with kmsg.Kmsg(from_end=True) as log:       # only what this case makes the kernel say
+    with kmsg.opened(from_end=True) as log:     # only what this case makes the kernel say
         with Notify(t, d) as n:
             raise_notify(t.env.bdf, *values)
             got = [wait_value(n.efd) for _ in range(NOTIFY_QUEUE + 1)]
             t.expect("values read", got, [values[0]] + values[2:])
             t.expect("nothing more", wait_value(n.efd, NOTIFY_SETTLE), None)
-        said = log.read()
+        said = kmsg.read_records(log)
     dropped = f"dropped the oldest value {values[1]:#x}"
     t.observed["kernel log"] = said[-5:]
     t.expect(f"kernel log says '{dropped}'", any(dropped in line for line in said), True)
