@@ -10,9 +10,9 @@ devices on the bus, loads the kernel, and decides what a non-bus exit means.
     result = core.run(timeout=300, silent_s=120)
     core.close()
 
-The main thread owns the bounds; it never enters KVM_RUN.  Every exit but a bus access
-is logged with its time by the backend; a snapshot of every vCPU's state kicks the
-other vCPUs out of KVM_RUN and holds them out while it is read."""
+The main thread owns the bounds; it never enters KVM_RUN.  Bus accesses are counted
+(there are thousands), every other exit is logged with its time; a snapshot of every
+vCPU's state kicks the other vCPUs out of KVM_RUN and holds them out while it is read."""
 
 from __future__ import annotations
 
