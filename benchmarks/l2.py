@@ -3,7 +3,7 @@ reference VMM, per kernel and KVM mode.
 
 Per L1 host (VHE, nVHE) it prints:
   mmio      one MMIO exit through L1 KVM and the VMM's Python: wall us per exit, and
-            the Python share (harness.guest.vmm.bench, 2000 loads)
+            the Python share (harness.guest.vmm.arm64.bench, 2000 loads)
   boot      L2 boot: the VMM's wall time from start to the scenario's first report,
             the L2 uptime at that report, MMIO exits in the whole honour scenario
   suspend   SYSTEM_SUSPEND honoured in KVM with a 10 s RTC alarm: SUSPEND exit ->
@@ -51,7 +51,7 @@ def one(profile, kernel, mode: str, workdir: Path) -> dict:
                  append=l2.MODES[mode], qemu_args=l2.guest_disks(kernel).qemu_args) as m:
         m.launch()
         m.wait_ready()
-        mmio = _json(m, "cd /opt/guestpm && python3 -m harness.guest.vmm.bench 2000")
+        mmio = _json(m, "cd /opt/guestpm && python3 -m harness.guest.vmm.arm64.bench 2000")
         run = _json(m, VMM + "--suspend honour --append 'guestpm.suspend=1 "
                     "guestpm.mem_sleep=deep guestpm.alarm=10'")
         res = "guestpm.resume=pmem0 no_console_suspend"

@@ -15,7 +15,7 @@ import sys
 import traceback
 from typing import Callable
 
-from . import kvm
+from . import kmsg, kvm
 
 SCENARIOS: dict[str, Callable[..., dict]] = {}
 
@@ -31,32 +31,6 @@ def _read(path: str) -> str | None:
             return fh.read().strip()
     except OSError:
         return None
-
-
-def kmsg_records(fd: int) -> list[str]:
-    """The messages of the /dev/kmsg records readable now on `fd` (non-blocking)."""
-    lines = []
-    while True:
-        try:
-            rec = os.read(fd, 8192).decode(errors="replace")
-        except BlockingIOError:
-            break
-        except OSError:      # EPIPE: record overwritten while reading; go on
-            continue
-        lines.append(rec.split(";", 1)[-1].split("\n", 1)[0])
-    return lines
-
-
-def kernel_log() -> list[str]:
-    """The kernel ring buffer, read without blocking from /dev/kmsg."""
-    try:
-        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return []
-    try:
-        return kmsg_records(fd)
-    finally:
-        os.close(fd)
 
 
 @scenario
@@ -99,7 +73,7 @@ def vfio(bdf: str, select: str = "", driver: str = "vfio-pci",
 
 @scenario
 def dmesg(grep: str = "") -> dict:
-    return {"lines": [ln for ln in kernel_log() if grep in ln]}
+    return {"lines": [ln for ln in kmsg.log() if grep in ln]}
 
 
 @scenario

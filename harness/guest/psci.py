@@ -20,9 +20,10 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 
 from . import kselftest
-from .kvm import uapi
+from .kvm import arm64, uapi
 from .kvm.arm64 import (
     AFFINITY_ON, PSCI_AFFINITY_INFO64, PSCI_CPU_ON64, PSCI_DENIED, PSCI_FEATURES,
     PSCI_INTERNAL_FAILURE, PSCI_INVALID_PARAMS, PSCI_NOT_SUPPORTED, PSCI_OFF2_TYPE_HIBERNATE_OFF,
@@ -167,8 +168,8 @@ class PsciGuest:
                 feats = [uapi.KVM_ARM_VCPU_PSCI_0_2]
                 if i not in online:
                     feats.append(uapi.KVM_ARM_VCPU_POWER_OFF)
-                v.arm64_init(*feats)
-                v.state_hook = v.arm64_state
+                arm64.vcpu_init(v, *feats)
+                v.state_hook = partial(arm64.vcpu_state, v)
             self.vcpu(0).set_reg(uapi.ARM64_PC, self.entry["call"])
             self.vcpu(0).set_reg(uapi.arm64_x(9), MAILBOX)
             if version is not None:
@@ -377,7 +378,7 @@ def _inject_later(g: PsciGuest, delay: float, stamp: dict) -> threading.Thread:
     def raise_irq():
         time.sleep(delay)
         stamp["irq_at"] = time.monotonic()
-        g.vm.arm64_cpu_irq(0, True)
+        arm64.cpu_irq(g.vm, 0, True)
     th = threading.Thread(target=raise_irq, daemon=True)
     th.start()
     return th
@@ -411,7 +412,7 @@ def system_suspend_honoured_until_an_interrupt_wakes_it(t):
         t.expect("MP_STATE after WAKEUP (sticky)", g.vcpu(0).mp_state, "SUSPENDED")
         t.expect("KVM_RUN again, still SUSPENDED, interrupt pending", g.outcome(g.run()),
                  g.event("WAKEUP"))
-        g.vm.arm64_cpu_irq(0, False)
+        arm64.cpu_irq(g.vm, 0, False)
         v = g.vcpu(0)
         v.set_mp_state(uapi.KVM_MP_STATE_RUNNABLE)
         v.set_reg(uapi.ARM64_PC, entry)
@@ -440,10 +441,10 @@ def system_suspend_suspended_vcpu_waits_without_a_wakeup(t):
             got = "still in KVM_RUN after 1 s"
         t.expect("KVM_RUN without a wake-up event", got, "still in KVM_RUN after 1 s")
         t.expect("MP_STATE", g.vcpu(0).mp_state, "SUSPENDED")
-        g.vm.arm64_cpu_irq(0, True)
+        arm64.cpu_irq(g.vm, 0, True)
         t.expect("KVM_RUN once an interrupt is raised", g.outcome(g.run(timeout=5.0)),
                  g.event("WAKEUP"))
-        g.vm.arm64_cpu_irq(0, False)
+        arm64.cpu_irq(g.vm, 0, False)
 
 
 @case("system_suspend", requires=SUSPEND)

@@ -27,8 +27,6 @@ prints KTAP (or JSON) on any machine with such a device, bare metal included."""
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import select
 import struct
@@ -36,44 +34,15 @@ import sys
 import time
 from pathlib import Path
 
-from . import kselftest
-from .agent import kmsg_records
-
-# ---------------------------------------------------------------- uAPI (linux/vfio.h)
-VFIO_TYPE, VFIO_BASE = ord(";"), 100
-
-
-def _io(n: int) -> int:          # _IO(VFIO_TYPE, VFIO_BASE + n): vfio passes argsz in-band
-    return (VFIO_TYPE << 8) | (VFIO_BASE + n)
-
-
-VFIO_GET_API_VERSION = _io(0)
-VFIO_CHECK_EXTENSION = _io(1)
-VFIO_SET_IOMMU = _io(2)
-VFIO_GROUP_GET_STATUS = _io(3)
-VFIO_GROUP_SET_CONTAINER = _io(4)
-VFIO_GROUP_GET_DEVICE_FD = _io(6)
-VFIO_DEVICE_GET_INFO = _io(7)
-VFIO_DEVICE_GET_REGION_INFO = _io(8)
-VFIO_DEVICE_GET_IRQ_INFO = _io(9)
-VFIO_DEVICE_SET_IRQS = _io(10)
-VFIO_DEVICE_FEATURE = _io(17)
-
-VFIO_API_VERSION = 0
-VFIO_TYPE1_IOMMU, VFIO_TYPE1v2_IOMMU = 1, 3
-VFIO_GROUP_FLAGS_VIABLE = 1 << 0
-
-VFIO_PCI_CONFIG_REGION_INDEX = 7
-VFIO_PCI_REQ_IRQ_INDEX = 4
-VFIO_PCI_NUM_IRQS = 5              # mainline: the count, one past REQ
-VFIO_PCI_ACPI_IRQ_INDEX = 5        # the ACPI-notify series puts its IRQ right there
-
-VFIO_IRQ_INFO_EVENTFD = 1 << 0
-VFIO_IRQ_SET_DATA_BOOL = 1 << 1
-VFIO_IRQ_SET_DATA_EVENTFD = 1 << 2
-VFIO_IRQ_SET_ACTION_TRIGGER = 1 << 5
-ACPI_NOTIFY_DEVICE_CHECK = 1
-VFIO_IRQ_SET_DATA_NONE = 1 << 0
+from . import kmsg, kselftest
+from .vfio_device import D0, D3HOT, PciDevice, VfioDevice, eventfd_value
+from .vfio_uapi import (ACPI_NOTIFY_DEVICE_CHECK, FEATURE_NAMES, LOW_POWER_ENTRY,
+                        LOW_POWER_ENTRY_WITH_WAKEUP, LOW_POWER_EXIT, UNKNOWN_FEATURE,
+                        VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_PROBE,
+                        VFIO_DEVICE_FEATURE_SET, VFIO_IRQ_INFO_EVENTFD,
+                        VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_BOOL,
+                        VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE,
+                        VFIO_PCI_ACPI_IRQ_INDEX, feature, wakeup_payload)
 
 # the stand-in for the ACPI-notify series and guestpm's firmware (vfio_notify.asl)
 STANDIN_DRIVER = "guestpm_vfio_acpi_standin"
@@ -83,240 +52,6 @@ NOTIFY_QUEUE = 20                # values the series keeps for a VMM that has no
 NOTIFY_WAIT = 5.0                # s: a notify reaches the eventfd through a workqueue
 NOTIFY_SETTLE = 0.5              # s: ACPICA dispatches Notify from a workqueue and no
                                  # interface says it has drained; let raised values land
-
-VFIO_DEVICE_FEATURE_GET = 1 << 16
-VFIO_DEVICE_FEATURE_SET = 1 << 17
-VFIO_DEVICE_FEATURE_PROBE = 1 << 18
-LOW_POWER_ENTRY, LOW_POWER_ENTRY_WITH_WAKEUP, LOW_POWER_EXIT = 3, 4, 5
-UNKNOWN_FEATURE = 0x7fff          # no kernel defines it
-
-FEATURE = struct.Struct("<II")                 # argsz, flags (then data[])
-WAKEUP_ENTRY = struct.Struct("<iI")            # wakeup_eventfd, reserved
-GROUP_STATUS = struct.Struct("<II")            # argsz, flags
-DEVICE_INFO = struct.Struct("<IIII")           # argsz, flags, num_regions, num_irqs
-REGION_INFO = struct.Struct("<IIIIQQ")         # argsz, flags, index, cap_offset, size, offset
-IRQ_INFO = struct.Struct("<IIII")              # argsz, flags, index, count
-IRQ_SET = struct.Struct("<IIIII")              # argsz, flags, index, start, count (then data)
-
-FEATURE_NAMES = {LOW_POWER_ENTRY: "LOW_POWER_ENTRY",
-                 LOW_POWER_ENTRY_WITH_WAKEUP: "LOW_POWER_ENTRY_WITH_WAKEUP",
-                 LOW_POWER_EXIT: "LOW_POWER_EXIT"}
-PCI_D_STATES = ("D0", "D1", "D2", "D3hot")
-
-
-def ioctl(fd: int, request: int, arg) -> tuple[int, bytes | None]:
-    """(0 or -errno, the kernel's copy of a buffer argument)."""
-    buf = bytearray(arg) if isinstance(arg, (bytes, bytearray)) else arg
-    try:
-        r = fcntl.ioctl(fd, request, buf, True) if isinstance(buf, bytearray) \
-            else fcntl.ioctl(fd, request, buf)
-    except OSError as e:
-        return -e.errno, None
-    return r, bytes(buf) if isinstance(buf, bytearray) else None
-
-
-def errname(rc: int) -> str:
-    return "0" if rc >= 0 else errno.errorcode.get(-rc, str(rc))
-
-
-def feature(fd: int, flags: int, payload: bytes = b"") -> str:
-    """VFIO_DEVICE_FEATURE: "0" or the errno's name."""
-    rc, _ = ioctl(fd, VFIO_DEVICE_FEATURE, FEATURE.pack(FEATURE.size + len(payload), flags)
-                  + payload)
-    return errname(rc)
-
-
-def wakeup_payload(efd: int) -> bytes:
-    return WAKEUP_ENTRY.pack(efd, 0)
-
-
-# ---------------------------------------------------------------- the device in sysfs
-class PciDevice:
-    def __init__(self, bdf: str):
-        self.bdf = bdf
-        self.path = Path("/sys/bus/pci/devices") / bdf
-
-    def _read(self, rel: str) -> str | None:
-        try:
-            return (self.path / rel).read_text().strip()
-        except OSError:
-            return None
-
-    @property
-    def driver(self) -> str | None:
-        link = self.path / "driver"
-        return os.path.basename(os.readlink(link)) if link.is_symlink() else None
-
-    @property
-    def iommu_group(self) -> str | None:
-        link = self.path / "iommu_group"
-        return os.path.basename(os.readlink(link)) if link.is_symlink() else None
-
-    def config(self) -> bytes:
-        """Config space as sysfs gives it (does not resume a runtime-suspended device
-        unless it is in D3cold)."""
-        return (self.path / "config").read_bytes()
-
-    def pm_cap(self) -> int | None:
-        cfg = self.config()
-        if not cfg[0x06] & 0x10:                       # status: capability list
-            return None
-        off, seen = cfg[0x34] & ~3, set()
-        while off and off not in seen and off + 1 < len(cfg):
-            seen.add(off)
-            if cfg[off] == 0x01:
-                return off
-            off = cfg[off + 1] & ~3
-        return None
-
-    def power(self) -> dict:
-        """The device's state from three sides: its PMCSR (what the hardware says), the
-        PCI core's power_state, and runtime PM's status."""
-        cap = self.pm_cap()
-        pmcsr = None
-        if cap is not None:
-            cfg = self.config()
-            pmcsr = PCI_D_STATES[struct.unpack_from("<H", cfg, cap + 4)[0] & 3]
-        return {"pmcsr": pmcsr, "power_state": self._read("power_state"),
-                "runtime_status": self._read("power/runtime_status")}
-
-    def wait_power(self, want: dict, timeout: float = 5.0) -> dict:
-        """Runtime suspend is asynchronous (an idle work item): poll, bounded."""
-        deadline = time.monotonic() + timeout
-        while True:
-            now = self.power()
-            if all(now[k] == v for k, v in want.items()) or time.monotonic() > deadline:
-                return now
-            time.sleep(0.05)
-
-
-D0 = {"pmcsr": "D0", "power_state": "D0", "runtime_status": "active"}
-D3HOT = {"pmcsr": "D3hot", "power_state": "D3hot", "runtime_status": "suspended"}
-
-
-def no_group_reason(dev: PciDevice) -> str:
-    noiommu = Path("/sys/module/vfio/parameters/enable_unsafe_noiommu_mode")
-    return (f"{dev.bdf} has no IOMMU group: no IOMMU translates its DMA, and "
-            + ("noiommu mode is off (vfio.enable_unsafe_noiommu_mode)" if noiommu.exists()
-               else "this kernel has no noiommu mode (CONFIG_VFIO_NOIOMMU)"))
-
-
-def why_unbindable(dev: PciDevice, driver: str = "vfio-pci") -> str | None:
-    """Why `dev` cannot be handed to `driver` (vfio-pci or a variant driver) here, or
-    None.  The IOMMU group is not among the preconditions: with a device-tree SMMU
-    (arm64 on 6.1) a device gets its group only when a driver probes it, so the bind
-    itself decides."""
-    if not dev.path.exists():
-        return f"no PCI device {dev.bdf}"
-    if not Path("/sys/bus/pci/drivers", driver).is_dir():
-        return ("driver missing: vfio-pci is neither built in nor loaded (CONFIG_VFIO_PCI)"
-                if driver == "vfio-pci" else f"driver missing: {driver} is not loaded")
-    if not Path("/dev/vfio/vfio").exists():
-        return "/dev/vfio/vfio missing: the kernel has no vfio container (CONFIG_VFIO_CONTAINER)"
-    if dev.pm_cap() is None:
-        return f"{dev.bdf} has no PCI power-management capability: nothing to put in D3hot"
-    return None
-
-
-def bind(dev: PciDevice, driver: str = "vfio-pci") -> None:
-    """driver_override + drivers_probe, the way libvirt and driverctl do it."""
-    if dev.driver == driver:
-        return
-    (dev.path / "driver_override").write_text(driver)
-    if dev.driver:
-        (dev.path / "driver" / "unbind").write_text(dev.bdf)
-    error = None
-    try:
-        Path("/sys/bus/pci/drivers_probe").write_text(dev.bdf)
-    except OSError as e:
-        error = os.strerror(e.errno)
-    if dev.driver != driver:
-        if dev.iommu_group is None:       # vfio-pci's probe refuses a device without one
-            raise kselftest.Skip(no_group_reason(dev))
-        raise kselftest.Skip(f"{dev.bdf} did not bind to {driver} ({error or 'no error'}; "
-                         f"driver: {dev.driver})")
-
-
-# ---------------------------------------------------------------- the opened device
-class VfioDevice:
-    """Container, group and device fd of one PCI function; the device is in D0 while
-    it is open (vfio-pci resumes it on open)."""
-
-    def __init__(self, bdf: str, driver: str = "vfio-pci"):
-        self.dev = PciDevice(bdf)
-        reason = why_unbindable(self.dev, driver)
-        if reason:
-            raise kselftest.Skip(reason)
-        bind(self.dev, driver)
-        try:
-            self._open(bdf)
-        except BaseException:
-            self.close()          # no fd outlives a failed open
-            raise
-
-    def _open(self, bdf: str) -> None:
-        self.container = os.open("/dev/vfio/vfio", os.O_RDWR)
-        version = fcntl.ioctl(self.container, VFIO_GET_API_VERSION)
-        if version != VFIO_API_VERSION:
-            raise OSError(errno.EPROTO, f"VFIO_GET_API_VERSION says {version}, "
-                                        f"this client speaks {VFIO_API_VERSION}")
-        self.group = os.open(f"/dev/vfio/{self.dev.iommu_group}", os.O_RDWR)
-        _, out = ioctl(self.group, VFIO_GROUP_GET_STATUS, GROUP_STATUS.pack(GROUP_STATUS.size, 0))
-        if not GROUP_STATUS.unpack(out)[1] & VFIO_GROUP_FLAGS_VIABLE:
-            others = sorted(p.name for p in (Path("/sys/kernel/iommu_groups")
-                                             / self.dev.iommu_group / "devices").iterdir())
-            raise kselftest.Skip(f"IOMMU group {self.dev.iommu_group} is not viable: its other "
-                             f"devices must be bound to vfio-pci too ({', '.join(others)})")
-        self._check(ioctl(self.group, VFIO_GROUP_SET_CONTAINER,
-                          struct.pack("<i", self.container))[0], "GROUP_SET_CONTAINER")
-        iommu = VFIO_TYPE1v2_IOMMU if fcntl.ioctl(self.container, VFIO_CHECK_EXTENSION,
-                                                  VFIO_TYPE1v2_IOMMU) else VFIO_TYPE1_IOMMU
-        self._check(ioctl(self.container, VFIO_SET_IOMMU, iommu)[0], "SET_IOMMU")
-        fd, _ = ioctl(self.group, VFIO_GROUP_GET_DEVICE_FD, bdf.encode() + b"\0")
-        self._check(fd, "GROUP_GET_DEVICE_FD")
-        self.fd = fd
-        _, out = ioctl(self.fd, VFIO_DEVICE_GET_INFO, DEVICE_INFO.pack(DEVICE_INFO.size, 0, 0, 0))
-        _, _, self.num_regions, self.num_irqs = DEVICE_INFO.unpack(out)
-        _, out = ioctl(self.fd, VFIO_DEVICE_GET_REGION_INFO,
-                       REGION_INFO.pack(REGION_INFO.size, 0, VFIO_PCI_CONFIG_REGION_INDEX, 0, 0, 0))
-        self.config_offset = REGION_INFO.unpack(out)[5]
-
-    @staticmethod
-    def _check(rc: int, what: str) -> None:
-        if rc < 0:
-            raise OSError(-rc, f"VFIO_{what}: {os.strerror(-rc)}")
-
-    def touch(self) -> int:
-        """Read the vendor/device id through the device fd: a user access, which resumes
-        a device in low-power mode."""
-        return int.from_bytes(os.pread(self.fd, 4, self.config_offset), "little")
-
-    def irq_info(self, index: int) -> tuple[str, dict | None]:
-        rc, out = ioctl(self.fd, VFIO_DEVICE_GET_IRQ_INFO, IRQ_INFO.pack(IRQ_INFO.size, 0, index, 0))
-        if rc < 0:
-            return errname(rc), None
-        _, flags, idx, count = IRQ_INFO.unpack(out)
-        return "0", {"flags": flags, "index": idx, "count": count}
-
-    def set_irqs(self, flags: int, index: int, data: bytes, count: int = 1) -> str:
-        rc, _ = ioctl(self.fd, VFIO_DEVICE_SET_IRQS,
-                      IRQ_SET.pack(IRQ_SET.size + len(data), flags, index, 0, count) + data)
-        return errname(rc)
-
-    def close(self) -> None:
-        for name in ("fd", "group", "container"):
-            fd = getattr(self, name, None)
-            if fd is not None:
-                os.close(fd)
-                setattr(self, name, None)
-
-
-def eventfd_value(efd: int) -> int | None:
-    """The counter (read resets it), or None when nothing was signalled."""
-    try:
-        return os.eventfd_read(efd)
-    except BlockingIOError:
-        return None
 
 
 # ---------------------------------------------------------------- cases
@@ -614,17 +349,13 @@ def acpi_notify_queue_keeps_the_newest_20_and_warns(t):
     carries them."""
     d = t.env.device
     values = [FIRMWARE_NOTIFY + i for i in range(NOTIFY_QUEUE + 2)]
-    kmsg = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        os.lseek(kmsg, 0, os.SEEK_END)          # only what this case makes the kernel say
+    with kmsg.opened(from_end=True) as log:     # only what this case makes the kernel say
         with Notify(t, d) as n:
             raise_notify(t.env.bdf, *values)
             got = [wait_value(n.efd) for _ in range(NOTIFY_QUEUE + 1)]
             signals(t, got, [values[0]] + values[2:])
             t.expect("nothing more", wait_value(n.efd, NOTIFY_SETTLE), None)
-        said = kmsg_records(kmsg)
-    finally:
-        os.close(kmsg)
+        said = kmsg.read_records(log)
     dropped = f"dropped the oldest value {values[1]:#x}"
     t.observed["kernel log"] = said[-5:]
     t.expect(f"kernel log says '{dropped}'", any(dropped in line for line in said), True)

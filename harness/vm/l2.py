@@ -22,7 +22,8 @@ import pytest
 
 from harness.errors import GuestpmError
 from harness.guest.cpio import CpioWriter
-from harness.guest.vmm import board, l2init
+from harness.guest.vmm import l2init
+from harness.guest.vmm.arm64 import board
 from harness.image import disks
 from harness.image.module_tree import ModuleTree
 from harness.kernel.kernels import Kernel

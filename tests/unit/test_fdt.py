@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.guest.vmm import board, fdt
+from harness.guest.vmm.arm64 import board, fdt
 
 GOLDEN = Path(__file__).parent / "golden" / "fdt"
 LAYOUT = board.Layout(256 << 20, 2, "console=ttyAMA0 quiet rdinit=/init",

@@ -106,6 +106,42 @@ def test_decode_mmio_write():
                             "len": 8, "value": 2**64 - 3}
 
 
+IO_OURS = {
+    **{name: getattr(uapi, name) for name in (
+        "KVM_EXIT_IO", "KVM_EXIT_IO_IN", "KVM_EXIT_IO_OUT", "KVM_EXIT_FAIL_ENTRY",
+        "KVM_EXIT_INTERNAL_ERROR")},
+    "RUN_io": U, "RUN_io_size": U + _offset(uapi.RUN_IO.format, 1),
+    "RUN_io_port": U + _offset(uapi.RUN_IO.format, 2),
+    "RUN_io_count": U + _offset(uapi.RUN_IO.format, 3),
+    "RUN_io_data_offset": U + _offset(uapi.RUN_IO.format, 4),
+}
+
+
+def _io_golden() -> dict[str, int]:
+    return cgolden.values(GOLDEN / "kvm_run_io.c", "gcc", "quad")
+
+
+def test_the_io_exit_matches_the_kernel_headers():
+    assert IO_OURS == _io_golden()
+
+
+def test_decode_io_exit_at_the_headers_offsets():
+    """An OUT of two 1-byte accesses to port 0x3f8 (a string instruction), data at 4096."""
+    g = _io_golden()
+    union = bytearray(64)
+    base = g["RUN_io"]
+    union[0] = g["KVM_EXIT_IO_OUT"]
+    union[g["RUN_io_size"] - base] = 1
+    struct.pack_into("<H", union, g["RUN_io_port"] - base, 0x3F8)
+    struct.pack_into("<I", union, g["RUN_io_count"] - base, 2)
+    struct.pack_into("<Q", union, g["RUN_io_data_offset"] - base, 4096)
+    ex = decode_run(_run_page(g["KVM_EXIT_IO"], bytes(union)))
+    assert ex.summary() == {"reason": "IO", "port": 0x3F8, "is_write": True, "len": 1, "count": 2}
+    assert ex.data_offset == 4096
+    union[0] = g["KVM_EXIT_IO_IN"]
+    assert decode_run(_run_page(g["KVM_EXIT_IO"], bytes(union))).is_write is False
+
+
 def test_decode_unknown_exit_keeps_its_number():
     assert decode_run(_run_page(99, b"")).reason == "exit-99"
 

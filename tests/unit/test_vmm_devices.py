@@ -5,8 +5,9 @@ import threading
 
 import pytest
 
-from harness.guest.vmm import image, l2init
-from harness.guest.vmm.devices import Pl011, Pl031
+from harness.guest.vmm import l2init
+from harness.guest.vmm.arm64 import loader
+from harness.guest.vmm.arm64.devices import Pl011, Pl031
 
 
 def test_pl011_identifies_as_a_primecell_uart_and_drives_tx_by_txim():
@@ -66,18 +67,18 @@ def test_pl031_alarm_fires_on_its_timer():
     r.close()
 
 
-def _header(magic=image.MAGIC, flags=0) -> bytes:
+def _header(magic=loader.MAGIC, flags=0) -> bytes:
     return struct.pack("<II QQQ QQQ II", 0, 0, 0, 0x2000000, flags, 0, 0, 0, magic, 0)
 
 
 def test_image_header_accepts_an_arm64_image_and_names_what_else_it_got():
-    img = image.parse(_header())
+    img = loader.parse(_header())
     assert (img.text_offset, img.image_size) == (0, 0x2000000)
     for data, words in ((b"\x1f\x8b" + b"\0" * 70, "gzip"), (b"x" * 10, "shorter"),
                         (_header(magic=0), "no arm64 Image magic"),
                         (_header(flags=1), "big-endian")):
-        with pytest.raises(image.NotAnImage, match=words):
-            image.parse(data)
+        with pytest.raises(loader.NotAnImage, match=words):
+            loader.parse(data)
 
 
 def test_l2_reports_are_read_from_the_console():

@@ -1,4 +1,5 @@
-"""/dev/kvm from stdlib Python: uapi numbers, VM/vCPU objects, an aarch64 encoder."""
+"""/dev/kvm from stdlib Python: uapi numbers, arch-neutral VM/vCPU objects (vm.py), the
+arm64-only calls and an aarch64 encoder (arm64.py)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,22 @@
-"""A tiny aarch64 assembler for guest code, and the PSCI/SMCCC numbers it calls.
+"""KVM on arm64: the vCPU and interrupt calls only arm64 has, the PSCI/SMCCC numbers,
+and a tiny aarch64 assembler for guest code.
 
 No prebuilt binaries, no C: the few instructions a uAPI scenario needs are
 encoded here (ARM DDI 0487, A64 base instructions) and checked against GNU as
-in tests/unit/test_arm64_asm.py."""
+in tests/unit/test_arm64_asm.py.  The calls take the arch-neutral objects of
+kvm/vm.py (Vm, Vcpu), which know nothing of arm64."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import struct
+from typing import TYPE_CHECKING
+
+from . import uapi
+
+if TYPE_CHECKING:
+    from .vm import Vcpu, Vm
 
 # ---------------------------------------------------------------- PSCI (ARM DEN0022)
 PSCI_VERSION = 0x84000000
@@ -167,3 +177,46 @@ class Asm:
                 w = b(self.labels[w[1]] - pc)
             out.append(w)
         return struct.pack(f"<{len(out)}I", *out)
+
+
+# ---------------------------------------------------------------- KVM calls
+def preferred_target(vm: "Vm") -> int:
+    buf = bytearray(uapi.VCPU_INIT.size)
+    fcntl.ioctl(vm.fd, uapi.KVM_ARM_PREFERRED_TARGET, buf)
+    return uapi.VCPU_INIT.unpack(buf)[0]
+
+
+def vcpu_init(vcpu: "Vcpu", *features: int) -> None:
+    """KVM_ARM_VCPU_INIT with these feature bits: also how a vCPU is reset."""
+    words = [0] * 7
+    for f in features:
+        words[f // 32] |= 1 << (f % 32)
+    fcntl.ioctl(vcpu.fd, uapi.KVM_ARM_VCPU_INIT,
+                uapi.VCPU_INIT.pack(preferred_target(vcpu.vm), *words))
+
+
+def vcpu_state(vcpu: "Vcpu") -> dict:
+    """pc, x0..x3 and MP_STATE: what a report of a stuck vCPU shows."""
+    out: dict = {"vcpu": vcpu.id}
+    try:
+        out["pc"] = hex(vcpu.get_reg(uapi.ARM64_PC))
+        for n in range(4):
+            out[f"x{n}"] = hex(vcpu.get_reg(uapi.arm64_x(n)))
+        out["mp_state"] = vcpu.mp_state
+    except OSError as e:
+        out["error"] = errno.errorcode.get(e.errno, str(e.errno))
+    return out
+
+
+def spi(vm: "Vm", intid: int, level: bool) -> None:
+    """Drive a shared peripheral interrupt of the in-kernel vGIC (INTID 32..1019)."""
+    vm.irq_line((uapi.KVM_ARM_IRQ_TYPE_SPI << uapi.KVM_ARM_IRQ_TYPE_SHIFT) | intid, level)
+
+
+def cpu_irq(vm: "Vm", vcpu_id: int, level: bool, fiq: bool = False) -> None:
+    """Drive a vCPU's IRQ (or FIQ) input: the userspace-irqchip path, no vGIC."""
+    irq = ((uapi.KVM_ARM_IRQ_TYPE_CPU << uapi.KVM_ARM_IRQ_TYPE_SHIFT)
+           | ((vcpu_id & 0xFF) << uapi.KVM_ARM_IRQ_VCPU_SHIFT)
+           | (((vcpu_id >> 8) & 0xF) << uapi.KVM_ARM_IRQ_VCPU2_SHIFT)
+           | (uapi.KVM_ARM_IRQ_CPU_FIQ if fiq else uapi.KVM_ARM_IRQ_CPU_IRQ))
+    vm.irq_line(irq, level)

@@ -74,8 +74,10 @@ KVM_EXIT_NAMES = {
     6: "MMIO", 8: "SHUTDOWN", 9: "FAIL_ENTRY", 10: "INTR", 17: "INTERNAL_ERROR",
     24: "SYSTEM_EVENT", 28: "ARM_NISV", 39: "MEMORY_FAULT", 41: "ARM_SEA",
 }
-KVM_EXIT_UNKNOWN = 0
-KVM_EXIT_HYPERCALL, KVM_EXIT_MMIO, KVM_EXIT_INTR, KVM_EXIT_SYSTEM_EVENT = 3, 6, 10, 24
+KVM_EXIT_UNKNOWN, KVM_EXIT_IO, KVM_EXIT_HYPERCALL, KVM_EXIT_MMIO = 0, 2, 3, 6
+KVM_EXIT_FAIL_ENTRY, KVM_EXIT_INTR, KVM_EXIT_INTERNAL_ERROR = 9, 10, 17
+KVM_EXIT_SYSTEM_EVENT = 24
+KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT = 0, 1      # kvm_run.io.direction
 
 SYSTEM_EVENT_NAMES = {1: "SHUTDOWN", 2: "RESET", 3: "CRASH", 4: "WAKEUP", 5: "SUSPEND",
                       6: "SEV_TERM", 7: "TDX_FATAL"}
@@ -87,6 +89,7 @@ RUN_IMMEDIATE_EXIT = 1                      # __u8 immediate_exit, polled on KVM
 RUN_MMIO_DATA = 32 + 8                      # mmio.data[8]: where a read's value goes
 UNION_OFFSET = 32                           # the exit union follows 32 bytes of header
 RUN_MMIO = struct.Struct("<Q8sIB")          # phys_addr, data[8], len, is_write
+RUN_IO = struct.Struct("<BBHIQ")            # direction, size, port, count, data_offset
 RUN_SYSTEM_EVENT = struct.Struct("<II16Q")  # type, ndata, data[16]
 RUN_HYPERCALL = struct.Struct("<Q6QQQ")     # nr, args[6], ret, flags
 RUN_FAIL_ENTRY = struct.Struct("<QI")       # hardware_entry_failure_reason, cpu

@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .. import kmsg
 from . import uapi
 
 
@@ -28,38 +29,13 @@ class KvmBroken(Exception):
     """KVM should be there but /dev/kvm is missing or misbehaves: a FAIL quoting it."""
 
 
-def _kernel_log() -> str:
-    """The kernel's log buffer through /dev/kmsg (stdlib: no dmesg binary needed)."""
-    lines = []
-    try:
-        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return ""
-    try:
-        while True:
-            try:
-                rec = os.read(fd, 8192)
-            except BlockingIOError:
-                break
-            except OSError as e:    # EPIPE: a record was overwritten; go on
-                if e.errno == errno.EPIPE:
-                    continue
-                break               # anything else: no log (never an unbounded loop)
-            if not rec:
-                break
-            lines.append(rec.decode(errors="replace").partition(";")[2].split("\n")[0])
-    finally:
-        os.close(fd)
-    return "\n".join(lines)
-
-
 def why_no_kvm(path: str = "/dev/kvm", cpuinfo: str | None = None, log: str | None = None,
                machine: str | None = None) -> str | None:
     """Why this host has no KVM, when it is a fact of the kernel or the machine (None:
     nothing explains a missing /dev/kvm, which is then a defect).  Pure when given its
     inputs (unit-tested)."""
     machine = machine or os.uname().machine
-    log = _kernel_log() if log is None else log
+    log = "\n".join(kmsg.log()) if log is None else log
     if machine == "aarch64":
         m = re.search(r"CPU: All CPU\(s\) started at (EL\d)", log)
         if m and m.group(1) != "EL2":
@@ -108,9 +84,12 @@ class Exit:
     data: list[int] = field(default_factory=list)
     flags: int | None = None         # SYSTEM_EVENT: the pre-5.18 `flags` (data[0]'s place)
     phys_addr: int | None = None     # MMIO
-    is_write: bool | None = None
-    len: int | None = None
-    value: int | None = None
+    is_write: bool | None = None     # MMIO, IO (direction OUT)
+    len: int | None = None           # MMIO, IO (bytes per access: kvm_run.io.size)
+    value: int | None = None         # MMIO
+    port: int | None = None          # IO
+    count: int | None = None         # IO: accesses (a string instruction makes several)
+    data_offset: int | None = None   # IO: where in the kvm_run page the data is
     raw: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
@@ -121,6 +100,9 @@ class Exit:
         if self.reason == "MMIO":
             return {"reason": self.reason, "phys_addr": self.phys_addr,
                     "is_write": self.is_write, "len": self.len, "value": self.value}
+        if self.reason == "IO":
+            return {"reason": self.reason, "port": self.port, "is_write": self.is_write,
+                    "len": self.len, "count": self.count}
         return {"reason": self.reason, **self.raw}
 
 
@@ -139,13 +121,17 @@ def decode_run(buf: bytes | mmap.mmap) -> Exit:
         addr, data, length, is_write = uapi.RUN_MMIO.unpack_from(buf, off)
         ex.phys_addr, ex.len, ex.is_write = addr, length, bool(is_write)
         ex.value = int.from_bytes(data[:length], "little")
+    elif code == uapi.KVM_EXIT_IO:
+        direction, size, port, count, data_offset = uapi.RUN_IO.unpack_from(buf, off)
+        ex.is_write = direction == uapi.KVM_EXIT_IO_OUT
+        ex.len, ex.port, ex.count, ex.data_offset = size, port, count, data_offset
     elif code == uapi.KVM_EXIT_HYPERCALL:
         nr, *rest = uapi.RUN_HYPERCALL.unpack_from(buf, off)
         ex.raw = {"nr": nr, "args": rest[:6]}
-    elif code == 9:     # FAIL_ENTRY
+    elif code == uapi.KVM_EXIT_FAIL_ENTRY:
         reason, cpu = uapi.RUN_FAIL_ENTRY.unpack_from(buf, off)
         ex.raw = {"hardware_entry_failure_reason": reason, "cpu": cpu}
-    elif code == 17:    # INTERNAL_ERROR
+    elif code == uapi.KVM_EXIT_INTERNAL_ERROR:
         sub, ndata, *data = uapi.RUN_INTERNAL.unpack_from(buf, off)
         ex.raw = {"suberror": sub, "data": data[:min(ndata, 16)]}
     return ex
@@ -166,7 +152,7 @@ class Kvm:
             why = why_no_kvm(path)
             if why:
                 raise KvmUnavailable(why) from None
-            tail = [ln for ln in _kernel_log().splitlines() if "kvm" in ln.lower()][-3:]
+            tail = [ln for ln in kmsg.log() if "kvm" in ln.lower()][-3:]
             raise KvmBroken(f"no {path}, although the machine can run KVM and the kernel "
                             f"has it; its kvm log lines: {tail}") from None
         except OSError as e:
@@ -252,24 +238,6 @@ class Vm:
         self.devices.append(dev)
         return dev
 
-    # arm64
-    def arm64_preferred_target(self) -> int:
-        buf = bytearray(uapi.VCPU_INIT.size)
-        fcntl.ioctl(self.fd, uapi.KVM_ARM_PREFERRED_TARGET, buf)
-        return uapi.VCPU_INIT.unpack(buf)[0]
-
-    def arm64_spi(self, intid: int, level: bool) -> None:
-        """Drive a shared peripheral interrupt of the in-kernel vGIC (INTID 32..1019)."""
-        self.irq_line((uapi.KVM_ARM_IRQ_TYPE_SPI << uapi.KVM_ARM_IRQ_TYPE_SHIFT) | intid, level)
-
-    def arm64_cpu_irq(self, vcpu_id: int, level: bool, fiq: bool = False) -> None:
-        """Drive a vCPU's IRQ (or FIQ) input: the userspace-irqchip path, no vGIC."""
-        irq = ((uapi.KVM_ARM_IRQ_TYPE_CPU << uapi.KVM_ARM_IRQ_TYPE_SHIFT)
-               | ((vcpu_id & 0xFF) << uapi.KVM_ARM_IRQ_VCPU_SHIFT)
-               | (((vcpu_id >> 8) & 0xF) << uapi.KVM_ARM_IRQ_VCPU2_SHIFT)
-               | (uapi.KVM_ARM_IRQ_CPU_FIQ if fiq else uapi.KVM_ARM_IRQ_CPU_IRQ))
-        self.irq_line(irq, level)
-
     def close(self) -> None:
         for v in self.vcpus:
             v.close()
@@ -351,26 +319,6 @@ class Vcpu:
     def set_mp_state(self, state: int) -> None:
         fcntl.ioctl(self.fd, uapi.KVM_SET_MP_STATE, uapi.MP_STATE.pack(state))
 
-    # --------------------------------------------------------- arm64
-    def arm64_init(self, *features: int) -> None:
-        words = [0] * 7
-        for f in features:
-            words[f // 32] |= 1 << (f % 32)
-        fcntl.ioctl(self.fd, uapi.KVM_ARM_VCPU_INIT,
-                    uapi.VCPU_INIT.pack(self.vm.arm64_preferred_target(), *words))
-
-    def arm64_state(self) -> dict:
-        """pc, x0..x3 and MP_STATE: what a report of a stuck vCPU shows."""
-        out: dict = {"vcpu": self.id}
-        try:
-            out["pc"] = hex(self.get_reg(uapi.ARM64_PC))
-            for n in range(4):
-                out[f"x{n}"] = hex(self.get_reg(uapi.arm64_x(n)))
-            out["mp_state"] = self.mp_state
-        except OSError as e:
-            out["error"] = _errname(e)
-        return out
-
     # --------------------------------------------------------- running
     def run(self, timeout: float = 10.0) -> Exit:
         """KVM_RUN once, bounded: past `timeout` a SIGALRM kicks the vCPU out (EINTR)
@@ -446,6 +394,14 @@ class Vcpu:
         writes it to the guest register and moves PC on (never touch PC here)."""
         self.run_page[uapi.RUN_MMIO_DATA:uapi.RUN_MMIO_DATA + length] = \
             (value & ((1 << (8 * length)) - 1)).to_bytes(length, "little")
+
+    def io_data(self, ex: Exit) -> bytes:
+        """The bytes of an IO exit (`count` accesses of `len` bytes): what an OUT wrote."""
+        return bytes(self.run_page[ex.data_offset:ex.data_offset + ex.len * ex.count])
+
+    def complete_io_in(self, ex: Exit, data: bytes) -> None:
+        """Hand KVM the bytes of the IN that just exited; the next KVM_RUN loads them."""
+        self.run_page[ex.data_offset:ex.data_offset + len(data)] = data
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -7,20 +7,23 @@ capability the policy asks for (KVM_CAP_ARM_SYSTEM_SUSPEND), 3 when a bound ende
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
 from ..kvm.vm import KvmBroken
-from . import l2init
-from .vmm import (CapAbsent, Policy, ReferenceVmm, Result, VmmError, load_kernel,
-                  write_outdir)
+from . import l2init, relaunch
+from .core import Core, write_outdir
+from .policy import CapAbsent, Policy, Result, VmmError
 
 DEFAULT_APPEND = "console=ttyAMA0 quiet rdinit=/init panic=-1"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python3 -m harness.guest.vmm", description=__doc__)
-    ap.add_argument("--kernel", required=True, help="arm64 Image (file or block device)")
+    ap.add_argument("--arch", default="arm64", help="the backend: a folder of harness/guest/vmm")
+    ap.add_argument("--kernel", required=True, help="the kernel (an arm64 Image; a file or "
+                    "a block device)")
     ap.add_argument("--initrd", help="initramfs (default: busybox + the guestpm scenario)")
     ap.add_argument("--suspend", default="honour", choices=("honour", "hold", "deny", "off"),
                     help="SYSTEM_SUSPEND policy; off: no KVM_CAP_ARM_SYSTEM_SUSPEND")
@@ -33,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pmem", metavar="FILE", help="a pmem region backed by FILE (kept "
                     "across VMs: the L2 guest's swap for hibernation)")
     ap.add_argument("--pmem-mib", type=int, default=256)
-    ap.add_argument("--relaunch", choices=("never", "off2", "always"), default="never",
+    ap.add_argument("--relaunch", choices=relaunch.WHEN, default="never",
                     help="after a SHUTDOWN exit boot a new VM on the same pmem: only when "
                          "flagged PSCI_OFF2 (hibernated), or always (a test that needs the "
                          "round trip records that the VMM was not told)")
@@ -42,19 +45,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--silent", type=float, default=120,
                     help="end a guest that has printed nothing after this long (with "
-                         "`quiet` the first line is the L2 /init's, ~5 s of guest time; "
-                         "an L2 under a loaded TCG L1 took over 60 s of wall time)")
+                         "`quiet` the first line is the L2 /init's; docs/figures.md has "
+                         "how long that takes under TCG)")
     ap.add_argument("--out", type=Path, help="directory for exits.jsonl and console.log")
     ap.add_argument("--progress", action="store_true", help="a line on stderr every 15 s")
     ap.add_argument("--kvm", default="/dev/kvm", help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    try:
+        backend = importlib.import_module(f"{__package__}.{a.arch}.backend")
+    except ModuleNotFoundError:
+        print(f"vmm: no backend {a.arch!r} in harness/guest/vmm", file=sys.stderr)
+        return 2
     try:
         version = tuple(int(x) for x in a.psci_version.split(".")) if a.psci_version else None
         policy = Policy(system_suspend_cap=a.suspend != "off",
                         on_suspend="honour" if a.suspend == "off" else a.suspend,
                         psci_version=version, vcpus=a.vcpus, ram_mib=a.ram_mib,
                         pmem_mib=a.pmem_mib if a.pmem else 0)
-        kernel = load_kernel(a.kernel)
+        kernel = backend.load_kernel(a.kernel)
         if a.initrd:
             initrd = Path(a.initrd).read_bytes()
         else:
@@ -64,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 initrd += fh.read()
         if a.out:
             write_outdir(a.out)
-        vmm = ReferenceVmm(kernel, initrd, f"{DEFAULT_APPEND} {a.append}".strip(), policy,
+        vmm = backend.make(kernel, initrd, f"{DEFAULT_APPEND} {a.append}".strip(), policy,
                            a.out, kvm_path=a.kvm, pmem=a.pmem)
         vmm.setup()
     except CapAbsent as e:
@@ -74,31 +86,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vmm: {e}", file=sys.stderr)
         return 2
     result = _run(vmm, a)
-    if result.outcome == "shutdown" and (a.relaunch == "always"
-                                         or (a.relaunch == "off2" and result.off2)):
-        again = Policy(**{**policy.__dict__, "ram_mib": a.relaunch_ram_mib or a.ram_mib})
-        out = a.out / "relaunch" if a.out else None
-        try:
-            if out:
-                write_outdir(out)
-            vmm2 = ReferenceVmm(kernel, initrd,
-                                f"{DEFAULT_APPEND} {a.relaunch_append}".strip(), again, out,
-                                kvm_path=a.kvm, pmem=a.pmem)
-            vmm2.setup()
-        except (VmmError, KvmBroken, OSError, ValueError) as e:
-            print(f"vmm: relaunch: {e}", file=sys.stderr)
-            return 2
-        second = _run(vmm2, a)
-        result.relaunch = {**second.__dict__,
-                           "because": "off2" if result.off2 else "forced (the VMM was not told)"}
-        if second.outcome in ("timeout", "silent"):
-            print(result.to_json(), flush=True)
-            return 3
+    if relaunch.wanted(result, a.relaunch):
+        status = _relaunch(backend, kernel, initrd, policy, result, a)
+        if status is not None:
+            return status
     print(result.to_json(), flush=True)
     return 3 if result.outcome in ("timeout", "silent") else 0
 
 
-def _run(vmm: ReferenceVmm, a) -> Result:
+def _relaunch(backend, kernel: bytes, initrd: bytes, policy: Policy, result: Result,
+              a) -> int | None:
+    """The next VM on the same pmem; an exit status when it decides the run's."""
+    again = Policy(**{**policy.__dict__, "ram_mib": a.relaunch_ram_mib or a.ram_mib})
+    out = a.out / "relaunch" if a.out else None
+    try:
+        if out:
+            write_outdir(out)
+        vmm2 = backend.make(kernel, initrd, f"{DEFAULT_APPEND} {a.relaunch_append}".strip(),
+                            again, out, kvm_path=a.kvm, pmem=a.pmem)
+        vmm2.setup()
+    except (VmmError, KvmBroken, OSError, ValueError) as e:
+        print(f"vmm: relaunch: {e}", file=sys.stderr)
+        return 2
+    second = _run(vmm2, a)
+    relaunch.attach(result, second)
+    if second.outcome in ("timeout", "silent"):
+        print(result.to_json(), flush=True)
+        return 3
+    return None
+
+
+def _run(vmm: Core, a) -> Result:
     try:
         return vmm.run(a.timeout, a.silent, progress=(lambda s: print(
             f"vmm: {s}", file=sys.stderr, flush=True)) if a.progress else None)

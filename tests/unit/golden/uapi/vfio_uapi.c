@@ -1,4 +1,4 @@
-/* The vfio uAPI values harness/guest/vfio.py encodes, as the kernel's own headers
+/* The vfio uAPI values harness/guest/vfio_uapi.py encodes, as the kernel's own headers
  * (linux-libc-dev) give them. Compiled with -S by tests/unit/test_vfio_uapi.py when
  * GUESTPM_REGOLD=1; the .json is the golden. */
 #include <stddef.h>

@@ -1,7 +1,7 @@
 """What one MMIO exit costs through this KVM and this VMM's Python: a guest page of
 N loads from the PL011's flag register, then PSCI SYSTEM_OFF; wall time per exit.
 
-    python3 -m harness.guest.vmm.bench [N]      # one JSON line
+    python3 -m harness.guest.vmm.arm64.bench [N]      # one JSON line
 
 Under TCG at L0 the figure includes the L1 host's KVM world switch, emulated; on
 bare metal it is the KVM exit plus the Python dispatch."""
@@ -12,8 +12,8 @@ import json
 import sys
 import time
 
-from ..kvm import arm64, uapi
-from ..kvm.vm import Kvm
+from ...kvm import arm64, uapi
+from ...kvm.vm import Kvm
 from . import board
 from .devices import Pl011
 
@@ -23,14 +23,14 @@ def mmio_roundtrip(n: int = 2000) -> dict:
     with Kvm() as kvm, kvm.create_vm() as vm:
         mem = vm.add_memory(0, board.RAM, 1 << 20)
         code = arm64.Asm(board.RAM)
-        code.mov(0, board.UART)
+        code.mov(0, board.UART.base)
         code.emit(*[arm64.ldr_x(1, 0, Pl011.FR) for _ in range(n)])
         code.mov(0, arm64.PSCI_SYSTEM_OFF)
         code.emit(arm64.hvc())
         blob = code.assemble()
         mem[:len(blob)] = blob
         v = vm.create_vcpu(0)
-        v.arm64_init(uapi.KVM_ARM_VCPU_PSCI_0_2)
+        arm64.vcpu_init(v, uapi.KVM_ARM_VCPU_PSCI_0_2)
         v.set_reg(uapi.ARM64_PC, board.RAM)
         exits, python_s = 0, 0.0
         t0 = time.monotonic()
@@ -41,7 +41,7 @@ def mmio_roundtrip(n: int = 2000) -> dict:
             if ex.reason != "MMIO":
                 break
             t = time.monotonic()
-            v.complete_mmio_read(uart.read(ex.phys_addr - board.UART), ex.len)
+            v.complete_mmio_read(uart.read(ex.phys_addr - board.UART.base), ex.len)
             python_s += time.monotonic() - t
             exits += 1
         wall = time.monotonic() - t0

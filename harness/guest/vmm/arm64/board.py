@@ -1,6 +1,8 @@
 """The reference VMM's arm64 machine: its memory map, and the device tree that tells
 Linux about it.  The addresses follow QEMU's `virt` board, so a kernel that boots there
-finds its devices at familiar places.  Pure (unit-tested against dtc)."""
+finds its devices at familiar places.  This is the one device map: the backend puts
+the MMIO devices on the bus from it, and the device tree describes the same regions.
+Pure (unit-tested against dtc)."""
 
 from __future__ import annotations
 
@@ -8,15 +10,23 @@ from dataclasses import dataclass
 
 from .fdt import U64, Node
 
-GIC_DIST = 0x0800_0000          # 64 KiB
-GIC_REDIST = 0x080A_0000        # 128 KiB per vCPU
-UART = 0x0900_0000              # PL011, 4 KiB
-RTC = 0x0901_0000               # PL031, 4 KiB
+
+@dataclass(frozen=True)
+class Mmio:
+    """A device's region and its interrupt (an SPI's INTID, 32..)."""
+    name: str
+    base: int
+    size: int
+    intid: int
+
+
+GIC_DIST, GIC_DIST_SIZE = 0x0800_0000, 0x1_0000
+GIC_REDIST, GIC_REDIST_SIZE = 0x080A_0000, 0x2_0000         # per vCPU
+UART = Mmio("pl011", 0x0900_0000, 0x1000, intid=32 + 1)     # SPI 1
+RTC = Mmio("pl031", 0x0901_0000, 0x1000, intid=32 + 2)      # SPI 2
 RAM = 0x4000_0000
 PMEM = 0x1_0000_0000             # above any RAM this VMM gives (at most 3 GiB)
 
-UART_INTID = 32 + 1             # SPI 1
-RTC_INTID = 32 + 2              # SPI 2
 NR_IRQS = 64                    # 32 private + 32 shared: all this board uses
 
 # what Linux needs for this board that Debian builds as modules (PL011 and PL031 are
@@ -39,11 +49,6 @@ class Layout:
     initrd: tuple[int, int] | None = None      # [start, end) guest physical
     pmem_size: int = 0                         # a persistent pmem region at PMEM
 
-    def mmio(self) -> list[tuple[int, int, str]]:
-        return [(GIC_DIST, 0x1_0000, "gic-dist"),
-                (GIC_REDIST, 0x2_0000 * self.vcpus, "gic-redist"),
-                (UART, 0x1000, "pl011"), (RTC, 0x1000, "pl031")]
-
 
 def _reg(base: int, size: int) -> list[U64]:
     return [U64(base), U64(size)]
@@ -63,7 +68,7 @@ def device_tree(layout: Layout) -> Node:
 
     chosen = root.child("chosen")
     chosen.prop("bootargs", layout.bootargs)
-    chosen.prop("stdout-path", f"/pl011@{UART:x}")
+    chosen.prop("stdout-path", f"/{UART.name}@{UART.base:x}")
     if layout.initrd:
         chosen.prop("linux,initrd-start", U64(layout.initrd[0]))
         chosen.prop("linux,initrd-end", U64(layout.initrd[1]))
@@ -92,7 +97,8 @@ def device_tree(layout: Layout) -> Node:
     gic.prop("interrupt-controller")
     gic.prop("#address-cells", 0)
     gic.prop("#redistributor-regions", 1)
-    gic.prop("reg", _reg(GIC_DIST, 0x1_0000) + _reg(GIC_REDIST, 0x2_0000 * layout.vcpus))
+    gic.prop("reg", _reg(GIC_DIST, GIC_DIST_SIZE)
+             + _reg(GIC_REDIST, GIC_REDIST_SIZE * layout.vcpus))
     gic.prop("phandle", PHANDLE_GIC)
 
     timer = root.child("timer")
@@ -107,17 +113,17 @@ def device_tree(layout: Layout) -> Node:
     clk.prop("clock-output-names", "clk24mhz")
     clk.prop("phandle", PHANDLE_CLK)
 
-    uart = root.child(f"pl011@{UART:x}")
+    uart = root.child(f"{UART.name}@{UART.base:x}")
     uart.prop("compatible", ["arm,pl011", "arm,primecell"])
-    uart.prop("reg", _reg(UART, 0x1000))
-    uart.prop("interrupts", _spi(UART_INTID))
+    uart.prop("reg", _reg(UART.base, UART.size))
+    uart.prop("interrupts", _spi(UART.intid))
     uart.prop("clocks", [PHANDLE_CLK, PHANDLE_CLK])
     uart.prop("clock-names", ["uartclk", "apb_pclk"])
 
-    rtc = root.child(f"pl031@{RTC:x}")
+    rtc = root.child(f"{RTC.name}@{RTC.base:x}")
     rtc.prop("compatible", ["arm,pl031", "arm,primecell"])
-    rtc.prop("reg", _reg(RTC, 0x1000))
-    rtc.prop("interrupts", _spi(RTC_INTID))
+    rtc.prop("reg", _reg(RTC.base, RTC.size))
+    rtc.prop("interrupts", _spi(RTC.intid))
     rtc.prop("clocks", [PHANDLE_CLK])
     rtc.prop("clock-names", "apb_pclk")
     rtc.prop("wakeup-source")

@@ -1,0 +1,102 @@
+"""The arm64 backend's PSCI policy on SYSTEM_EVENT exits, with a fake core and vCPUs
+(no KVM): what the VMM writes back and logs for each policy."""
+
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from harness.guest.kvm import arm64, uapi
+from harness.guest.vmm.arm64 import board, psci_policy
+from harness.guest.vmm.core import ExitLog
+
+ENTRY, CONTEXT = board.RAM + 0x1000, 0xC0DE
+
+
+class _Vcpu:
+    def __init__(self, vcpu_id, regs=None):
+        self.id, self.regs, self.mp = vcpu_id, dict(regs or {}), uapi.KVM_MP_STATE_RUNNABLE
+
+    def get_reg(self, reg):
+        return self.regs.get(reg, 0)
+
+    def set_reg(self, reg, value):
+        self.regs[reg] = value
+
+    @property
+    def mp_state(self):
+        return uapi.MP_STATE_NAMES[self.mp]
+
+    def set_mp_state(self, state):
+        self.mp = state
+
+
+class _Core:
+    def __init__(self, system_event_data=True):
+        self.log = ExitLog(None, 0.0)
+        self.kvm = SimpleNamespace(system_event_data=system_event_data)
+        self.done = threading.Event()
+        self.finished = None
+
+    def snapshot(self, caller):
+        return [{"vcpu": caller.id, "mp_state": caller.mp_state}]
+
+    def finish(self, outcome, detail="", **extra):
+        self.finished = (outcome, detail, extra)
+
+
+def _event(typ, data=(0,)):
+    """A decoded SYSTEM_EVENT exit (kvm.vm.decode_run's fields)."""
+    return SimpleNamespace(type=typ, ndata=len(data), data=list(data), flags=data[0])
+
+
+def _psci(core, on_suspend):
+    return psci_policy.Psci(core, on_suspend, range(board.RAM, board.RAM + (256 << 20)),
+                            {0: (uapi.KVM_ARM_VCPU_PSCI_0_2,)}, rtc=None)
+
+
+def _suspend_call(entry=ENTRY):
+    return _Vcpu(0, {uapi.ARM64_PC: board.RAM, uapi.arm64_x(1): entry,
+                     uapi.arm64_x(2): CONTEXT})
+
+
+@pytest.fixture(autouse=True)
+def _no_kvm_init(monkeypatch):
+    monkeypatch.setattr(arm64, "vcpu_init", lambda v, *features: v.regs.clear())
+
+
+def test_honour_suspends_in_kvm_and_the_wakeup_restarts_at_the_entry_point():
+    core = _Core()
+    p, v = _psci(core, "honour"), _suspend_call()
+    p.system_event(v, _event("SUSPEND"))
+    assert v.mp_state == "SUSPENDED" and p.resume_at == {0: (ENTRY, CONTEXT)}
+    p.system_event(v, _event("WAKEUP"))
+    assert v.mp_state == "RUNNABLE"
+    assert (v.regs[uapi.ARM64_PC], v.regs[uapi.arm64_x(0)]) == (ENTRY, CONTEXT)
+    assert [r["event"] for r in core.log.records] == \
+        ["system-event", "suspend-in-kvm", "system-event", "restart"]
+    assert core.finished is None
+
+
+@pytest.mark.parametrize("policy, entry, x0", [
+    ("deny", ENTRY, arm64.PSCI_DENIED),
+    ("honour", board.RAM - 4, arm64.PSCI_INVALID_ADDRESS),   # an entry point outside RAM
+])
+def test_a_refused_suspend_returns_the_psci_error_in_x0(policy, entry, x0):
+    core = _Core()
+    v = _suspend_call(entry)
+    _psci(core, policy).system_event(v, _event("SUSPEND"))
+    assert arm64.s64(v.regs[uapi.arm64_x(0)]) == x0
+    assert v.mp_state == "RUNNABLE" and core.log.records[-1]["event"] == "suspend-refused"
+
+
+@pytest.mark.parametrize("data, event_data, off2", [
+    ((uapi.KVM_SYSTEM_EVENT_SHUTDOWN_FLAG_PSCI_OFF2,), True, True),
+    ((0,), True, False),
+    ((uapi.KVM_SYSTEM_EVENT_SHUTDOWN_FLAG_PSCI_OFF2,), False, True),    # pre-5.18 `flags`
+])
+def test_shutdown_ends_the_run_reading_the_off2_flag(data, event_data, off2):
+    core = _Core(system_event_data=event_data)
+    _psci(core, "honour").system_event(_Vcpu(0), _event("SHUTDOWN", data))
+    assert core.finished == ("shutdown", "hibernated (PSCI_OFF2)" if off2 else "powered off",
+                             {"off2": off2})
