@@ -65,7 +65,7 @@ class TinyGuest:
 
     def __init__(self, code: bytes, run_timeout: float = 10.0):
         self.run_timeout = run_timeout
-        self.last_io: x86.PortIo | None = None
+        self.last = None                # the last exit, for completing an IN
         self.kvm = Kvm()
         try:
             self.vm = self.kvm.create_vm()
@@ -81,14 +81,12 @@ class TinyGuest:
 
     def run(self) -> dict:
         """KVM_RUN once; the exit as the tests compare it."""
-        ex = self.vcpu.run(self.run_timeout)
-        if ex.code == x86.KVM_EXIT_IO:
-            io = x86.decode_io(self.vcpu.run_page)
-            self.last_io = io
-            out = {"exit": "IO", "direction": io.direction, "size": io.size,
-                   "port": io.port, "count": io.count}
-            if io.direction == "out":
-                out["data"] = io.data(self.vcpu.run_page)
+        ex = self.last = self.vcpu.run(self.run_timeout)
+        if ex.reason == "IO":
+            out = {"exit": "IO", "direction": "out" if ex.is_write else "in", "size": ex.len,
+                   "port": ex.port, "count": ex.count}
+            if ex.is_write:
+                out["data"] = x86.out_values(self.vcpu, ex)
             return out
         if ex.reason == "MMIO":
             return {"exit": "MMIO", "phys_addr": ex.phys_addr, "len": ex.len,
@@ -149,7 +147,7 @@ def in_returns_what_the_vmm_put_in_kvm_run(t):
     with TinyGuest(code) as g:
         for size, value in ((1, 0xA5), (2, 0xBEEF)):
             t.require(f"IN of {size} byte(s)", g.run(), io_in(size))
-            g.last_io.complete_in(g.vcpu.run_page, value)
+            x86.complete_in(g.vcpu, g.last, value)
             t.require(f"the guest's echo of the {size}-byte IN", g.run(), io_out(size, value))
         t.expect("then", g.run(), HLT)
 

@@ -15,7 +15,7 @@ import cgolden
 import pytest
 
 from harness.guest import x86io
-from harness.guest.kvm import uapi, x86
+from harness.guest.kvm import uapi, vm, x86
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -26,15 +26,15 @@ def test_uapi_matches_the_kernel_headers():
     ours = {
         "KVM_SET_TSS_ADDR": x86.KVM_SET_TSS_ADDR, "KVM_GET_REGS": x86.KVM_GET_REGS,
         "KVM_SET_REGS": x86.KVM_SET_REGS, "KVM_GET_SREGS": x86.KVM_GET_SREGS,
-        "KVM_SET_SREGS": x86.KVM_SET_SREGS, "KVM_EXIT_IO": x86.KVM_EXIT_IO,
-        "KVM_EXIT_HLT": x86.KVM_EXIT_HLT, "KVM_EXIT_IO_IN": x86.KVM_EXIT_IO_IN,
-        "KVM_EXIT_IO_OUT": x86.KVM_EXIT_IO_OUT, "SIZEOF_kvm_regs": x86.REGS.size,
+        "KVM_SET_SREGS": x86.KVM_SET_SREGS, "SIZEOF_kvm_regs": x86.REGS.size,
         "SIZEOF_kvm_sregs": x86.SREGS_SIZE, "SIZEOF_kvm_segment": x86.SEGMENT.size,
         "kvm_regs_rip": regs["rip"], "kvm_regs_rflags": regs["rflags"], "kvm_regs_rdx": regs["rdx"],
         "kvm_sregs_cs": x86.CS_OFFSET, "kvm_segment_selector": 12, "kvm_segment_type": 14,
-        "RUN_io": uapi.UNION_OFFSET, "RUN_io_size": uapi.UNION_OFFSET + 1,
-        "RUN_io_port": uapi.UNION_OFFSET + 2, "RUN_io_count": uapi.UNION_OFFSET + 4,
-        "RUN_io_data_offset": uapi.UNION_OFFSET + 8,
+        "kvm_sregs_gdt": x86.GDT_OFFSET, "kvm_sregs_cr0": x86.CR0, "kvm_sregs_cr3": x86.CR3,
+        "kvm_sregs_cr4": x86.CR4, "kvm_sregs_efer": x86.EFER,
+        "SIZEOF_kvm_cpuid_entry2": x86.CPUID_ENTRY.size,
+        "KVM_GET_SUPPORTED_CPUID": x86.KVM_GET_SUPPORTED_CPUID, "KVM_SET_CPUID2": x86.KVM_SET_CPUID2,
+        "KVM_CREATE_IRQCHIP": x86.KVM_CREATE_IRQCHIP, "KVM_CREATE_PIT2": x86.KVM_CREATE_PIT2,
     }
     assert ours == golden
     # the segment layout the two offsets above name, as x86.SEGMENT packs it
@@ -42,19 +42,28 @@ def test_uapi_matches_the_kernel_headers():
     assert packed[12:14] == b"\xcd\xab" and packed[14] == 3
 
 
-def test_kvm_run_io_is_decoded_and_completed():
-    page = bytearray(4096)
-    uapi.RUN_EXIT_REASON.pack_into(page, 0, x86.KVM_EXIT_IO)
-    x86.RUN_IO.pack_into(page, uapi.UNION_OFFSET, x86.KVM_EXIT_IO_OUT, 2, 0x510, 3, 0x1000 - 8)
-    page[0x1000 - 8:0x1000 - 2] = bytes.fromhex("3412 7856 bc9a")
-    io = x86.decode_io(page)
-    assert (io.direction, io.size, io.port, io.count) == ("out", 2, 0x510, 3)
-    assert io.data(page) == [0x1234, 0x5678, 0x9ABC]
-    x86.RUN_IO.pack_into(page, uapi.UNION_OFFSET, x86.KVM_EXIT_IO_IN, 1, 0x510, 1, 0x800)
-    io = x86.decode_io(page)
-    assert io.direction == "in"
-    io.complete_in(page, 0x1A5)          # wider than the access: only its byte goes in
-    assert page[0x800:0x802] == b"\xa5\x00"
+class _Vcpu:
+    """What out_values/complete_in use of a vCPU: its kvm_run page, through vm.Vcpu's
+    own io_data/complete_io_in."""
+    def __init__(self):
+        self.run_page = bytearray(4096)
+
+    io_data = vm.Vcpu.io_data
+    complete_io_in = vm.Vcpu.complete_io_in
+
+
+def test_io_exit_values_out_and_in():
+    v = _Vcpu()
+    uapi.RUN_EXIT_REASON.pack_into(v.run_page, 0, uapi.KVM_EXIT_IO)
+    uapi.RUN_IO.pack_into(v.run_page, uapi.UNION_OFFSET, uapi.KVM_EXIT_IO_OUT, 2, 0x510, 3, 0xFF8)
+    v.run_page[0xFF8:0xFFE] = bytes.fromhex("3412 7856 bc9a")
+    ex = vm.decode_run(v.run_page)
+    assert (ex.reason, ex.is_write, ex.len, ex.port, ex.count) == ("IO", True, 2, 0x510, 3)
+    assert x86.out_values(v, ex) == [0x1234, 0x5678, 0x9ABC]
+    uapi.RUN_IO.pack_into(v.run_page, uapi.UNION_OFFSET, uapi.KVM_EXIT_IO_IN, 1, 0x510, 1, 0x800)
+    ex = vm.decode_run(v.run_page)
+    x86.complete_in(v, ex, 0x1A5)        # wider than the access: only its byte goes in
+    assert v.run_page[0x800:0x802] == b"\xa5\x00"
 
 
 def _program() -> bytes:

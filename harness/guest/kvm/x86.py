@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import struct
-from dataclasses import dataclass
 
 from . import uapi
 
@@ -33,42 +32,22 @@ KVM_SET_REGS = uapi._IOW(0x82, REGS.size)
 KVM_GET_SREGS = uapi._IOR(0x83, SREGS_SIZE)
 KVM_SET_SREGS = uapi._IOW(0x84, SREGS_SIZE)
 
-KVM_EXIT_IO, KVM_EXIT_HLT = 2, 5
-KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT = 0, 1
-RUN_IO = struct.Struct("<BBHIQ")   # direction, size, port, count, data_offset (kvm_run.io)
-
 # Outside any slot the tiny guests use: VMX needs three pages below 4 GiB for the
 # real-mode TSS (api.rst, KVM_SET_TSS_ADDR); SVM accepts and ignores it.  Below 2 GiB
 # because fcntl.ioctl passes an integer argument as a C int.
 TSS_ADDR = 0x7FFF_D000
 
 
-@dataclass
-class PortIo:
-    """kvm_run.io of a KVM_EXIT_IO: what the guest's IN or OUT asked of the VMM."""
-    direction: str       # "in" | "out"
-    size: int            # bytes per access: 1, 2, 4
-    port: int
-    count: int           # > 1 only for string I/O (INS/OUTS with REP)
-    data_offset: int     # where in the kvm_run page the data is (or goes, for IN)
-
-    def data(self, run_page) -> list[int]:
-        """OUT: the values the guest wrote, one per access."""
-        raw = bytes(run_page[self.data_offset:self.data_offset + self.size * self.count])
-        return [int.from_bytes(raw[i:i + self.size], "little")
-                for i in range(0, len(raw), self.size)]
-
-    def complete_in(self, run_page, *values: int) -> None:
-        """IN: hand KVM the values; the next KVM_RUN puts them in the guest's register."""
-        mask = (1 << (8 * self.size)) - 1
-        raw = b"".join((v & mask).to_bytes(self.size, "little") for v in values)
-        run_page[self.data_offset:self.data_offset + len(raw)] = raw
+def out_values(vcpu, ex) -> list[int]:
+    """The values an OUT (or OUTS: `count` of them) wrote, from a decoded IO exit."""
+    raw = vcpu.io_data(ex)
+    return [int.from_bytes(raw[i:i + ex.len], "little") for i in range(0, len(raw), ex.len)]
 
 
-def decode_io(run_page) -> PortIo:
-    """kvm_run.io, for an exit whose reason is KVM_EXIT_IO (pure: unit-tested)."""
-    d, size, port, count, off = RUN_IO.unpack_from(run_page, uapi.UNION_OFFSET)
-    return PortIo("out" if d == KVM_EXIT_IO_OUT else "in", size, port, count, off)
+def complete_in(vcpu, ex, *values: int) -> None:
+    """Hand KVM the values of the IN that just exited, each cut to the access size."""
+    mask = (1 << (8 * ex.len)) - 1
+    vcpu.complete_io_in(ex, b"".join((v & mask).to_bytes(ex.len, "little") for v in values))
 
 
 def set_tss_addr(vm) -> None:

@@ -95,22 +95,21 @@ def run(kernel: bytes, initrd: bytes, append: str, ram_mib: int, timeout: float,
                 exits["(in KVM 1 s)"] += 1
                 continue
             exits[ex.reason] += 1
-            if ex.code == x86.KVM_EXIT_IO:
-                io = x86.decode_io(vcpu.run_page)
+            if ex.reason == "IO":
                 dev = next(((base, d) for base, size, d in devices
-                            if base <= io.port < base + size), None)
+                            if base <= ex.port < base + size), None)
                 if dev:
                     base, d = dev
-                    if io.direction == "out":
-                        for v in io.data(vcpu.run_page):
-                            d.write(io.port - base, v)
+                    if ex.is_write:
+                        for v in x86.out_values(vcpu, ex):
+                            d.write(ex.port - base, v)
                     else:
-                        io.complete_in(vcpu.run_page,
-                                       *(d.read(io.port - base) for _ in range(io.count)))
+                        x86.complete_in(vcpu, ex, *(d.read(ex.port - base)
+                                                    for _ in range(ex.count)))
                 else:
-                    ports[f"{io.direction} {io.port:#x}"] += 1
-                    if io.direction == "in":    # nothing there: an ISA bus reads all ones
-                        io.complete_in(vcpu.run_page, *([0xFFFF_FFFF] * io.count))
+                    ports[f"{'out' if ex.is_write else 'in'} {ex.port:#x}"] += 1
+                    if not ex.is_write:         # nothing there: an ISA bus reads all ones
+                        x86.complete_in(vcpu, ex, *([0xFFFF_FFFF] * ex.count))
             elif ex.reason == "MMIO":
                 if not ex.is_write:
                     vcpu.complete_mmio_read(0xFFFF_FFFF_FFFF_FFFF, ex.len)
