@@ -65,7 +65,9 @@ class BootInfo:
     restored: bool = False   # from a snapshot: wall_s is the restore's, the rest the boot's
 
 
-# Anchored at the line end: pexpect may see a line before all of it has arrived.
+# /init's lines (guest-rootfs/init `say`): kernel records, so no other record lands
+# inside one; the console mends a line that one tore all the same (console.LineMender).
+# Anchored at the line end: a line is read whole, never a prefix of it.
 READY = re.compile(r"guestpm: ready uptime=([\d.]+) release=(\S+)\r?\n")
 RESTORED_OR_FRESH = re.compile(r"(PM: hibernation: hibernation exit)\r?\n|guestpm: ready uptime=")
 INSMOD_FAILED = re.compile(r"guestpm: insmod (\S+) failed")
