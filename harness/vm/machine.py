@@ -103,6 +103,8 @@ class Machine:
         self.launches = 0            # QEMU runs of this machine (relaunch() adds one)
         self.on_silent = None        # called with the SilentMachine error (the test plugin
                                      # marks the target dead: its kernel never starts)
+        self.on_ready = None         # called once the guest is ready, booted or restored
+                                     # (the test plugin records that the target boots)
         # kernel splats from every log read from this machine (its consoles, dmesg over
         # ssh, its L2 guests' consoles); the test plugin claims them per test
         self.splats = SplatLog(kernel.release or "", profile.name, cmdline=" ".join(append))
@@ -273,6 +275,8 @@ class Machine:
         self.boot = BootInfo(time.monotonic() - self.started_at, float(m.group(1)), m.group(2),
                              INSMOD_FAILED.findall(self.console_log.read_text(errors="replace")))
         self.ssh_port = self._forwarded_port()
+        if self.on_ready:                   # the kernel booted, even if it splatted
+            self.on_ready()
         if self.fail_on_boot_splat:         # left unclaimed: the caller records them
             found = [s for s in self.splats.unclaimed() if not s.allowed]
             if found:
@@ -309,6 +313,8 @@ class Machine:
                             f"{e} ({self.artifacts()})") from None
         self.boot = BootInfo(time.monotonic() - self.started_at, snap.boot.guest_uptime_s,
                              snap.boot.release, list(snap.boot.insmod_failed), restored=True)
+        if self.on_ready:
+            self.on_ready()
         return self.boot
 
     def _forwarded_port(self) -> int:
