@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import profiles
+from harness import profiles, wait
 from harness.errors import AbnormalShutdown, GuestpmError
 from harness.image import rootfs
 from harness.kernel import kernels
@@ -116,7 +116,9 @@ def pytest_configure(config: pytest.Config) -> None:
         if not config.option.collectonly:
             (res / "splats.jsonl").unlink(missing_ok=True)
             (res / "boots.jsonl").unlink(missing_ok=True)
+            (res / "waits.jsonl").unlink(missing_ok=True)
         res.mkdir(parents=True, exist_ok=True)
+        wait.record_close_calls(res / "waits.jsonl")      # the workers inherit it
         if getattr(config.option, "xmlpath", "missing") is None:
             config.option.xmlpath = str(res / "junit.xml")
         config.pluginmanager.register(Reporter(config, res), "guestpm-reporter")

@@ -265,7 +265,7 @@ class Console:
             with self._lock:
                 return self.closed.is_set() or \
                     len(self._lines) - self.fatal_index >= CONTEXT_LINES
-        within(complete, 2)
+        within(complete, 2, what="the rest of the crash's console lines")
         with self._lock:
             return "\n".join(self._lines[self.fatal_index:self.fatal_index + CONTEXT_LINES])
 
@@ -285,7 +285,7 @@ class Console:
             except WaitTimeout:
                 return False
         return bool(within(self.output_seen.is_set, timeout, watchdog, interval=0.5,
-                           sleep=self.output_seen.wait))
+                           sleep=self.output_seen.wait, what="the console's first byte"))
 
     def raw_spawn(self) -> ConsoleSpawn:
         """A spawn of the console's text from now on as it comes, unmended: for a person
@@ -314,7 +314,8 @@ class Console:
                 return None
             except pexpect.EOF:
                 # QEMU closed its end; its exit status may lag a moment behind the EOF
-                within(lambda: False, 5, watchdog)
+                within(lambda: False, 5, watchdog,
+                       what="QEMU's exit after its console closed (a grace: always used up)")
                 raise WaitTimeout(f"console closed while waiting for {what}; console tail "
                                   f"({self.log_path}):\n{self.tail()}") from None
         return wait_until(matched, timeout, what, watchdog, interval=0, sleep=lambda s: None,

@@ -378,8 +378,13 @@ class Machine:
     def wait_until(self, predicate: Callable[[], T], timeout: float, what: str,
                    also: Callable[[], None] | None = None, interval: float = 0.5,
                    fail: Callable[[], str] | None = None) -> T:
-        """predicate()'s first truthy value (harness.wait.wait_until, watched)."""
-        return wait_until(predicate, timeout, what, self.watch(also), interval, fail=fail)
+        """predicate()'s first truthy value (harness.wait.wait_until, watched).  Without
+        `fail`, the timeout quotes the console's tail: what the guest did meanwhile."""
+        def saw() -> str:
+            return (f"timed out after {timeout:.0f}s waiting for {what}; console tail "
+                    f"({self.console_log}):\n{self.console.tail()}")
+        return wait_until(predicate, timeout, what, self.watch(also), interval,
+                          fail=fail or saw)
 
     def _scan_output(self, result: CommandResult) -> None:
         """A `dmesg` read over ssh: its splats join the console's (each once).  The
@@ -393,7 +398,8 @@ class Machine:
 
     def _ssh_lost(self, command: str) -> None:
         """The ssh connection died mid-command: say why if the console or QEMU knows."""
-        within(lambda: not self.alive() or self.console.fatal_index is not None, 5)
+        within(lambda: not self.alive() or self.console.fatal_index is not None, 5,
+               what="QEMU's exit or a crash on the console after ssh was lost")
         self._watchdog()
         raise BootError(f"ssh connection lost during `{command}` while the guest still runs; "
                         f"console tail ({self.console_log}):\n{self.console.tail()}")
