@@ -197,6 +197,7 @@ class MachinePool:
             profile: profiles.Profile | None = None) -> Machine:
         profile = profile or self.profile
         key = (append, qemu_args, profile)
+        DeadTargets(self.config).check(self.target)     # before counting this as a retry
         failed = self.failed.get(key, [])
         if len(failed) >= self.RETRIES:
             raise BootFailed(f"{self.target.id}: this machine ({tag}) failed to boot "
