@@ -135,6 +135,15 @@ def test_the_kernel_lines_the_harness_waits_for_are_found_glued_to_a_line(guest)
     assert guest.console.expect(RESTORED_OR_FRESH, 5, "restored").group(1)
 
 
+def test_a_boot_of_the_kmsg_init_yields_its_events(guest):
+    """Recorded: debian:6.12 arm64 under benchmarks/load.py's load, /init saying its
+    lines through /dev/kmsg."""
+    guest.print((GOLDEN / "boot-kmsg-6.12-arm64.txt").read_bytes().decode(), chunk=3)
+    assert boot_events(guest.console) == (
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH9UnGdeUqTURn0XgX5bAZCfxbLlv5rPakLfoa2fHKDD",
+        "9.71", "6.12.117+deb13-arm64")
+
+
 def test_init_lines_as_kernel_records_are_read_as_before():
     """guest-rootfs/init says its lines through /dev/kmsg: they come with a timestamp."""
     text = mend(f"[    6.1] guestpm: insmod kvm failed\r\n[    6.660000] {HOSTKEY_LINE}"
