@@ -35,14 +35,15 @@ from pathlib import Path
 
 import pytest
 
-from harness import profiles
+from harness import profiles, wait
 from harness.errors import AbnormalShutdown, GuestpmError
 from harness.image import rootfs
 from harness.kernel import kernels
 from harness.plugin import summary
 from harness.plugin.known_defects import explains
 from harness.plugin.pool import (CURRENT_TEST, DeadTargets, MachineFactory, MachinePool,
-                                 record_splats, retire_if_splatted, splats_fail)
+                                 as_test_failure, record_splats, retire_if_splatted,
+                                 splats_fail)
 from harness.plugin.report import Reporter
 from harness.plugin.targets import (NOTES, Target, artifacts_dir_of, check_targets, machine_dir,
                                     results_dir, runs_e2e, scope_of, target_of, targets)
@@ -115,7 +116,9 @@ def pytest_configure(config: pytest.Config) -> None:
         if not config.option.collectonly:
             (res / "splats.jsonl").unlink(missing_ok=True)
             (res / "boots.jsonl").unlink(missing_ok=True)
+            (res / "waits.jsonl").unlink(missing_ok=True)
         res.mkdir(parents=True, exist_ok=True)
+        wait.record_close_calls(res / "waits.jsonl")      # the workers inherit it
         if getattr(config.option, "xmlpath", "missing") is None:
             config.option.xmlpath = str(res / "junit.xml")
         config.pluginmanager.register(Reporter(config, res), "guestpm-reporter")
@@ -326,7 +329,7 @@ def machine_factory(request: pytest.FixtureRequest, target: Target, profile, ker
             workdir.mkdir(parents=True, exist_ok=True)
             own = rootfs.with_modules(own, list(extra_modules), workdir / "initramfs.cpio")
         m = Machine(profile, kernel, own, workdir, **kwargs)
-        m.on_silent = lambda e: dead.record(target, e)   # a kernel that never prints
+        dead.attach(m, target)          # its first boot; a kernel that never prints
         m.fail_on_boot_splat = splats_fail(request.config)
         made.append(m)
         request.node.stash.setdefault(_MACHINES, []).append(m)
@@ -413,6 +416,7 @@ def _artifacts(request: pytest.FixtureRequest):
 def pytest_runtest_makereport(item: pytest.Item, call):
     outcome = yield
     report = outcome.get_result()
+    as_test_failure(report, call)
     if call.when == "call" or (call.when == "setup" and not report.passed):
         _judge_splats(item, report)
     if report.failed:

@@ -30,10 +30,19 @@ CURRENT_TEST: list[str] = [""]             # the nodeid of the test running in t
 FIRST_BOOT = "the first of its configuration"
 
 
+class BootFailed(BootError):
+    """A machine of a target that has booted before in this run did not boot: the
+    failure of the test that needed it (a FAIL, `as_test_failure`), which says what the
+    boot waited for and the console's tail; the target's other tests go on."""
+
+
 class DeadTargets:
-    """Targets whose kernel did not boot, shared by all xdist workers through files in
-    the results directory: the first failure is recorded, and every later boot of the
-    target fails at once, pointing at it, instead of waiting out its own timeout."""
+    """Targets whose kernel never booted in this run, shared by all xdist workers through
+    files in the results directory.  A target's first boot (any machine of it, booted or
+    restored) is recorded; until then, a machine of it that stays silent, or its shared
+    machine failing to boot, records the target as dead, and every later boot of it
+    fails at once, pointing at that failure, instead of waiting out its own timeout.
+    Once the target has booted, a failed boot condemns nothing but the test it was for."""
 
     def __init__(self, config: pytest.Config):
         self.dir = results_dir(config) / "targets"
@@ -41,12 +50,26 @@ class DeadTargets:
     def _file(self, target: Target) -> Path:
         return self.dir / f"{target.slug}.did-not-boot"
 
+    def _booted_file(self, target: Target) -> Path:
+        return self.dir / f"{target.slug}.booted"
+
+    def booted(self, target: Target) -> bool:
+        return self._booted_file(target).exists()
+
+    def mark_booted(self, target: Target) -> None:
+        if not self.booted(target):
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with open(self._booted_file(target), "a") as fh:   # the first boot's test
+                fh.write(f"{CURRENT_TEST[0] or target.id}\n")
+
     def check(self, target: Target) -> None:
         f = self._file(target)
-        if f.exists():
+        if f.exists() and not self.booted(target):     # another worker may have booted it
             raise BootError(f"target did not boot: see {f.read_text().strip()}")
 
     def record(self, target: Target, error: Exception) -> None:
+        if self.booted(target):
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         f = self._file(target)
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -56,22 +79,37 @@ class DeadTargets:
         except FileExistsError:
             pass
 
+    def attach(self, m: Machine, target: Target) -> None:
+        """`m` records the target as booted once it is ready, as dead if it stays silent
+        before the target ever booted (its kernel never starts)."""
+        m.on_silent = lambda e: self.record(target, e)
+        m.on_ready = lambda: self.mark_booted(target)
+
+
+def as_test_failure(report: pytest.TestReport, call: pytest.CallInfo) -> None:
+    """A set-up that raised BootFailed is reported as the test's FAIL, not as an ERROR of
+    its set-up: the kernel under test failed to boot for it (pytest_runtest_makereport)."""
+    if call.when == "setup" and report.failed and call.excinfo is not None and \
+            call.excinfo.errisinstance(BootFailed):
+        report.when = "call"
+
 
 def watch(m: Machine, config: pytest.Config, target: Target) -> DeadTargets:
-    """Refuse `m` when its target is known dead; a machine of the target that stays
-    silent records it as dead."""
+    """Refuse `m` when its target is known dead; `m` records its target's first boot,
+    and the target as dead if it stays silent before that."""
     dead = DeadTargets(config)
     dead.check(target)
-    m.on_silent = lambda e: dead.record(target, e)
+    dead.attach(m, target)
     m.fail_on_boot_splat = splats_fail(config)
     return dead
 
 
 def launch(m: Machine, config: pytest.Config, target: Target, shared: bool,
            why: str) -> Machine:
-    """Boot `m` unless its target is known dead; record the target as dead when its
-    shared machine does not boot (a splat during boot included), or when any of its
-    machines stays silent.  (`m` may be one whose restore failed: it boots again.)
+    """Boot `m` unless its target is known dead.  When it fails: if the target has booted
+    before in this run, BootFailed (the test's failure); else, for its shared machine (a
+    splat during boot included) or a machine that stays silent, the target is recorded
+    as dead.  (`m` may be one whose restore failed: it boots again.)
     `why`: why it boots rather than being restored (`Snapshots.boot_reason`)."""
     dead = watch(m, config, target)
     try:
@@ -82,6 +120,9 @@ def launch(m: Machine, config: pytest.Config, target: Target, shared: bool,
         boot = m.splats.claim()
         if boot:
             record_splats(config, target, m, boot, "boot", CURRENT_TEST[0])
+        if dead.booted(target):
+            raise BootFailed(f"{target.id} booted earlier in this run, but this boot of its "
+                             f"{m.workdir.name} machine failed: {e}") from e
         if shared:
             dead.record(target, e)
         raise
@@ -137,13 +178,18 @@ class MachinePool:
     QEMU arguments, another profile of the same arch; none: `machine`), started on
     first use (restored when a test's fresh machine of its configuration left a
     snapshot, else booted) and shared by the target's tests for the session.  A machine
-    that printed a kernel splat is replaced by a fresh one (`usable`)."""
+    that printed a kernel splat is replaced by a fresh one (`usable`); one that failed to
+    boot is never handed out: the next test that needs it boots it afresh, until its
+    configuration has failed RETRIES times in a row (then each test needing it FAILs at
+    once, naming those failures, instead of waiting out another boot timeout)."""
+
+    RETRIES = 2
 
     def __init__(self, config: pytest.Config, target: Target, profile, kernel, initrd):
         self.config, self.target = config, target
         self.profile, self.kernel, self.initrd = profile, kernel, initrd
         self.machines: dict[tuple, Machine] = {}
-        self.failed: dict[tuple, Exception] = {}
+        self.failed: dict[tuple, list[str]] = {}     # consecutive failed boots, by key
         self.wrappers: dict = {}          # reuse(): objects built around a pool machine
         self.snapshots = Snapshots(config, target)
 
@@ -151,8 +197,12 @@ class MachinePool:
             profile: profiles.Profile | None = None) -> Machine:
         profile = profile or self.profile
         key = (append, qemu_args, profile)
-        if key in self.failed:          # one failed boot is reported once per test, not retried
-            raise self.failed[key]
+        DeadTargets(self.config).check(self.target)     # before counting this as a retry
+        failed = self.failed.get(key, [])
+        if len(failed) >= self.RETRIES:
+            raise BootFailed(f"{self.target.id}: this machine ({tag}) failed to boot "
+                             f"{len(failed)} times in a row, not booted again: "
+                             + "; ".join(failed))
         old = self.machines.get(key)
         if old is not None and not self.usable(old):
             del self.machines[key]
@@ -173,8 +223,13 @@ class MachinePool:
                            why=self.snapshots.boot_reason(m))
                     self.snapshots.offer(m)
             except Exception as e:
-                self.failed[key] = e
+                # never handed out: the next test boots afresh (its logs stay in its dir)
+                del self.machines[key]
+                m.close(graceful=False)
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                self.failed.setdefault(key, []).append(f"{CURRENT_TEST[0] or tag}: {first}")
                 raise
+            self.failed.pop(key, None)
         return self.machines[key]
 
     def usable(self, m: Machine) -> bool:

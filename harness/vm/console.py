@@ -2,13 +2,16 @@
 
 A reader thread drains QEMU's side of the console socket continuously, so the
 guest never stalls on a full buffer while nobody is expecting anything.  Every
-byte goes to the console log; lines are scanned for panics and oopses; and a
-pexpect spawn reads from the same stream for interactive use and the command
-runner.
+byte goes to the console log as it came; the harness reads the lines mended
+(LineMender: a kernel record that landed inside a line the shell was writing is
+moved out in front of it), scans them for panics and oopses, and a pexpect spawn
+reads them for the command runner.  An interactive terminal reads the bytes
+unmended (raw_spawn), prompts included.
 """
 
 from __future__ import annotations
 
+import codecs
 import queue
 import re
 import secrets
@@ -39,6 +42,67 @@ CONTEXT_LINES = 40
 KERNEL_RECORD = re.compile(r"\[ *\d+\.\d{6}\] [^\n]*\n")
 
 
+# Where a kernel record starts, wherever it landed on the line.
+RECORD_START = re.compile(r"\[ *\d+\.\d{6}\] ")
+
+
+class LineMender:
+    """Console lines put back together after a kernel record tore them.
+
+    printk writes each record whole, ending in its own newline, but on the serial line
+    it can land inside a line the shell is writing (its bytes go out from the tty's
+    buffer, the record's straight from printk), e.g. between /init's ready line and the
+    line's newline:
+
+        guestpm: ready uptime=8.55 release=5.10.0-32-arm64[    9.570005] IPv6: ...\r\n\r\n
+
+    The mender holds the line being written until its newline; a record that arrives
+    inside it is emitted at once, ahead of the line, which follows whole:
+
+        [    9.570005] IPv6: ...\r\n
+        guestpm: ready uptime=8.55 release=5.10.0-32-arm64\r\n
+
+    Every pattern the harness waits for ends with a newline, so holding a line back
+    delays no match.  Text that never ends (a prompt) stays held until `flush()`, or
+    until `limit` characters pile up.  The same stream cut into any chunks mends the
+    same.  A line that itself contains a record's timestamp after other text is taken
+    for a torn one: user output does not print those mid-line."""
+
+    def __init__(self, limit: int = 1 << 16):
+        self.held = ""
+        self.limit = limit
+
+    def feed(self, text: str) -> str:
+        """The mended text that is complete now (whole lines and records)."""
+        held, out = self.held + text, []
+        while True:
+            nl = held.find("\n")
+            if nl < 0:
+                break
+            record = RECORD_START.search(held, 0, nl)
+            if record is None or record.start() == 0:     # a whole line, or a record
+                out.append(held[:nl + 1])
+                held = held[nl + 1:]
+            else:                                         # a record inside a line
+                out.append(held[record.start():nl + 1])
+                held = held[:record.start()] + held[nl + 1:]
+        if len(held) > self.limit:
+            out.append(held)
+            held = ""
+        self.held = held
+        return "".join(out)
+
+    def flush(self) -> str:
+        held, self.held = self.held, ""
+        return held
+
+
+def mend(text: str) -> str:
+    """`text` as the harness reads it (LineMender), the unfinished last line included."""
+    m = LineMender()
+    return m.feed(text) + m.flush()
+
+
 def split_kernel_messages(text: str) -> tuple[str, list[str]]:
     """Separate kernel messages from a command's console output.
 
@@ -49,14 +113,14 @@ def split_kernel_messages(text: str) -> tuple[str, list[str]]:
 
 
 class ConsoleSpawn(SpawnBase):
-    """pexpect over a queue fed by the console's reader thread (cf. PopenSpawn,
-    but blocking on the queue instead of polling it)."""
+    """pexpect over a queue of text fed by the console's reader thread (cf.
+    PopenSpawn, but blocking on the queue instead of polling it)."""
 
     def __init__(self, console: "Console", timeout: float = 30):
         super().__init__(timeout=timeout, encoding="utf-8", codec_errors="replace",
                          maxread=65536)
         self._console = console
-        self._queue: queue.Queue[bytes | None] = queue.Queue()
+        self._queue: queue.Queue[str | None] = queue.Queue()
         self._eof = False
         self._buf = ""
 
@@ -76,7 +140,7 @@ class ConsoleSpawn(SpawnBase):
                 self._eof = True
                 self.flag_eof = True
                 raise pexpect.EOF("console closed (QEMU exited)")
-            buf = self._decoder.decode(chunk, final=False)
+            buf = chunk
             while True:          # take whatever else is already queued
                 try:
                     more = self._queue.get_nowait()
@@ -85,7 +149,7 @@ class ConsoleSpawn(SpawnBase):
                 if more is None:
                     self._eof = True
                     break
-                buf += self._decoder.decode(more, final=False)
+                buf += more
         r, self._buf = buf[:size], buf[size:]
         self._log(r, "read")
         return r
@@ -128,13 +192,15 @@ class Console:
         self._log = open(log_path, "wb", buffering=0)
         self._log.write(history)
         self._lock = threading.Lock()
-        self._lines: list[str] = history.decode(errors="replace").replace("\r", "") \
+        self._lines: list[str] = mend(history.decode(errors="replace")).replace("\r", "") \
             .splitlines()                    # complete lines, for tails and fatal context
-        self._partial = b""
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._mender = LineMender()
+        self._raw_spawns: list[ConsoleSpawn] = []
         self.fatal_index: int | None = None
         self.closed = threading.Event()
         self.output_seen = threading.Event()     # the first byte arrived
-        self.spawn = ConsoleSpawn(self)
+        self.spawn = ConsoleSpawn(self)          # the mended lines
         self._thread = threading.Thread(target=self._reader, name="console-reader", daemon=True)
         self._thread.start()
 
@@ -151,24 +217,32 @@ class Console:
                     break
                 self._log.write(data)
                 self.output_seen.set()
-                self.spawn._queue.put(data)
-                self._scan(data)
+                text = self._decoder.decode(data)
+                for raw in list(self._raw_spawns):
+                    raw._queue.put(text)
+                self._take(self._mender.feed(text))
         finally:
-            self.spawn._queue.put(None)
+            self._take(self._mender.flush() + self._decoder.decode(b"", final=True))
+            for spawn in [self.spawn, *self._raw_spawns]:
+                spawn._queue.put(None)
             self.closed.set()
 
-    def _scan(self, data: bytes) -> None:
-        text = (self._partial + data).decode(errors="replace").replace("\r", "")
-        *complete, rest = text.split("\n")
-        self._partial = rest.encode()
+    def _take(self, mended: str) -> None:
+        """Mended text (whole lines, but at the end) to the scanners and the spawn."""
+        if not mended:
+            return
+        lines = mended.replace("\r", "").split("\n")
+        if not lines[-1]:
+            lines.pop()
         with self._lock:
-            for line in complete:
+            for line in lines:
                 if self.fatal_index is None and FATAL.search(line):
                     self.fatal_index = len(self._lines)
                 splat = self._scanner.feed(line)
                 if splat is not None:
                     self.splats.add(splat)
                 self._lines.append(line)
+        self.spawn._queue.put(mended)
 
     # ------------------------------------------------------------ queries
     @property
@@ -178,9 +252,9 @@ class Console:
 
     def tail(self, n: int = 25) -> str:
         with self._lock:
-            lines = self._lines[-n:] + ([self._partial.decode(errors="replace")]
-                                        if self._partial else [])
-        return "\n".join(lines)
+            held = self._mender.held.replace("\r", "")
+            lines = self._lines[-n:] + ([held] if held else [])   # a prompt, or where
+        return "\n".join(lines)                                     # a line stopped
 
     def fatal(self) -> str | None:
         """The panic/oops lines if one was seen (waits briefly for the rest of the trace)."""
@@ -191,7 +265,7 @@ class Console:
             with self._lock:
                 return self.closed.is_set() or \
                     len(self._lines) - self.fatal_index >= CONTEXT_LINES
-        within(complete, 2)
+        within(complete, 2, what="the rest of the crash's console lines")
         with self._lock:
             return "\n".join(self._lines[self.fatal_index:self.fatal_index + CONTEXT_LINES])
 
@@ -211,7 +285,14 @@ class Console:
             except WaitTimeout:
                 return False
         return bool(within(self.output_seen.is_set, timeout, watchdog, interval=0.5,
-                           sleep=self.output_seen.wait))
+                           sleep=self.output_seen.wait, what="the console's first byte"))
+
+    def raw_spawn(self) -> ConsoleSpawn:
+        """A spawn of the console's text from now on as it comes, unmended: for a person
+        at a terminal, who must see a prompt that has no newline yet."""
+        spawn = ConsoleSpawn(self)
+        self._raw_spawns.append(spawn)
+        return spawn
 
     # ------------------------------------------------------------ writing
     def write(self, data: bytes) -> None:
@@ -233,7 +314,8 @@ class Console:
                 return None
             except pexpect.EOF:
                 # QEMU closed its end; its exit status may lag a moment behind the EOF
-                within(lambda: False, 5, watchdog)
+                within(lambda: False, 5, watchdog,
+                       what="QEMU's exit after its console closed (a grace: always used up)")
                 raise WaitTimeout(f"console closed while waiting for {what}; console tail "
                                   f"({self.log_path}):\n{self.tail()}") from None
         return wait_until(matched, timeout, what, watchdog, interval=0, sleep=lambda s: None,

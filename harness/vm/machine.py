@@ -65,7 +65,9 @@ class BootInfo:
     restored: bool = False   # from a snapshot: wall_s is the restore's, the rest the boot's
 
 
-# Anchored at the line end: pexpect may see a line before all of it has arrived.
+# /init's lines (guest-rootfs/init `say`): kernel records, so no other record lands
+# inside one; the console mends a line that one tore all the same (console.LineMender).
+# Anchored at the line end: a line is read whole, never a prefix of it.
 READY = re.compile(r"guestpm: ready uptime=([\d.]+) release=(\S+)\r?\n")
 RESTORED_OR_FRESH = re.compile(r"(PM: hibernation: hibernation exit)\r?\n|guestpm: ready uptime=")
 INSMOD_FAILED = re.compile(r"guestpm: insmod (\S+) failed")
@@ -101,6 +103,8 @@ class Machine:
         self.launches = 0            # QEMU runs of this machine (relaunch() adds one)
         self.on_silent = None        # called with the SilentMachine error (the test plugin
                                      # marks the target dead: its kernel never starts)
+        self.on_ready = None         # called once the guest is ready, booted or restored
+                                     # (the test plugin records that the target boots)
         # kernel splats from every log read from this machine (its consoles, dmesg over
         # ssh, its L2 guests' consoles); the test plugin claims them per test
         self.splats = SplatLog(kernel.release or "", profile.name, cmdline=" ".join(append))
@@ -271,6 +275,8 @@ class Machine:
         self.boot = BootInfo(time.monotonic() - self.started_at, float(m.group(1)), m.group(2),
                              INSMOD_FAILED.findall(self.console_log.read_text(errors="replace")))
         self.ssh_port = self._forwarded_port()
+        if self.on_ready:                   # the kernel booted, even if it splatted
+            self.on_ready()
         if self.fail_on_boot_splat:         # left unclaimed: the caller records them
             found = [s for s in self.splats.unclaimed() if not s.allowed]
             if found:
@@ -307,6 +313,8 @@ class Machine:
                             f"{e} ({self.artifacts()})") from None
         self.boot = BootInfo(time.monotonic() - self.started_at, snap.boot.guest_uptime_s,
                              snap.boot.release, list(snap.boot.insmod_failed), restored=True)
+        if self.on_ready:
+            self.on_ready()
         return self.boot
 
     def _forwarded_port(self) -> int:
@@ -370,8 +378,13 @@ class Machine:
     def wait_until(self, predicate: Callable[[], T], timeout: float, what: str,
                    also: Callable[[], None] | None = None, interval: float = 0.5,
                    fail: Callable[[], str] | None = None) -> T:
-        """predicate()'s first truthy value (harness.wait.wait_until, watched)."""
-        return wait_until(predicate, timeout, what, self.watch(also), interval, fail=fail)
+        """predicate()'s first truthy value (harness.wait.wait_until, watched).  Without
+        `fail`, the timeout quotes the console's tail: what the guest did meanwhile."""
+        def saw() -> str:
+            return (f"timed out after {timeout:.0f}s waiting for {what}; console tail "
+                    f"({self.console_log}):\n{self.console.tail()}")
+        return wait_until(predicate, timeout, what, self.watch(also), interval,
+                          fail=fail or saw)
 
     def _scan_output(self, result: CommandResult) -> None:
         """A `dmesg` read over ssh: its splats join the console's (each once).  The
@@ -385,7 +398,8 @@ class Machine:
 
     def _ssh_lost(self, command: str) -> None:
         """The ssh connection died mid-command: say why if the console or QEMU knows."""
-        within(lambda: not self.alive() or self.console.fatal_index is not None, 5)
+        within(lambda: not self.alive() or self.console.fatal_index is not None, 5,
+               what="QEMU's exit or a crash on the console after ssh was lost")
         self._watchdog()
         raise BootError(f"ssh connection lost during `{command}` while the guest still runs; "
                         f"console tail ({self.console_log}):\n{self.console.tail()}")

@@ -15,11 +15,12 @@ from harness.vm.machine import Machine
 def attach(m: Machine) -> None:
     """Bridge the terminal to the guest console until Ctrl-] or QEMU exits."""
     stop = threading.Event()
+    screen = m.console.raw_spawn()      # unmended: the prompt shows before its newline
 
     def pump() -> None:
         while not stop.is_set():
             try:
-                sys.stdout.write(m.console.spawn.read_nonblocking(65536, timeout=0.2))
+                sys.stdout.write(screen.read_nonblocking(65536, timeout=0.2))
                 sys.stdout.flush()
             except Exception as e:
                 if type(e).__name__ == "EOF":
