@@ -11,24 +11,54 @@ from harness import profiles
 from harness.errors import SetupError
 from harness.kernel import build
 from harness.progress import progress
+from harness.vm.cmdline import qemu_binary
 
-# Debian packages the host needs, by the command that proves each is there.
-HOST_PACKAGES = {"mmdebstrap": "mmdebstrap", "dpkg-deb": "dpkg", "apt-get": "apt",
-                 "iasl": "acpica-tools", "qemu-img": "qemu-utils",
-                 "dtc": "device-tree-compiler"}    # the FDT writer's unit tests
+# What a run execs on the host, by the command that proves each is there -> the Debian
+# package that ships it.  Audited against every subprocess the harness starts: guest
+# root filesystems and fixture-module chroots (mmdebstrap, which in root mode mounts
+# /proc and /sys into the chroot with `mount`: without it 7.2's objtool cannot read
+# /proc; a minimal trixie has no `mount`, and mmdebstrap only Recommends it), kernels
+# and QEMUs from the archive (apt-get, dpkg-deb), SSDTs (iasl), disks (qemu-img;
+# mkswap is util-linux, Essential), zstd-compressed modules (zstd).
+RUN_PACKAGES = {"mmdebstrap": "mmdebstrap", "mount": "mount", "dpkg-deb": "dpkg",
+                "apt-get": "apt", "apt-cache": "apt", "iasl": "acpica-tools", "qemu-img": "qemu-utils",
+                "zstd": "zstd"}
+# what only the unit tests exec (`guestpm setup` installs it too)
+TEST_PACKAGES = {"dtc": "device-tree-compiler"}      # the FDT writer's unit tests
+HOST_PACKAGES = RUN_PACKAGES | TEST_PACKAGES
 
 
-
-def host_packages(archs: list[profiles.Profile]) -> dict[str, str]:
-    """Command or file -> the Debian package that provides it.  Firmware of every
-    profile of the same architecture comes along (tests boot those variants too)."""
-    need = dict(HOST_PACKAGES)
+def run_packages(archs: list[profiles.Profile]) -> dict[str, str]:
+    """What a run on `archs` execs: RUN_PACKAGES and each profile's QEMU and firmware
+    (every profile of the same architecture: tests boot those variants too)."""
+    need = dict(RUN_PACKAGES)
     for p in archs:
-        need[p.qemu_binary] = p.qemu_package
+        need[qemu_binary(p)] = p.qemu_package
         for variant in profiles.PROFILES.values():
             if variant.arch == p.arch and variant.firmware:
                 need[variant.firmware] = variant.firmware_package
     return need
+
+
+def host_packages(archs: list[profiles.Profile]) -> dict[str, str]:
+    """Command or file -> the Debian package that provides it: what `guestpm setup`
+    installs."""
+    return run_packages(archs) | TEST_PACKAGES
+
+
+def missing(need: dict[str, str]) -> dict[str, str]:
+    return {what: pkg for what, pkg in need.items() if not _present(what)}
+
+
+def check_host(archs: list[profiles.Profile]) -> None:
+    """Before anything runs: SetupError, one line naming every missing command and the
+    package that ships it."""
+    gone = missing(run_packages(archs))
+    if gone:
+        pkgs = " ".join(sorted(set(gone.values())))
+        raise SetupError(f"missing on this host: "
+                         + ", ".join(f"{w} (package {p})" for w, p in sorted(gone.items()))
+                         + f": run `guestpm setup` as root or `apt-get install {pkgs}`")
 
 
 def _present(what: str) -> bool:
@@ -50,9 +80,9 @@ def _apt_install(missing: list[str], why: str) -> None:
 
 
 def install_host_packages(archs: list[profiles.Profile]) -> None:
-    missing = sorted({pkg for what, pkg in host_packages(archs).items() if not _present(what)})
-    if missing:
-        _apt_install(missing, "guestpm")
+    need = sorted(set(missing(host_packages(archs)).values()))
+    if need:
+        _apt_install(need, "guestpm")
 
 
 def install_build_packages(archs: list[str]) -> None:

@@ -113,8 +113,8 @@ class Machine:
     @staticmethod
     def check_host(profile: Profile) -> None:
         """SetupError naming the package when this host cannot run `profile`'s QEMU."""
-        if not shutil.which(profile.qemu_binary):
-            raise SetupError(f"{profile.qemu_binary} not found: apt-get install "
+        if not shutil.which(cmdline.qemu_binary(profile)):
+            raise SetupError(f"{cmdline.qemu_binary(profile)} not found: apt-get install "
                              f"{profile.qemu_package} (or run `guestpm setup`)")
         if profile.firmware and not os.path.exists(profile.firmware):
             raise SetupError(f"{profile.name} boots {profile.firmware}, which is missing: "
