@@ -116,10 +116,8 @@ def test_a_standin_build_that_hangs_is_killed_and_reported(tmp_path, monkeypatch
                                     print)
 
 
-def test_a_fixture_for_another_arch_is_built_with_debian_s_cross_compiler(tmp_path,
-                                                                          monkeypatch):
-    """arm64 headers on an amd64 host: a multiarch chroot whose headers package pulls
-    gcc-N-for-host:arm64 (the cross compiler); make gets ARCH and CROSS_COMPILE."""
+def _fake_mmdebstrap(tmp_path, monkeypatch) -> list:
+    """An amd64 host whose mmdebstrap 'builds' m.ko; the commands it was given."""
     monkeypatch.setattr(shutil, "which", lambda cmd: f"/usr/bin/{cmd}")
     monkeypatch.setattr(profiles, "host_deb_arch", lambda: "amd64")
     seen = []
@@ -129,6 +127,14 @@ def test_a_fixture_for_another_arch_is_built_with_debian_s_cross_compiler(tmp_pa
         (tmp_path / "m.ko").write_bytes(b"\x7fELF")
         return subprocess.CompletedProcess(cmd, 0)
     monkeypatch.setattr(subprocess, "run", run)
+    return seen
+
+
+def test_a_fixture_for_another_arch_is_built_with_debian_s_cross_compiler(tmp_path,
+                                                                          monkeypatch):
+    """arm64 headers on an amd64 host: a multiarch chroot whose headers package pulls
+    gcc-N-for-host:arm64 (the cross compiler); make gets ARCH and CROSS_COMPILE."""
+    seen = _fake_mmdebstrap(tmp_path, monkeypatch)
     fixture_modules._mmdebstrap("m", [], "7.2.13+deb14-arm64", "sid", "7.2.13-1", "arm64",
                                 tmp_path, print)
     (cmd,) = seen
@@ -141,15 +147,7 @@ def test_a_fixture_for_another_arch_is_built_with_debian_s_cross_compiler(tmp_pa
 def test_a_backports_kernels_fixture_builds_with_its_base_suite_too(tmp_path, monkeypatch):
     """trixie-backports' headers need make and gcc from trixie: the chroot has both
     suites, the base one first (mmdebstrap's SUITE), the headers pinned to the version."""
-    monkeypatch.setattr(shutil, "which", lambda cmd: f"/usr/bin/{cmd}")
-    monkeypatch.setattr(profiles, "host_deb_arch", lambda: "amd64")
-    seen = []
-
-    def run(cmd, **kw):
-        seen.append(cmd)
-        (tmp_path / "m.ko").write_bytes(b"\x7fELF")
-        return subprocess.CompletedProcess(cmd, 0)
-    monkeypatch.setattr(subprocess, "run", run)
+    seen = _fake_mmdebstrap(tmp_path, monkeypatch)
     fixture_modules._mmdebstrap("m", [], "7.3.4+bpo-amd64", "trixie-backports", "7.3.4-1~bpo13+1",
                                 "amd64", tmp_path, print)
     (cmd,) = seen
