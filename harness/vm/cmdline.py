@@ -88,6 +88,15 @@ def qemu_version(profile: Profile) -> str:
     return _version_of(path, st.st_size, st.st_mtime)
 
 
+def describe_qemus(profiles: list[Profile]) -> str:
+    """One line naming the QEMU each profile runs, for the head of a run's summary."""
+    q = qemu_install()
+    where = f"from --qemu {q.bindir}" if q else "the system's"
+    seen = dict.fromkeys(p.qemu_binary for p in profiles)
+    by = {p.qemu_binary: p for p in profiles}
+    return "QEMU: " + "; ".join(f"{b} {qemu_version(by[b])}" for b in seen) + f" ({where})"
+
+
 def qemu_identity(profile: Profile) -> str:
     """What a decision about this QEMU's behaviour is cached under: the version and a
     hash of the binary (a rebuilt QEMU of the same version is another QEMU)."""
