@@ -58,9 +58,12 @@ class Profile:
     pcie_root_bus: str = "pcie.0"
     # ACPI companions of PCI devices (the vfio ACPI-notify stand-in cases): the path
     # QEMU's DSDT gives a device in a root-bus slot, as sysfs firmware_node/path spells
-    # it ({devfn:02X}), and the QEMU arguments under which a device behind a root port
-    # has none.  None: root-bus devices have no companion (arm64 virt's DSDT lists
-    # none: measured on 6.1 arm64-uefi), and the cases do not apply.
+    # it ({devfn:02X}; QEMU 7.2 and 10 alike, and the e2e test reads it back), and the
+    # QEMU arguments under which a root port's slots are not in the ACPI tables, so a
+    # device hot-added behind it after boot has no companion on any QEMU (QEMU 8 and
+    # later describe the devices a root port had at boot, 7.2 did not).  None:
+    # root-bus devices have no companion (arm64 virt's DSDT lists none: measured on
+    # 6.1 arm64-uefi), and the cases do not apply.
     acpi_pci_slot: str | None = None
     acpi_unlisted_bridge_args: tuple[str, ...] = ()
     # Firmware QEMU boots first (-bios), and the Debian package that ships it.  None:
@@ -119,7 +122,8 @@ X86_64_Q35 = Profile(
     iommu_args=("-device", "intel-iommu"),
     iommu_append=("intel_iommu=on",),
     acpi_pci_slot="\\_SB_.PCI0.S{devfn:02X}_",    # ACPI pads names to 4 characters
-    # with ACPI hotplug of bridges off, QEMU 7.2 describes nothing behind a root port
+    # ACPI hotplug of bridges off: no ACPI slot objects under root ports (and the guest
+    # hot-plugs natively)
     acpi_unlisted_bridge_args=("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"),
     serial_wake_irq="ttyS0",
     hibernate_events=("SUSPEND_DISK", "SHUTDOWN"),
