@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--snapshots", choices=("on", "off"), default="on",
                    help="a test's fresh machine is restored from a snapshot of the first "
                         "machine of its configuration, where QEMU restores them faithfully "
-                        "(on, the default; not arm64 with QEMU 7.2), or always boots (off)")
+                        "(on, the default; arm64 only where a probe of the QEMU in use shows its restores keep the timers), or always boots (off)")
     p.set_defaults(build_tools=False)
     p.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     p = sub.add_parser("boot", help="boot one kernel and attach to its console")

@@ -71,7 +71,7 @@ RESTORED_OR_FRESH = re.compile(r"(PM: hibernation: hibernation exit)\r?\n|guestp
 INSMOD_FAILED = re.compile(r"guestpm: insmod (\S+) failed")
 HOSTKEY = re.compile(r"guestpm: hostkey (ssh-\S+ \S+)[^\n]*\n")
 # A restored guest's timers must run on every CPU (they do not on arm64 under QEMU 7.2's
-# TCG: profiles.ARM64_VIRT.no_restore)
+# TCG: Profile.probe_restores)
 EVERY_CPU_SLEEPS = ("for c in /sys/devices/system/cpu/cpu[0-9]*; do "
                     "taskset -c ${c##*cpu} sleep 0.1 || exit 1; done")
 
