@@ -11,7 +11,7 @@ import pytest
 from harness import profiles
 from harness.plugin import ktap, summary
 from harness.plugin.pool import read_splats
-from harness.plugin.targets import NOTES, Target, artifacts_dir_of, targets
+from harness.plugin.targets import NOTES, Target, artifacts_dir_of
 from harness.vm.cmdline import describe_qemus
 
 
@@ -50,8 +50,9 @@ class Reporter:
 
     def qemu_line(self) -> str:
         """Which QEMU judged the run's targets (the system's, or --qemu's) and its version."""
-        arches = {t.arch for t in targets(self.config) if t.arch in profiles.PROFILES}
-        return describe_qemus([profiles.get(a) for a in sorted(arches)])
+        arches = self.config.getoption("arch") or profiles.DEFAULT_ARCHES
+        return describe_qemus([profiles.PROFILES[a] for a in sorted(set(arches))
+                               if a in profiles.PROFILES])
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = self.props[report.nodeid] = dict(report.user_properties)
