@@ -172,7 +172,8 @@ def _mmdebstrap(name: str, sources: list[Path], release: str, suite: str, versio
     include = f"{headers}:{deb_arch}={version}" if cross else f"{headers}={version}"
     suites = chroot_suites(suite)
     cmd = ["mmdebstrap", "--variant=minbase", *arches,
-           f"--include=make,{include}",
+           # binutils: gcc runs `as`, which trixie-backports' headers do not pull in
+           f"--include=make,binutils,{include}",
            # the Release files' Valid-Until is not checked (see aptrepo): signatures are
            '--aptopt=Acquire::Check-Valid-Until "false"',
            *(f"--customize-hook={h}" for h in hooks),

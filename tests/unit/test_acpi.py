@@ -139,7 +139,7 @@ def test_a_fixture_for_another_arch_is_built_with_debian_s_cross_compiler(tmp_pa
                                 tmp_path, print)
     (cmd,) = seen
     assert "--architectures=amd64,arm64" in cmd
-    assert "--include=make,linux-headers-7.2.13+deb14-arm64:arm64=7.2.13-1" in cmd
+    assert "--include=make,binutils,linux-headers-7.2.13+deb14-arm64:arm64=7.2.13-1" in cmd
     assert any(a.endswith("M=/build ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- modules")
                for a in cmd), cmd
 
@@ -154,7 +154,7 @@ def test_a_backports_kernels_fixture_builds_with_its_base_suite_too(tmp_path, mo
     i = cmd.index("/dev/null")
     assert cmd[i - 1] == "trixie"
     assert [a.split()[-2] for a in cmd[i + 1:]] == ["trixie", "trixie-backports"]
-    assert "--include=make,linux-headers-7.3.4+bpo-amd64=7.3.4-1~bpo13+1" in cmd
+    assert "--include=make,binutils,linux-headers-7.3.4+bpo-amd64=7.3.4-1~bpo13+1" in cmd
     assert fixture_modules.chroot_suites("sid") == ["sid"]
     assert fixture_modules.chroot_suites("bookworm-backports") == ["bookworm", "bookworm-backports"]
 
