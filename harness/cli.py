@@ -26,12 +26,13 @@ from pathlib import Path
 
 from harness import profiles
 from harness.errors import GuestpmError, SetupError
-from harness.host_packages import install_build_packages, install_host_packages
+from harness.host_packages import install_build_packages, install_host_packages, qemu_dir
 from harness.image import rootfs
 from harness.kernel import build, kconfig, kernels
 from harness.plugin import targets
 from harness.progress import progress
 from harness.signals import install_signal_handlers
+from harness.vm import cmdline
 from harness.vm import l2 as l2mod
 from harness.vm import terminal
 from harness.vm.machine import Machine
@@ -48,9 +49,18 @@ def _targets(args, host: bool = False) -> list[tuple[str, profiles.Profile]]:
     return [(t.kernel, profiles.get(t.arch)) for t in ts]
 
 
+def use_qemu(args) -> None:
+    """--qemu: fetch debian:SUITE's QEMU if asked, and run it from here on."""
+    if getattr(args, "qemu", None):
+        cmdline.use_qemu(qemu_dir(args.qemu))
+        progress(cmdline.describe_qemus([profiles.get(a) for a in args.arch or
+                                         profiles.DEFAULT_ARCHES]))
+
+
 def cmd_setup(args) -> int:
     chosen = _targets(args)
     install_host_packages(list({p.name: p for _, p in chosen}.values()))
+    use_qemu(args)
     if args.build_tools:
         install_build_packages(sorted({p.arch for _, p in chosen}))
     for spec, profile in chosen:
@@ -67,11 +77,14 @@ def cmd_run(args) -> int:
     tests = ROOT / "tests" / "e2e"
     if not tests.is_dir():
         raise SetupError(f"no tests at {tests}: guestpm run works from a source checkout")
+    use_qemu(args)
     n_targets = len(_targets(args, host=True))
     argv = [str(tests), "-p", "no:cacheprovider", "-q", "-rfE", f"--results={args.results}",
             "--junitxml", str(Path(args.results) / "junit.xml")]
     if args.self_test:
         argv.append("--self-test")
+    if args.qemu:
+        argv.append(f"--qemu={args.qemu}")
     for g in args.guest_kernel:
         argv.append(f"--guest-kernel={g}")
     argv.append(f"--splats={args.splats}")
@@ -87,6 +100,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_boot(args) -> int:
+    use_qemu(args)
     profile = profiles.get(args.arch)
     k = kernels.resolve(args.kernel, profile, progress)
     initrd = rootfs.initramfs(k, profile, progress)
@@ -148,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                             "build:DIR|TREE (repeatable)")
         p.add_argument("--arch", action="append", default=[], required=required,
                        help=f"{', '.join(profiles.PROFILES)} (repeatable)")
+        p.add_argument("--qemu", default=None, metavar="DIR|debian:SUITE",
+                       help="this QEMU instead of the system's: a directory of its binaries, "
+                            "or debian:SUITE (e.g. debian:bookworm-backports), fetched into "
+                            "the cache once and unpacked there, never installed")
 
     p = sub.add_parser("setup", help="install host packages, fetch kernels, build initramfs")
     targets_opts(p)
@@ -173,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--snapshots", choices=("on", "off"), default="on",
                    help="a test's fresh machine is restored from a snapshot of the first "
                         "machine of its configuration, where QEMU restores them faithfully "
-                        "(on, the default; not arm64 with QEMU 7.2), or always boots (off)")
+                        "(on, the default; arm64 only where a probe of the QEMU in use shows its restores keep the timers), or always boots (off)")
     p.set_defaults(build_tools=False)
     p.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     p = sub.add_parser("boot", help="boot one kernel and attach to its console")
@@ -184,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="arm64: attach the L2 guest kernel for the reference VMM as /dev/vda")
     p.add_argument("--guest-kernel", metavar="SPEC", help="with --l2: the L2 kernel "
                    "(default: the booted one)")
+    p.add_argument("--qemu", default=None, metavar="DIR|debian:SUITE",
+                   help="this QEMU instead of the system's (as for run)")
 
     def build_opts(p):
         p.add_argument("--tree", required=True, help="your kernel source tree")

@@ -4,8 +4,9 @@
  * Given to QEMU with `-acpitable file=vfio_notify.aml` on the machine of the vfio
  * ACPI-notify stand-in cases (tests/e2e/test_vfio.py).  It extends the device that
  * QEMU's own DSDT already declares for slot 9 of q35's root bus, \_SB.PCI0.S48
- * (_ADR 0x00090000, the e1000e handed to vfio), so it uses External and Scope and
- * declares nothing twice.
+ * (_ADR 0x00090000, the e1000e handed to vfio; QEMU 7.2 and 10 name root-bus devices
+ * S<devfn>, and the e2e test reads the companion's path back from the guest), so it
+ * uses External and Scope and declares nothing twice.
  *
  *   _PS0, _PS3  make the device ACPI-power-manageable (the kernel needs _PS0 for
  *               that); the kernel evaluates _PS3 when it puts the device into D3hot,

@@ -16,6 +16,7 @@ Built once per (sources, kernel) and cached.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -136,10 +137,22 @@ def _build_in_tree(src: Path, kernel: Kernel, progress: Progress) -> Path:
     return ko
 
 
+def chroot_suites(suite: str) -> list[str]:
+    """The suites of the build chroot: a backports suite's packages (the headers, their
+    kbuild) build with its base suite's toolchain, so a backports chroot has both
+    (trixie-backports -> trixie, trixie-backports); the base suite comes first."""
+    base, sep, _ = suite.partition("-backports")
+    return [base, suite] if sep else [suite]
+
+
 def _mmdebstrap(name: str, sources: list[Path], release: str, suite: str, version: str,
                 deb_arch: str, dest: Path, progress: Progress) -> None:
     if not shutil.which("mmdebstrap"):
         raise SetupError("mmdebstrap not found: apt-get install mmdebstrap (or guestpm setup)")
+    if os.geteuid() == 0 and not shutil.which("mount"):
+        # root mode mounts /proc and /sys in the chroot; without them objtool fails
+        raise SetupError("mount not found (mmdebstrap's root mode mounts /proc in the build "
+                         "chroot): apt-get install mount (or guestpm setup)")
     mirror = aptrepo.system_mirror()
     headers = f"linux-headers-{release}"
     log = dest / "build.log"
@@ -157,13 +170,15 @@ def _mmdebstrap(name: str, sources: list[Path], release: str, suite: str, versio
     ]
     arches = [f"--architectures={host},{deb_arch}"] if cross else [f"--arch={deb_arch}"]
     include = f"{headers}:{deb_arch}={version}" if cross else f"{headers}={version}"
+    suites = chroot_suites(suite)
     cmd = ["mmdebstrap", "--variant=minbase", *arches,
-           f"--include=make,{include}",
+           # binutils: gcc runs `as`, which trixie-backports' headers do not pull in
+           f"--include=make,binutils,{include}",
            # the Release files' Valid-Until is not checked (see aptrepo): signatures are
            '--aptopt=Acquire::Check-Valid-Until "false"',
            *(f"--customize-hook={h}" for h in hooks),
-           suite, "/dev/null",
-           f"deb [signed-by={mirror.keyring}] {mirror.uri} {suite} main"]
+           suites[0], "/dev/null",
+           *(f"deb [signed-by={mirror.keyring}] {mirror.uri} {s} main" for s in suites)]
     progress(f"building {name} against Debian {suite} {headers}={version} "
              f"(an mmdebstrap chroot, about a minute)")
     with open(log, "w") as fh:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import profiles, wait
+from harness import host_packages, profiles, wait
 from harness.errors import AbnormalShutdown, GuestpmError
 from harness.image import rootfs
 from harness.kernel import kernels
@@ -48,6 +48,7 @@ from harness.plugin.report import Reporter
 from harness.plugin.targets import (NOTES, Target, artifacts_dir_of, check_targets, machine_dir,
                                     results_dir, runs_e2e, scope_of, target_of, targets)
 from harness.progress import progress
+from harness.vm import cmdline
 from harness.vm.machine import Machine
 
 
@@ -79,6 +80,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="an L2 guest kernel of the reference-VMM tests (any --kernel spec; "
                      "repeatable: host x guest cells); default: the kernel under test, as "
                      "host and guest")
+    g.addoption("--qemu", default=None, metavar="DIR|debian:SUITE",
+                help="run this QEMU instead of the system's: a directory of qemu-system-* "
+                     "binaries (or an unpacked Debian QEMU's root), or debian:SUITE to fetch "
+                     "that suite's QEMU into the cache once (e.g. debian:bookworm-backports)")
 
 
 # ------------------------------------------------------------------ configuration
@@ -102,6 +107,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     res = results_dir(config)
     config.stash[NOTES] = []
+    try:
+        cmdline.use_qemu(host_packages.qemu_dir(config.getoption("qemu")))
+    except GuestpmError as e:
+        pytest.exit(f"guestpm: error: {e}", returncode=2)
     if not hasattr(config, "workerinput"):
         if runs_e2e(config) and not config.option.collectonly:
             try:

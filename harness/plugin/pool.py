@@ -28,6 +28,7 @@ class GuestpmWarning(UserWarning):
 
 CURRENT_TEST: list[str] = [""]             # the nodeid of the test running in this process
 FIRST_BOOT = "the first of its configuration"
+RESTORE_PROBE = "the restore probe of this QEMU (once per QEMU binary)"
 
 
 class BootFailed(BootError):
@@ -276,7 +277,8 @@ class Snapshots:
     for fresh (`machine_factory.booted`); the next ones, fresh or the pool's, are
     restored from it instead of booting.  A configuration boots every time when it
     cannot be restored (a writable disk, modules the boot itself loads:
-    `snapshot.restorable`; a profile whose restores QEMU breaks: `Profile.no_restore`),
+    `snapshot.restorable`; a profile whose restores the QEMU in use breaks, as its
+    restore probe measured: `Profile.probe_restores`, `snapshot.probe_restores`),
     when its snapshot or a restore failed (a warning says why), when a restore was slower
     than its boot, and with --snapshots=off.  The files live in results/snapshots/ until
     the session ends."""
@@ -286,6 +288,7 @@ class Snapshots:
         self.enabled = config.getoption("snapshots") == "on"
         self.taken: dict[tuple, snapshot.Snapshot] = {}
         self.boots: dict[tuple, str] = {}       # configurations that boot, and why
+        self.probed: dict[str, str | None] = {}  # profile -> why its QEMU cannot restore it
         self.dir = results_dir(config) / "snapshots" / \
             f"{target.slug}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 
@@ -298,8 +301,29 @@ class Snapshots:
         """Why `m` must boot rather than be restored (None: it may be restored)."""
         if not self.enabled:
             return "--snapshots=off"
-        return why or m.profile.no_restore or snapshot.restorable(m.extra_qemu_args) or \
-            self.boots.get(self.key(m))
+        return why or snapshot.restorable(m.extra_qemu_args) or \
+            self.boots.get(self.key(m)) or self.qemu_refuses(m)
+
+    def qemu_refuses(self, m: Machine) -> str | None:
+        """Why the QEMU in use cannot restore `m`'s profile (its restore probe, run on the
+        first question and kept per QEMU binary in the cache), or None."""
+        p = m.profile
+        if not p.probe_restores:
+            return None
+        if p.name not in self.probed:
+            def make(tag: str) -> Machine:
+                return Machine(p, m.kernel, m.initrd, machine_dir(self.config, self.target, tag),
+                               memory_mb=snapshot.PROBE_MEMORY_MB,
+                               boot_timeout=self.config.getoption("boot_timeout"))
+
+            def record(probe: Machine, kind: str) -> None:
+                record_boot(self.config, self.target, probe, why=RESTORE_PROBE, probe=kind)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.probed[p.name] = snapshot.probe_restores(p, make, self.dir, record)
+            except GuestpmError as e:       # its boot failed: the machine's own boot says why
+                self.probed[p.name] = f"the restore probe did not boot ({e})"
+        return self.probed[p.name]
 
     def boot_reason(self, m: Machine, why: str | None = None) -> str:
         """Why `m` boots, for boots.jsonl: why it may not be restored, or because it is

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from harness import profiles
 from harness.plugin import ktap, summary
 from harness.plugin.pool import read_splats
 from harness.plugin.targets import NOTES, Target, artifacts_dir_of
+from harness.vm.cmdline import describe_qemus
 
 
 def reason_of(report: pytest.TestReport) -> str:
@@ -45,6 +47,12 @@ class Reporter:
 
     def notes(self) -> list[str]:
         return self.worker_notes or self.config.stash.get(NOTES, [])
+
+    def qemu_line(self) -> str:
+        """Which QEMU judged the run's targets (the system's, or --qemu's) and its version."""
+        arches = self.config.getoption("arch") or profiles.DEFAULT_ARCHES
+        return describe_qemus([profiles.PROFILES[a] for a in sorted(set(arches))
+                               if a in profiles.PROFILES])
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = self.props[report.nodeid] = dict(report.user_properties)
@@ -105,7 +113,8 @@ class Reporter:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         (self.res / "guestpm.ktap").write_text(ktap.render(self.groups()))
         if self.results:
-            (self.res / "summary.md").write_text(self.matrix().markdown())
+            (self.res / "summary.md").write_text(self.matrix().markdown().replace(
+                "\n", f"\n\n{self.qemu_line()}\n", 1))
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         groups = self.groups()
@@ -127,6 +136,7 @@ class Reporter:
                     line += "  " + r.reason.splitlines()[0][:max(cols - len(line) - 2, 60)]
                 tr.write_line(line.rstrip())
         tr.section("guestpm summary (kernel x arch x family)")
+        tr.write_line(self.qemu_line())
         tr.write_line(self.matrix().text())
         for note in self.notes():
             tr.write_line(note)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import profiles
+from harness import host_packages, profiles
 from harness.kernel import kernels
 from harness.vm.machine import Machine
 
@@ -66,6 +66,8 @@ def check(ts: list[Target], host: bool = True) -> None:
         kernels.check_spec(t.kernel, profiles.get(t.arch))
     for p in {profiles.get(t.arch) for t in ts} if host else ():
         Machine.check_host(p)
+    if host:
+        host_packages.check_host([profiles.get(t.arch) for t in ts])
 
 
 def targets(config: pytest.Config) -> list[Target]:

@@ -104,11 +104,11 @@ class L2Run:
         return [e for e in self.events("system-event") if e["type"] == typ]
 
     def has(self, key: str) -> bool:
-        return any(re.split(r"[ =]", r, 1)[0] == key for r in self.reports)
+        return any(re.split(r"[ =]", r, maxsplit=1)[0] == key for r in self.reports)
 
     def report(self, key: str) -> dict[str, str]:
         """The report line that starts with `key`, as key=value fields."""
-        line = next((r for r in self.reports if re.split(r"[ =]", r, 1)[0] == key), None)
+        line = next((r for r in self.reports if re.split(r"[ =]", r, maxsplit=1)[0] == key), None)
         assert line is not None, f"the L2 guest never reported {key!r}; it said " \
                                  f"{self.reports}; {self.ending()}"
         return parse_report(line)

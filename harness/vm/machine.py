@@ -73,7 +73,7 @@ RESTORED_OR_FRESH = re.compile(r"(PM: hibernation: hibernation exit)\r?\n|guestp
 INSMOD_FAILED = re.compile(r"guestpm: insmod (\S+) failed")
 HOSTKEY = re.compile(r"guestpm: hostkey (ssh-\S+ \S+)[^\n]*\n")
 # A restored guest's timers must run on every CPU (they do not on arm64 under QEMU 7.2's
-# TCG: profiles.ARM64_VIRT.no_restore)
+# TCG: Profile.probe_restores)
 EVERY_CPU_SLEEPS = ("for c in /sys/devices/system/cpu/cpu[0-9]*; do "
                     "taskset -c ${c##*cpu} sleep 0.1 || exit 1; done")
 
@@ -117,8 +117,8 @@ class Machine:
     @staticmethod
     def check_host(profile: Profile) -> None:
         """SetupError naming the package when this host cannot run `profile`'s QEMU."""
-        if not shutil.which(profile.qemu_binary):
-            raise SetupError(f"{profile.qemu_binary} not found: apt-get install "
+        if not shutil.which(cmdline.qemu_binary(profile)):
+            raise SetupError(f"{cmdline.qemu_binary(profile)} not found: apt-get install "
                              f"{profile.qemu_package} (or run `guestpm setup`)")
         if profile.firmware and not os.path.exists(profile.firmware):
             raise SetupError(f"{profile.name} boots {profile.firmware}, which is missing: "

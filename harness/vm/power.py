@@ -29,6 +29,43 @@ class WokeEarly(AssertionError):
     """The guest woke before the wake action: whatever woke it, it was not the action."""
 
 
+class EndedInReset(AssertionError):
+    """The guest reset or powered off during a transition: QEMU (-no-reboot) exited."""
+
+
+# the QMP events that tell how a transition ended (SHUTDOWN's reason: guest-reset,
+# guest-shutdown, guest-panic, host-qmp-quit...)
+ENDING_EVENTS = ("SUSPEND", "WAKEUP", "RESET", "POWERDOWN", "SHUTDOWN", "GUEST_PANICKED")
+
+
+def ending(m: Machine, what: str, t0: float) -> EndedInReset:
+    """What a transition that ended with QEMU gone saw: the QMP events since `t0` (how
+    long after it), QEMU's exit status and the console's last lines."""
+    try:                      # QEMU sends SHUTDOWN before it exits: let QMP read it
+        m.qmp.wait_event("SHUTDOWN", after=t0, timeout=3, watchdog=lambda: None)
+    except WaitTimeout:
+        pass
+    events = [e for e in m.qmp.events if e["host_time"] >= t0 and e["event"] in ENDING_EVENTS]
+    shown = ", ".join(f"{e['event']}{e.get('data') or ''} +{e['host_time'] - t0:.2f}s"
+                      for e in events) or "none"
+    shutdown = next((e.get("data") or {} for e in events if e["event"] == "SHUTDOWN"), {})
+    how = {"guest-reset": "reset", "guest-shutdown": "powered off",
+           "guest-panic": "panicked"}.get(shutdown.get("reason"), "ended")
+    return EndedInReset(f"{what}: the guest {how} during the transition: QMP events "
+                        f"{shown}; QEMU exited (status {m.proc.wait()}) ({m.qmp_log}); "
+                        f"console's last lines ({m.console_log}):\n{m.console.tail()}")
+
+
+def _transition(m: Machine, what: str, t0: float, step: Callable[[], object]):
+    """`step()`, unless the guest resets or powers off on the way: EndedInReset."""
+    try:
+        return step()
+    except Exception:
+        if m.proc is not None and not m.alive():
+            raise ending(m, what, t0) from None
+        raise
+
+
 @dataclass
 class Cycle:
     suspend_s: float      # write started -> QMP SUSPEND
@@ -56,6 +93,11 @@ def suspend_to_ram(m: Machine, wake: Callable[[], None] | None, timeout: float =
     """`echo mem > /sys/power/state` over ssh; after QMP SUSPEND call `wake` (None: the
     guest wakes itself, e.g. an RTC alarm); then QMP WAKEUP and the write's return."""
     t0 = time.time()
+    return _transition(m, what, t0, lambda: _suspend_to_ram(m, wake, timeout, what, t0))
+
+
+def _suspend_to_ram(m: Machine, wake: Callable[[], None] | None, timeout: float, what: str,
+                    t0: float) -> Cycle:
     cmd = m.ssh.start("echo mem > /sys/power/state")
     returned_early = _still_suspending(m, cmd, what, "any QMP SUSPEND")
     m.wait_event("SUSPEND", after=t0, timeout=timeout, also=returned_early)
@@ -166,6 +208,13 @@ def suspend_to_idle(m: Machine, wake: Callable[[], None],
     is the guest's own, e.g. its firmware's LPS0 calls or its console); then `wake()`,
     and the write must return."""
     t0 = time.time()
+    return _transition(m, what, t0,
+                       lambda: _suspend_to_idle(m, wake, entered, state, timeout, what, t0))
+
+
+def _suspend_to_idle(m: Machine, wake: Callable[[], None],
+                     entered: Callable[[Callable[[], None]], None], state: str,
+                     timeout: float, what: str, t0: float) -> IdleCycle:
     cmd = m.ssh.start(f"echo {state} > /sys/power/state")
     watchdog = m.watch(_still_suspending(m, cmd, what, "it showed the s2idle wait"))
     entered(watchdog)
@@ -217,5 +266,8 @@ def hibernate(m: Machine, timeout: float = 180) -> Hibernation:
         m.qmp.wait_event("SHUTDOWN", after=t0, timeout=3, watchdog=lambda: None)
     except WaitTimeout:
         pass
+    if any(e["event"] == "SHUTDOWN" and (e.get("data") or {}).get("reason") == "guest-reset"
+           for e in m.qmp.events if e["host_time"] >= t0):
+        raise ending(m, "hibernation", t0)       # a reset is no hibernation's power-off
     return Hibernation(poweroff, [e for e in m.qmp.events if e["host_time"] >= t0],
                        m.proc.wait())

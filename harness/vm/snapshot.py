@@ -16,13 +16,17 @@ shared (`restorable`).
 
 from __future__ import annotations
 
+import datetime
+import json
 import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
-from harness.errors import BootError
+from harness import cache
+from harness.errors import BootError, GuestpmError
+from harness.vm import cmdline
 
 if TYPE_CHECKING:
     from harness.vm.machine import BootInfo, Machine
@@ -94,3 +98,71 @@ def take(m: "Machine", path: Path, timeout: float = 120) -> Snapshot:
     assert m.host_key is not None and m.boot is not None, "snapshot of a machine not ready"
     return Snapshot(path, m.keys, m.host_key, m.boot, m.workdir, console,
                     time.monotonic() - t, path.stat().st_size)
+
+
+# The restore probe (profiles whose `probe_restores` is set: arm64, whose VHE kernel
+# runs on the EL2 generic timers).  Before the snapshot every CPU keeps its timer armed
+# for the next few milliseconds (a sleep loop pinned to it), so the snapshot holds a
+# deadline on every CPU that falls due right after the restore.  A QEMU whose stream
+# drops that deadline leaves the CPU without timer interrupts for good (the kernel's
+# next event already lies in the past, so later timers never reprogram it): the
+# restored guest's sleep on that CPU never returns.
+ARM_EVERY_CPU_TIMER = ("for c in /sys/devices/system/cpu/cpu[0-9]*; do "
+                       "setsid taskset -c ${c##*cpu} sh -c 'while :; do sleep 0.01; done' "
+                       "</dev/null >/dev/null 2>&1 & done")
+EVERY_CPU_SLEEPS_1S = ("for c in /sys/devices/system/cpu/cpu[0-9]*; do "
+                       "taskset -c ${c##*cpu} sleep 1 || exit 1; done")
+PROBE_MEMORY_MB = 512
+
+
+def restore_probe_file(profile) -> Path:
+    """Where the probe's decision for `profile`'s QEMU binary (version + hash) is kept."""
+    return (cache.cache_dir() / "qemu-probes" /
+            f"restore-{profile.arch}-{cmdline.qemu_identity(profile)}.json")
+
+
+def probe_restores(profile, make: Callable[[str], "Machine"], workdir: Path,
+                   record: Callable[["Machine", str], None] = lambda m, kind: None) -> str | None:
+    """Whether this QEMU restores `profile`'s machines faithfully: None, or why not.
+    Measured once per QEMU binary (a small machine booted, its timers armed on every
+    CPU, snapshotted, restored, a sleep on every CPU) and kept in the cache.
+    `make(tag)` makes a machine of the profile; `record(m, kind)` logs its boot/restore."""
+    f = restore_probe_file(profile)
+    with cache.locked(f):
+        if f.exists():
+            return json.loads(f.read_text())["refused"]
+        refused, release = _round_trip(make, workdir, record)
+        f.write_text(json.dumps({
+            "qemu": cmdline.qemu_binary(profile), "version": cmdline.qemu_version(profile),
+            "identity": cmdline.qemu_identity(profile), "kernel": release,
+            "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"), "refused": refused}, indent=1))
+        return refused
+
+
+def _round_trip(make, workdir: Path, record) -> tuple[str | None, str]:
+    a = make("restore-probe")
+    try:
+        a.launch()
+        a.wait_ready()
+        record(a, "boot")
+        a.ssh.run(ARM_EVERY_CPU_TIMER).check()
+        snap = take(a, workdir / "restore-probe.vmstate")
+    finally:
+        a.close(graceful=False)
+    b = make("restore-probe-restored").restore_from(snap)
+    version = cmdline.qemu_version(b.profile)
+    try:
+        b.launch()
+        b.wait_ready()                  # sleeps 0.1 s on every CPU: BootError if one hangs
+        record(b, "restore")
+        b.run(EVERY_CPU_SLEEPS_1S, timeout=30).check()
+    except (GuestpmError, AssertionError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return (f"QEMU {version} lost the generic timers' deadlines in a snapshot round "
+                f"trip of a {b.profile.name} machine whose CPUs all had their timer armed "
+                f"(measured by guestpm's restore probe, {b.workdir}): {first}"), a.boot.release
+    finally:
+        b.close(graceful=False)
+        snap.path.unlink(missing_ok=True)
+    return None, a.boot.release

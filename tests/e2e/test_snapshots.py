@@ -1,7 +1,7 @@
 """Self-test of the machines restored from snapshots (harness.vm.snapshot): a restored
-machine is a fresh machine of its own.  x86_64 only: arm64 restores are off
-(Profile.no_restore), and their QEMU 7.2 defect shows in varying ways, or not at all,
-so no verdict could pin it (docs/known-defects.md)."""
+machine is a fresh machine of its own.  x86_64 only: whether arm64 restores keep the
+timers depends on the QEMU, and a probe of the QEMU in use decides it before any arm64
+restore (harness.vm.snapshot.probe_restores; docs/known-defects.md)."""
 
 from __future__ import annotations
 

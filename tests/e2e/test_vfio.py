@@ -16,7 +16,9 @@ STAND-IN, not the kernel's verdict: on profiles whose PCI devices have ACPI comp
 ACPI-notify series (tests/fixtures/vfio_acpi_standin, a vfio-pci variant driver), binds
 the device to it and runs the acpi_notify cases again; they are reported under
 "stand-in".  The machine has guestpm's SSDT (_PS0/_PS3 and GPMN on the device's
-companion) and a second e1000e behind a root port, which has no companion."""
+companion) and a second e1000e, hot-added behind a root port once the guest runs, so
+that no firmware table can describe it: it has no companion on any QEMU (QEMU 8 and
+later describe the devices behind a root port that were there at boot)."""
 
 from __future__ import annotations
 
@@ -45,13 +47,14 @@ BDF = f"0000:00:{SLOT:02x}.0"
 DEVICE = "e1000e"
 MODULES = ("vfio_pci", "vfio_iommu_type1")
 MERGED = history.merged_of("low_power", "acpi_notify")    # acpi_notify: not merged anywhere
-# the ACPI-notify stand-in: a device in a root-bus slot has a companion, one behind a
-# root port (with the profile's acpi_unlisted_bridge_args) has none
+# the ACPI-notify stand-in: a device in a root-bus slot has a companion; one hot-added
+# behind a root port after boot (whose slots the profile's acpi_unlisted_bridge_args keep
+# out of the ACPI tables) has none
 COMPANIONS = pytest.mark.profile_has("acpi_pci_slot")
 STANDIN_MARK = pytest.mark.standin("vfio ACPI-notify forwarding (v5 uAPI)")
 STANDIN = Path(__file__).resolve().parent.parent / "fixtures" / "vfio_acpi_standin"
 ROOT_PORT_SLOT = 0xA
-NO_COMPANION_BDF = "0000:01:00.0"        # the first bus the firmware numbers, behind it
+E1000E_ID = ("8086", "10d3")             # vendor, device: how the guest lists the e1000e
 ACPI_NOTIFY_CASES = [c.name for c in vfio.CASES if c.family == "acpi_notify"]
 
 
@@ -64,14 +67,32 @@ def device_args(profile) -> tuple[str, ...]:
 
 
 def companion_args(profile) -> tuple[str, ...]:
-    """The SSDT that extends the slot device's companion, and a device without one."""
+    """The SSDT that extends the slot device's companion, and the empty root port that
+    a device without one is hot-added to (hot_add_without_companion)."""
     if not profile.acpi_pci_slot:
         return ()
     aml = compile_asl(ASL_DIR / "vfio_notify.asl")
     return ("-acpitable", f"file={aml}", *profile.acpi_unlisted_bridge_args,
             "-device", f"pcie-root-port,id=gpm_rp1,bus={profile.pcie_root_bus},"
-                       f"addr={ROOT_PORT_SLOT:#x},chassis=7",
-            "-device", f"{DEVICE},bus=gpm_rp1,id=gpm_vfio1")
+                       f"addr={ROOT_PORT_SLOT:#x},chassis=7")
+
+
+def _e1000e_bdfs(m) -> set[str]:
+    out = m.ssh.run("cd /sys/bus/pci/devices && for d in *; do "
+                    "echo $d $(cat $d/vendor $d/device); done").check().output
+    return {f[0] for ln in out.splitlines()
+            if len(f := ln.replace("0x", "").split()) == 3 and tuple(f[1:]) == E1000E_ID}
+
+
+def hot_add_without_companion(m) -> str:
+    """Hot-add the second e1000e behind the root port (native PCIe hotplug) and return
+    the address the guest gave it, read from the guest.  The guest took its ACPI tables
+    at boot, when the port was empty, so no QEMU version can have described it."""
+    before = _e1000e_bdfs(m)
+    m.qmp.execute("device_add", driver=DEVICE, bus="gpm_rp1", id="gpm_vfio1")
+    added = m.wait_until(lambda: sorted(_e1000e_bdfs(m) - before), 60,
+                         "the guest to enumerate the e1000e hot-added behind the root port")
+    return added[0]
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -86,6 +107,7 @@ class VfioHost(SuiteHost):
     _standin_missing: str | None = None     # why the stand-in module is not loaded
     _standin_error: str | None = None       # how loading it failed (never the stock run's)
     _standin_tried: bool = False
+    _no_companion: str | None = None
 
     def before_run(self) -> None:
         """Where devices have companions the stand-in module is loaded first: its raise
@@ -98,7 +120,10 @@ class VfioHost(SuiteHost):
 
     @property
     def no_companion(self) -> str | None:
-        return NO_COMPANION_BDF if self.profile.acpi_pci_slot else None
+        """Where devices have companions: a device without one, hot-added on first use."""
+        if self.profile.acpi_pci_slot and self._no_companion is None:
+            self._no_companion = hot_add_without_companion(self.machine)
+        return self._no_companion
 
     def load_standin(self) -> str | None:
         """Build the stand-in for this kernel and load it (it binds nothing by itself:
@@ -239,11 +264,11 @@ def test_a_missing_vfio_pci_driver_skips_naming_it(machine_factory, profile, ker
 def test_the_ssdt_extends_the_companion_the_standin_serves(host, profile):
     """The firmware side of the stand-in cases: the device's companion is the slot
     device QEMU's DSDT declares, our SSDT's _PS0 made it ACPI-power-manageable, and the
-    device behind the root port has no companion."""
+    device hot-added behind the root port has no companion."""
     _fail_if_setup_failed(host)
     fw = f"/sys/bus/pci/devices/{BDF}/firmware_node"
     r = host.machine.ssh.run(f"cat {fw}/path; test -e {fw}/power_state && echo managed; "
-                             f"test -e /sys/bus/pci/devices/{NO_COMPANION_BDF}/firmware_node"
+                             f"test -e /sys/bus/pci/devices/{host.no_companion}/firmware_node"
                              f" && echo companion || echo none")
     assert r.output.split() == [profile.acpi_pci_slot.format(devfn=SLOT << 3), "managed",
                                 "none"], r.output + r.stderr

@@ -1,5 +1,6 @@
 """The s2idle SSDT's build and its debug-port channel; disks; the stand-in's build gate."""
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -115,10 +116,8 @@ def test_a_standin_build_that_hangs_is_killed_and_reported(tmp_path, monkeypatch
                                     print)
 
 
-def test_a_fixture_for_another_arch_is_built_with_debian_s_cross_compiler(tmp_path,
-                                                                          monkeypatch):
-    """arm64 headers on an amd64 host: a multiarch chroot whose headers package pulls
-    gcc-N-for-host:arm64 (the cross compiler); make gets ARCH and CROSS_COMPILE."""
+def _fake_mmdebstrap(tmp_path, monkeypatch) -> list:
+    """An amd64 host whose mmdebstrap 'builds' m.ko; the commands it was given."""
     monkeypatch.setattr(shutil, "which", lambda cmd: f"/usr/bin/{cmd}")
     monkeypatch.setattr(profiles, "host_deb_arch", lambda: "amd64")
     seen = []
@@ -128,13 +127,44 @@ def test_a_fixture_for_another_arch_is_built_with_debian_s_cross_compiler(tmp_pa
         (tmp_path / "m.ko").write_bytes(b"\x7fELF")
         return subprocess.CompletedProcess(cmd, 0)
     monkeypatch.setattr(subprocess, "run", run)
+    return seen
+
+
+def test_a_fixture_for_another_arch_is_built_with_debian_s_cross_compiler(tmp_path,
+                                                                          monkeypatch):
+    """arm64 headers on an amd64 host: a multiarch chroot whose headers package pulls
+    gcc-N-for-host:arm64 (the cross compiler); make gets ARCH and CROSS_COMPILE."""
+    seen = _fake_mmdebstrap(tmp_path, monkeypatch)
     fixture_modules._mmdebstrap("m", [], "7.2.13+deb14-arm64", "sid", "7.2.13-1", "arm64",
                                 tmp_path, print)
     (cmd,) = seen
     assert "--architectures=amd64,arm64" in cmd
-    assert "--include=make,linux-headers-7.2.13+deb14-arm64:arm64=7.2.13-1" in cmd
+    assert "--include=make,binutils,linux-headers-7.2.13+deb14-arm64:arm64=7.2.13-1" in cmd
     assert any(a.endswith("M=/build ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- modules")
                for a in cmd), cmd
+
+
+def test_a_backports_kernels_fixture_builds_with_its_base_suite_too(tmp_path, monkeypatch):
+    """trixie-backports' headers need make and gcc from trixie: the chroot has both
+    suites, the base one first (mmdebstrap's SUITE), the headers pinned to the version."""
+    seen = _fake_mmdebstrap(tmp_path, monkeypatch)
+    fixture_modules._mmdebstrap("m", [], "7.3.4+bpo-amd64", "trixie-backports", "7.3.4-1~bpo13+1",
+                                "amd64", tmp_path, print)
+    (cmd,) = seen
+    i = cmd.index("/dev/null")
+    assert cmd[i - 1] == "trixie"
+    assert [a.split()[-2] for a in cmd[i + 1:]] == ["trixie", "trixie-backports"]
+    assert "--include=make,binutils,linux-headers-7.3.4+bpo-amd64=7.3.4-1~bpo13+1" in cmd
+    assert fixture_modules.chroot_suites("sid") == ["sid"]
+    assert fixture_modules.chroot_suites("bookworm-backports") == ["bookworm", "bookworm-backports"]
+
+
+def test_a_root_build_without_mount_stops_naming_the_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda cmd: None if cmd == "mount" else f"/usr/bin/{cmd}")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(SetupError, match=r"mount not found .*apt-get install mount"):
+        fixture_modules._mmdebstrap("m", [], "7.2.0-amd64", "sid", "7.2-1", "amd64", tmp_path,
+                                    print)
 
 
 @needs_iasl

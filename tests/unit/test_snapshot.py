@@ -102,3 +102,61 @@ def test_restore_from_is_refused_after_launch(tmp_path, fake_qemu):
     m.proc = object()
     with pytest.raises(BootError, match="already launched"):
         m.restore_from(_snapshot(tmp_path))
+
+
+class ProbeMachine:
+    """A machine of the restore probe: boots, runs commands, is snapshotted; restored, its
+    per-CPU sleep hangs when `timers_lost`."""
+
+    def __init__(self, tag, timers_lost, log):
+        self.tag, self.timers_lost, self.log = tag, timers_lost, log
+        self.profile, self.workdir = profiles.ARM64_VIRT, Path(f"/r/machines/{tag}")
+        self.boot = BootInfo(9.0, 8.0, "7.2.13+deb14-arm64")
+        self.ssh = self
+        self.snap = None
+
+    def restore_from(self, snap):
+        self.snap = snap
+        return self
+
+    def launch(self):
+        self.log.append(f"{self.tag} launch")
+
+    def wait_ready(self):
+        if self.snap and self.timers_lost:
+            raise BootError("the restored guest does not run as a booted one would: "
+                            "timed out waiting for sleep on cpu1")
+
+    def run(self, cmd, timeout=60):
+        self.log.append(f"{self.tag} run {cmd.split()[0]}")
+        return type("R", (), {"check": lambda r: r})()
+
+    def close(self, graceful=True):
+        self.log.append(f"{self.tag} close")
+
+
+@pytest.mark.parametrize("lost", [True, False])
+def test_the_restore_probe_decides_once_per_qemu_binary(tmp_path, monkeypatch, lost):
+    from harness.vm import cmdline, snapshot
+    monkeypatch.setenv("GUESTPM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cmdline, "qemu_identity", lambda p: "10.0.2-0123abcd")
+    monkeypatch.setattr(cmdline, "qemu_version", lambda p: "10.0.2 (Debian)")
+    monkeypatch.setattr(snapshot, "take", lambda m, path: Snapshot(
+        path, None, "k", m.boot, m.workdir, b"", 0.1, 1))
+    log = []
+    make = lambda tag: ProbeMachine(tag, lost, log)
+    first = snapshot.probe_restores(profiles.ARM64_VIRT, make, tmp_path)
+    # every CPU's timer armed before the snapshot; the restored one checked, then closed
+    assert log[:3] == ["restore-probe launch", "restore-probe run for",
+                       "restore-probe close"]
+    assert log[3] == "restore-probe-restored launch" and log[-1] == "restore-probe-restored close"
+    if lost:
+        assert first.startswith("QEMU 10.0.2 (Debian) lost the generic timers' deadlines")
+        assert first.endswith("timed out waiting for sleep on cpu1")
+    else:
+        assert first is None
+    n = len(log)
+    assert snapshot.probe_restores(profiles.ARM64_VIRT, make, tmp_path) == first
+    assert len(log) == n                 # the cached decision: no machine started
+    assert snapshot.restore_probe_file(profiles.ARM64_VIRT).name == \
+        "restore-arm64-10.0.2-0123abcd.json"

@@ -54,8 +54,25 @@ class FakeMachine:
         return self.boot
 
 
+# what the arm64 restore probe measured on the QEMU in use (snapshot.probe_restores)
+QEMU_7_2 = "QEMU 7.2.22 lost the generic timers' deadlines in a snapshot round trip"
+
+
 @pytest.fixture
-def snaps(tmp_path, monkeypatch):
+def probe(monkeypatch):
+    """The restore probe's answer (set `answer`) and the profiles it was asked about."""
+    calls = []
+
+    def fake(profile, make, workdir, record):
+        calls.append(profile.name)
+        return fake.answer
+    fake.answer, fake.calls = QEMU_7_2, calls
+    monkeypatch.setattr(pool.snapshot, "probe_restores", fake)
+    return fake
+
+
+@pytest.fixture
+def snaps(tmp_path, monkeypatch, probe):
     monkeypatch.setattr(pool, "results_dir", lambda config: tmp_path)
     monkeypatch.setattr(pool.snapshot, "take", lambda m, path: dataclasses.make_dataclass(
         "S", ["boot", "write_s", "size"])(m.boot, 0.3, 1))
@@ -120,3 +137,20 @@ def test_a_pool_machine_whose_restore_fails_is_left_to_boot(snaps, tmp_path):
     with pytest.warns(pool.GuestpmWarning, match="a restore failed"):
         assert snaps.restore(m) is False
     assert m.events == ["killed"] and snaps.why_boot(m).startswith("a restore failed")
+
+
+def test_arm64_restores_follow_what_the_probe_measured_on_this_qemu(snaps, tmp_path, probe):
+    """The probe runs once per session and profile (its decision is cached per QEMU
+    binary on disk); a QEMU that keeps the timers gets arm64 restores, x86 needs none."""
+    assert [_ready(snaps, tmp_path, n, profile=profiles.ARM64_VIRT) for n in range(2)] == \
+        [["booted"], ["booted"]]
+    assert snaps.why_boot(FakeMachine(tmp_path, 9, profile=profiles.ARM64_VIRT)) == QEMU_7_2
+    _ready(snaps, tmp_path, 5)
+    assert probe.calls == ["arm64"]
+
+
+def test_a_qemu_that_keeps_the_timers_restores_arm64(snaps, tmp_path, probe):
+    probe.answer = None
+    assert [_ready(snaps, tmp_path, n, profile=profiles.ARM64_VIRT) for n in range(2)] == \
+        [["booted"], ["restored"]]
+    assert probe.calls == ["arm64"]
