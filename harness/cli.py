@@ -7,6 +7,8 @@ ACPI events, vfio low power), on the kernels you choose, under QEMU.
   guestpm boot  --kernel K --arch A              a shell in a guest, with QMP and ssh
   guestpm build --tree DIR --arch A              your tree -> a kernel (--kernel build:DIR)
   guestpm bisect --tree DIR --good R --bad R -- TESTS   the commit that changed a verdict
+  guestpm compare BASE PATCHED [--confirm N]     what a patch changed: two runs (results
+                                                 directories) or two kernels, side by side
   guestpm setup [--kernel K]... [--arch A]...    host packages, kernels, root filesystems
 
 Kernels (K): debian:6.1, debian:6.12, debian:7.2 (the defaults), any debian:X.Y or
@@ -68,8 +70,7 @@ def cmd_run(args) -> int:
     if not tests.is_dir():
         raise SetupError(f"no tests at {tests}: guestpm run works from a source checkout")
     n_targets = len(_targets(args, host=True))
-    argv = [str(tests), "-p", "no:cacheprovider", "-q", "-rfE", f"--results={args.results}",
-            "--junitxml", str(Path(args.results) / "junit.xml")]
+    argv = [str(tests), "-p", "no:cacheprovider", "-q", "-rfE", f"--results={args.results}"]
     if args.self_test:
         argv.append("--self-test")
     for g in args.guest_kernel:
@@ -137,6 +138,60 @@ def cmd_bisect(args) -> int:
     return bisect.main(args, progress)
 
 
+def _side(arg: str):
+    """A results directory (a run's, or a parent whose `latest` is used) or a kernel spec."""
+    from harness.results import compare, runs
+    path = Path(arg).expanduser()
+    if path.exists():
+        return runs.resolve(path)
+    try:
+        kernels.parse_spec(arg)
+    except GuestpmError as e:
+        raise compare.CompareError(f"{arg}: neither a results directory nor a kernel spec "
+                                   f"({e})") from None
+    return arg
+
+
+def cmd_compare(args) -> int:
+    import time
+    from harness.results import compare, rerun, verdicts
+    t0 = time.monotonic()
+    parent = Path(args.results)
+    base, patched = _side(args.base), _side(args.patched)
+    if args.confirm < 0:
+        raise compare.CompareError(f"--confirm {args.confirm}: a number of re-runs, >= 1")
+    specs = [s for s in (base, patched) if isinstance(s, str)]
+    if len(specs) == 2 and base == patched:
+        raise compare.CompareError(f"{base} against itself: run it twice (guestpm run) and "
+                                   "compare the two results directories")
+    if specs:
+        given = [r for r in (base, patched) if not isinstance(r, str)]
+        old = verdicts.read(given[0]) if given else None
+        arches = args.arch or (list(dict.fromkeys(v.profile for v in old.verdicts if v.kernel))
+                               if old else [])
+        selection = args.pytest_args or (sorted({v.file for v in old.verdicts if v.kernel})
+                                         if old else [])
+        targets.check(targets.expand(specs, arches), host=True)   # bad input: before booting
+        rec = rerun.run_kernels(specs, arches, selection, parent, args.jobs)
+        if len(specs) == 2:
+            base, patched = rerun.split(rec, base), rerun.split(rec, patched)
+        elif isinstance(base, str):
+            base, patched = rerun.split(rec, base), verdicts.read(patched)
+        else:
+            base, patched = verdicts.read(base), rerun.split(rec, patched)
+    else:
+        base, patched = verdicts.read(base), verdicts.read(patched)
+    cmp = compare.compare(base, patched, args.arch or None, args.base, args.patched)
+    if args.confirm:
+        compare.confirm(cmp, rerun.Rerunner(parent, args.jobs), args.confirm)
+    text = compare.markdown(cmp, parent.resolve(), time.monotonic() - t0)
+    parent.mkdir(parents=True, exist_ok=True)
+    (parent / "compare.md").write_text(text)
+    print(text, end="")
+    progress(f"written to {parent / 'compare.md'}")
+    return cmp.exit_status()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="guestpm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -153,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     targets_opts(p)
     p.add_argument("--build-tools", action="store_true",
                    help="also install what `guestpm build` needs (compilers, flex, bison, ...)")
-    p = sub.add_parser("run", help="run the suite on the matrix; KTAP + JUnit in --results")
+    p = sub.add_parser("run", help="run the suite on the matrix; verdicts, KTAP, JUnit in "
+                                   "--results/RUN (--results/latest: the newest)")
     targets_opts(p)
     p.add_argument("--results", default="results")
     p.add_argument("-j", "--jobs", type=int, default=0, help="parallel targets (default: cores)")
@@ -210,6 +266,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trust-ends", action="store_true",
                    help="do not check that --good passes and --bad fails before bisecting")
     p.add_argument("selector", nargs="+", help="after --: pytest arguments selecting the tests")
+    p = sub.add_parser("compare", help="what a patch changed: verdicts of two runs or two "
+                                       "kernels, grouped (exit 1 on a regression)")
+    p.add_argument("base", help="a results directory (a run's, or one whose `latest` is "
+                                "used) or a kernel spec")
+    p.add_argument("patched", help="the same, for the patched side; two specs run both "
+                                   "kernels in one run")
+    p.add_argument("--arch", action="append", default=[],
+                   help="profiles to run (specs) or to compare (default: the defaults, or "
+                        "those of the results directory)")
+    p.add_argument("--results", default="results",
+                   help="where runs go and compare.md is written (default: ./results)")
+    p.add_argument("--confirm", type=int, default=0, metavar="N",
+                   help="re-run every changed verdict N times on both kernels: confirmed "
+                        "when it holds every time, else flaky (listed apart, exit status 0)")
+    p.add_argument("-j", "--jobs", type=int, default=0, help="parallel targets (default: cores)")
+    p.add_argument("pytest_args", nargs="*", help="after --: pytest arguments selecting the "
+                   "tests to run (default: tests/e2e, or the results directory's test files)")
 
     args = parser.parse_args(argv)
     install_signal_handlers()
@@ -217,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "boot":
             return cmd_boot(args)
         return {"setup": cmd_setup, "run": cmd_run, "build": cmd_build,
-                "bisect": cmd_bisect}[args.command](args)
+                "bisect": cmd_bisect, "compare": cmd_compare}[args.command](args)
     except GuestpmError as e:
         print(f"guestpm: error: {e}", file=sys.stderr)
         return 2

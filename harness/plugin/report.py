@@ -34,7 +34,9 @@ def test_name(nodeid: str, target: str) -> str:
     """The test's name without its target (the KTAP subtest): other parameters stay."""
     path, _, func = nodeid.partition("::")
     func, _, params = func.partition("[")
-    params = params.rstrip("]").replace(target, "").strip("-") if target else params.rstrip("]")
+    params = params.rstrip("]")
+    if target:
+        params = params.replace(f"-{target}-", "-").replace(target, "").strip("-")
     return f"{Path(path).stem}::{func}" + (f"[{params}]" if params else "")
 
 
