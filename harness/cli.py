@@ -265,7 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--logs", default=None, help="per-step logs (default: results/bisect-<time>)")
     p.add_argument("--trust-ends", action="store_true",
                    help="do not check that --good passes and --bad fails before bisecting")
-    p.add_argument("selector", nargs="+", help="after --: pytest arguments selecting the tests")
+    p.add_argument("--change", nargs=3, metavar=("TEST", "BASE", "PATCHED"),
+                   help="the test is one row of `guestpm compare`: good where TEST (its id "
+                        "without the target) is BASE, bad where it is PATCHED (e.g. PASS FAIL)")
+    p.add_argument("selector", nargs="*", help="after --: pytest arguments selecting the tests "
+                   "(with --change: default TEST's function)")
     p = sub.add_parser("compare", help="what a patch changed: verdicts of two runs or two "
                                        "kernels, grouped (exit 1 on a regression)")
     p.add_argument("base", help="a results directory (a run's, or one whose `latest` is "
