@@ -3,7 +3,7 @@ from the run's verdict record (harness.results.verdicts).
 
 A cell shows the family's worst verdict with its counts ("FAIL 2/23", "SKIP 9/9",
 "PASS 23") and, in the Markdown file, links to its first failure's artifacts.
-Printed at the end of a run and written to results/summary.md (a CI job's summary).
+Printed at the end of a run and written to results/RUN/summary.md (a CI job's summary).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Matrix:
     rows: dict[str, dict[str, Cell]] = field(default_factory=dict)
     releases: dict[str, str] = field(default_factory=dict)
     info: list[str] = field(default_factory=list)    # "target: text", not verdicts
-    splats: list[dict] = field(default_factory=list)  # results/splats.jsonl records
+    splats: list[dict] = field(default_factory=list)  # the run's splats.jsonl records
 
     @classmethod
     def of(cls, record: list[Verdict]) -> "Matrix":

@@ -118,7 +118,7 @@ def safe_name(name: str, limit: int = 150) -> str:
 
 
 def artifacts_dir_of(config: pytest.Config, nodeid: str, target: Target | None) -> Path:
-    """results/tests/<test>: the target's short slug instead of its spec."""
+    """results/RUN/tests/<test>: the target's short slug instead of its spec."""
     if target is not None:
         nodeid = nodeid.replace(target.id, target.slug)
     nodeid = nodeid.removeprefix("tests/e2e/")
