@@ -19,8 +19,9 @@ selector defaults to TEST's function.
 
 Each step reads the run's verdict record (harness.results.verdicts).  Per-step logs go
 to LOGS/NN-<sha>/ (build.log link, pytest.log, the run's results directory, whose
-`latest` holds verdicts.jsonl and junit.xml); LOGS/steps.jsonl has one record per step.  The tree is left as it
-was found: `git bisect reset` runs on every exit path, Ctrl-C included.
+`latest` holds verdicts.jsonl and junit.xml); LOGS/steps.jsonl has one record per step.
+The tree is left as it was found: `git bisect reset` runs on every exit path, Ctrl-C
+included.
 """
 
 from __future__ import annotations

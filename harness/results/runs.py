@@ -58,9 +58,9 @@ def resolve(path: Path) -> Path:
     if latest.is_symlink() or latest.is_dir():
         if (latest / verdicts.FILE).is_file():
             return latest.resolve()
-        raise verdicts.RecordError(f"{latest} -> {os.readlink(latest) if latest.is_symlink() else '?'}"
-                                   f" has no {verdicts.FILE} (a run still going, or stopped "
-                                   "before it judged anything)")
+        to = os.readlink(latest) if latest.is_symlink() else "?"
+        raise verdicts.RecordError(f"{latest} -> {to} has no {verdicts.FILE} (a run still "
+                                   "going, or stopped before it judged anything)")
     if not path.is_dir():
         raise verdicts.RecordError(f"{path}: no such results directory")
     raise verdicts.RecordError(f"{path} is neither a run directory (no {verdicts.FILE}) nor a "
@@ -103,6 +103,7 @@ def header(qemu_binaries: list[str], accels: list[str]) -> verdicts.Header:
     """`accels`: the profiles' -accel values (tcg,thread=multi -> tcg)."""
     return verdicts.Header(
         guestpm=_git_commit(), qemu={b: qemu_version(b) for b in sorted(set(qemu_binaries))},
-        accel=",".join(sorted({a.split(",")[0] for a in accels})) or "tcg", host=f"{platform.node()} ({platform.system()} {platform.release()} "
-                          f"{platform.machine()}, {os.cpu_count()} cpus)",
+        accel=",".join(sorted({a.split(",")[0] for a in accels})) or "tcg",
+        host=f"{platform.node()} ({platform.system()} {platform.release()} "
+             f"{platform.machine()}, {os.cpu_count()} cpus)",
         started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
