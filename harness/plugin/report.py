@@ -48,7 +48,7 @@ class Reporter:
         self.config, self.res = config, res
         self.outcomes: dict[str, tuple[str, str]] = {}      # nodeid -> (outcome, reason)
         self.durations: dict[str, float] = {}
-        self.props: dict[str, dict] = {}
+        self.props: dict[str, list[tuple]] = {}             # nodeid -> user_properties
         self.worker_notes: list[str] = []
         self.record: list[verdicts.Verdict] = []
 
@@ -65,7 +65,7 @@ class Reporter:
         if self.res is None:
             return
         nodeid = report.nodeid
-        self.props[nodeid] = dict(report.user_properties)
+        self.props[nodeid] = list(report.user_properties)
         self.durations[nodeid] = self.durations.get(nodeid, 0.0) + (report.duration or 0.0)
         prev = self.outcomes.get(nodeid)
         if report.when == "call" or (report.when == "setup" and not report.passed):
@@ -87,7 +87,7 @@ class Reporter:
                     {k: s.get(k) for k in ("kind", "title", "when", "allowed")})
         out = []
         for nodeid, (outcome, reason) in self.outcomes.items():
-            props = self.props.get(nodeid, {})
+            props = dict(self.props.get(nodeid, []))
             target = props.get("target", "")
             kernel, _, profile = target.rpartition("/") if "/" in target else ("", "", "")
             art = artifacts_dir_of(self.config, nodeid, Target(kernel, profile) if kernel
@@ -101,7 +101,7 @@ class Reporter:
                 kind=kind, reason=reason, splats=tuple(splats.get(nodeid, ())),
                 artifacts=str(art.relative_to(self.res)) if art.exists() else None,
                 duration=round(self.durations.get(nodeid, 0.0), 3),
-                info=tuple(v for k, v in self.props.get(nodeid, {}).items() if k == "info")))
+                info=tuple(v for k, v in self.props.get(nodeid, []) if k == "info")))
         return out
 
     def _header(self, record: list[verdicts.Verdict]) -> verdicts.Header:

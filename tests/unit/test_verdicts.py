@@ -32,6 +32,9 @@ def bad_teardown():
 def test_pass():
     pass
 
+def test_info(request):
+    request.node.user_properties += [("info", "note one"), ("info", "note two")]
+
 def test_fail():
     assert 1 == 2, "one is not two"
 
@@ -105,7 +108,8 @@ def test_record_and_junit_agree_id_for_id(inner_run):
         "test_inner.py::test_check": "FAIL", "test_inner.py::test_skip": "SKIP",
         "test_inner.py::test_xfail": "XFAIL", "test_inner.py::test_xpass": "XPASS",
         "test_inner.py::test_error": "ERROR", "test_inner.py::test_teardown_error": "ERROR",
-        "test_inner.py::test_param[1]": "PASS", "test_inner.py::test_param[2]": "FAIL"}
+        "test_inner.py::test_param[1]": "PASS", "test_inner.py::test_param[2]": "FAIL",
+        "test_inner.py::test_info": "PASS"}
 
 
 def test_record_fields(inner_run):
@@ -123,8 +127,9 @@ def test_record_fields(inner_run):
     assert rec.header.accel == "tcg" and rec.header.guestpm and rec.header.host
     # the KTAP file and the matrix come from the same record
     ktap = (run / "guestpm.ktap").read_text()
-    assert "  ok 7 test_inner::test_skip # SKIP kernel 6.1 lacks CONFIG_FOO" in ktap
-    assert "FAIL 3/10" in (run / "summary.md").read_text()
+    assert by["test_info"].info == ("note one", "note two")
+    assert "  ok 8 test_inner::test_skip # SKIP kernel 6.1 lacks CONFIG_FOO" in ktap
+    assert "FAIL 3/11" in (run / "summary.md").read_text()
 
 
 def test_runs_never_share_a_directory(tmp_path):
