@@ -48,8 +48,8 @@ from harness.plugin.report import Reporter
 from harness.plugin.targets import (NOTES, RUN_DIR, WORKER_RUN_DIR, Target, artifacts_dir_of,
                                     check_targets, keeps_results, machine_dir, results_parent,
                                     runs_e2e, scope_of, target_of, targets)
-from harness.results import runs
 from harness.progress import progress
+from harness.results import runs
 from harness.vm.machine import Machine
 
 

@@ -64,6 +64,14 @@ class Rerunner:
         ids = list(dict.fromkeys(x for r in rows for x in (r.base.nodeid, r.patched.nodeid)))
         specs = [x for r in rows for x in (r.base.kernel, r.patched.kernel)]
         profiles = list(dict.fromkeys(r.base.profile for r in rows))
+        if i == 0:          # kernels the records name but this host cannot run: one line
+            from harness.errors import GuestpmError
+            from harness.plugin import targets
+            try:
+                targets.check(targets.expand(list(dict.fromkeys(specs)), profiles))
+            except GuestpmError as e:
+                raise CompareError(f"--confirm cannot re-run the records' kernels: {e}") \
+                    from None
         print(f"guestpm compare: re-run {i + 1}: {len(rows)} changed verdict(s) on "
               f"{', '.join(dict.fromkeys(specs))}", file=sys.stderr, flush=True)
         rec = run_kernels(specs, profiles, ids, self.parent, self.jobs)

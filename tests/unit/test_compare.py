@@ -218,3 +218,26 @@ def test_cli_on_two_directories_writes_compare_md_and_exits_1(tmp_path):
     back = _cli("patched", "patched", cwd=tmp_path)
     assert back.returncode == 0 and "Nothing changed." in back.stdout
     assert json.loads((G / "base" / verdicts.FILE).read_text().splitlines()[0])["header"]
+
+
+def test_the_rerunner_runs_both_kernels_in_one_run(monkeypatch, tmp_path):
+    """Each re-run: one pytest run of the changed tests' ids on both kernels; its record
+    split back into the two sides."""
+    from harness.plugin import targets
+    from harness.results import rerun
+    b, p = records()
+    cmp = compare.compare(b, p)
+    calls = []
+
+    def fake_run(specs, profiles, selection, parent, jobs=0, extra=()):
+        calls.append((list(dict.fromkeys(specs)), profiles, selection, parent))
+        return verdicts.Record(p.header, b.verdicts + p.verdicts)
+    monkeypatch.setattr(rerun, "run_kernels", fake_run)
+    monkeypatch.setattr(targets, "check", lambda ts, host=True: None)
+    rows = cmp.regressions()
+    vb, vp = rerun.Rerunner(tmp_path, 2)(rows, 0)
+    specs, profiles, selection, parent = calls[0]
+    assert specs == ["debian:6.12", "debian:7.2"] and profiles == ["arm64"]
+    assert parent == tmp_path / "confirm"
+    assert selection == [x for r in rows for x in (r.base.nodeid, r.patched.nodeid)]
+    assert {v.kernel for v in vb} == {"debian:6.12"} and {v.kernel for v in vp} == {"debian:7.2"}
