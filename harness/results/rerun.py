@@ -75,8 +75,8 @@ class Rerunner:
         print(f"guestpm compare: re-run {i + 1}: {len(rows)} changed verdict(s) on "
               f"{', '.join(dict.fromkeys(specs))}", file=sys.stderr, flush=True)
         rec = run_kernels(specs, profiles, ids, self.parent, self.jobs)
-        base = {r.base.kernel for r in rows}
-        if all(r.base.kernel == r.patched.kernel for r in rows):
+        base, patched = {r.base.kernel for r in rows}, {r.patched.kernel for r in rows}
+        if base == patched:
             return rec.verdicts, rec.verdicts       # the same kernels on both sides
         return ([v for v in rec.verdicts if v.kernel in base],
-                [v for v in rec.verdicts if v.kernel not in base])
+                [v for v in rec.verdicts if v.kernel in patched])
