@@ -139,8 +139,17 @@ def cmd_bisect(args) -> int:
 
 
 def _side(arg: str):
-    """A results directory (a run's, or a parent whose `latest` is used) or a kernel spec."""
-    from harness.results import compare, runs
+    """A results directory (a run's, or a parent whose `latest` is used), SPEC@DIR (the
+    verdicts of one kernel of that run) or a kernel spec."""
+    from harness.results import compare, runs, verdicts
+    spec, at, where = arg.rpartition("@")
+    if at and spec and Path(where).expanduser().exists():
+        rec = verdicts.read(runs.resolve(Path(where).expanduser()))
+        if spec not in rec.kernels():
+            raise compare.CompareError(f"{arg}: that run judged {', '.join(rec.kernels())}, "
+                                       f"not {spec}")
+        return verdicts.Record(rec.header, [v for v in rec.verdicts if v.kernel == spec],
+                               rec.path)
     path = Path(arg).expanduser()
     if path.exists():
         return runs.resolve(path)
@@ -152,6 +161,11 @@ def _side(arg: str):
     return arg
 
 
+def _record(side):
+    from harness.results import verdicts
+    return side if isinstance(side, verdicts.Record) else verdicts.read(side)
+
+
 def cmd_compare(args) -> int:
     import time
     from harness.results import compare, rerun, verdicts
@@ -161,12 +175,15 @@ def cmd_compare(args) -> int:
     if args.confirm < 0:
         raise compare.CompareError(f"--confirm {args.confirm}: a number of re-runs, >= 1")
     specs = [s for s in (base, patched) if isinstance(s, str)]
+    if isinstance(base, verdicts.Record) and isinstance(patched, verdicts.Record) and \
+            base.kernels() == patched.kernels() and base.path == patched.path:
+        raise compare.CompareError(f"{args.base} against itself: nothing to compare")
     if len(specs) == 2 and base == patched:
         raise compare.CompareError(f"{base} against itself: run it twice (guestpm run) and "
                                    "compare the two results directories")
     if specs:
         given = [r for r in (base, patched) if not isinstance(r, str)]
-        old = verdicts.read(given[0]) if given else None
+        old = _record(given[0]) if given else None
         arches = args.arch or (list(dict.fromkeys(v.profile for v in old.verdicts if v.kernel))
                                if old else [])
         selection = args.pytest_args or (sorted({v.file for v in old.verdicts if v.kernel})
@@ -176,11 +193,17 @@ def cmd_compare(args) -> int:
         if len(specs) == 2:
             base, patched = rerun.split(rec, base), rerun.split(rec, patched)
         elif isinstance(base, str):
-            base, patched = rerun.split(rec, base), verdicts.read(patched)
+            base, patched = rerun.split(rec, base), _record(patched)
         else:
-            base, patched = verdicts.read(base), rerun.split(rec, patched)
+            base, patched = _record(base), rerun.split(rec, patched)
     else:
-        base, patched = verdicts.read(base), verdicts.read(patched)
+        base, patched = _record(base), _record(patched)
+    # paths after -- select the recorded sides' tests too (their files)
+    files = [a.split("::")[0].rstrip("/") for a in args.pytest_args if not a.startswith("-")]
+    if files:
+        base, patched = (verdicts.Record(r.header, [v for v in r.verdicts if any(
+            v.file == f or v.file.startswith(f + "/") for f in files)], r.path)
+            for r in (base, patched))
     cmp = compare.compare(base, patched, args.arch or None, args.base, args.patched)
     if args.confirm:
         compare.confirm(cmp, rerun.Rerunner(parent, args.jobs), args.confirm)
@@ -273,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("compare", help="what a patch changed: verdicts of two runs or two "
                                        "kernels, grouped (exit 1 on a regression)")
     p.add_argument("base", help="a results directory (a run's, or one whose `latest` is "
-                                "used) or a kernel spec")
+                                "used), SPEC@DIR (one kernel of that run) or a kernel spec")
     p.add_argument("patched", help="the same, for the patched side; two specs run both "
                                    "kernels in one run")
     p.add_argument("--arch", action="append", default=[],

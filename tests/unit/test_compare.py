@@ -241,3 +241,20 @@ def test_the_rerunner_runs_both_kernels_in_one_run(monkeypatch, tmp_path):
     assert parent == tmp_path / "confirm"
     assert selection == [x for r in rows for x in (r.base.nodeid, r.patched.nodeid)]
     assert {v.kernel for v in vb} == {"debian:6.12"} and {v.kernel for v in vp} == {"debian:7.2"}
+
+
+def test_cli_two_kernels_of_one_run_with_a_file_filter(tmp_path):
+    """SPEC@DIR: the default run already judged both kernels; comparing them boots
+    nothing.  Paths after -- keep the recorded sides' tests of those files."""
+    b, p = records()
+    run = tmp_path / "r" / "20261203-120000"
+    run.mkdir(parents=True)
+    (run / verdicts.FILE).write_text(verdicts.dumps(b.header, b.verdicts + p.verdicts))
+    (tmp_path / "r" / "latest").symlink_to(run.name)
+    proc = _cli("debian:6.12@r", "debian:7.2@r", "--", "tests/e2e/test_psci.py", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| `")]
+    assert rows and all(ln.startswith("| `test_psci::") for ln in rows), rows
+    assert "## skip -> pass (1)" in proc.stdout and "## fixes" not in proc.stdout
+    bad = _cli("debian:6.1@r", "debian:7.2@r", cwd=tmp_path)
+    assert bad.returncode == 2 and "judged debian:6.12, debian:7.2, not debian:6.1" in bad.stderr
