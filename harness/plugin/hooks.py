@@ -66,7 +66,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "directory of its own, DIR/RUN, and points DIR/latest at it (default: "
                      "./results; a unit-test run writes nothing unless given this)")
     g.addoption("--slow", action="store_true",
-                help="also run tests marked slow (a full kernel build and its PSCI run)")
+                help="also run tests marked slow (a full kernel build and its PSCI run, "
+                     "compare on two kernels)")
     g.addoption("--boot-timeout", type=float, default=300, metavar="SECONDS",
                 help="bound on one boot to a shell (default 300; TCG is slow)")
     g.addoption("--self-test", action="store_true",
