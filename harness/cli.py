@@ -311,7 +311,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("pytest_args", nargs="*", help="after --: pytest arguments selecting the "
                    "tests to run (default: tests/e2e, or the results directory's test files)")
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest = None
+    if argv[:1] == ["compare"] and "--" in argv:
+        # argparse binds `pytest_args` right after the two sides, so options between
+        # them and `--` would leave what follows `--` unparsed
+        rest, argv = argv[argv.index("--") + 1:], argv[:argv.index("--")]
     args = parser.parse_args(argv)
+    if rest is not None:
+        args.pytest_args = args.pytest_args + rest
     install_signal_handlers()
     try:
         if args.command == "boot":

@@ -251,7 +251,8 @@ def test_cli_two_kernels_of_one_run_with_a_file_filter(tmp_path):
     run.mkdir(parents=True)
     (run / verdicts.FILE).write_text(verdicts.dumps(b.header, b.verdicts + p.verdicts))
     (tmp_path / "r" / "latest").symlink_to(run.name)
-    proc = _cli("debian:6.12@r", "debian:7.2@r", "--", "tests/e2e/test_psci.py", cwd=tmp_path)
+    proc = _cli("debian:6.12@r", "debian:7.2@r", "--arch", "arm64", "--", "tests/e2e/test_psci.py",
+                cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| `")]
     assert rows and all(ln.startswith("| `test_psci::") for ln in rows), rows
