@@ -102,6 +102,7 @@ def dumps(header: Header, verdicts: list[Verdict]) -> str:
     for v in verdicts:
         d = asdict(v)
         d["splats"], d["info"] = list(v.splats), list(v.info)
+        d["check"] = v.check        # derived from the reason; written for other readers
         lines.append(json.dumps(d, sort_keys=True))
     return "\n".join(lines) + "\n"
 
