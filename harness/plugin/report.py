@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import datetime
 import shutil
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class Reporter:
         self.props: dict[str, list[tuple]] = {}             # nodeid -> user_properties
         self.worker_notes: list[str] = []
         self.record: list[verdicts.Verdict] = []
+        self.started = datetime.datetime.now(datetime.timezone.utc)
 
     def pytest_testnodedown(self, node, error) -> None:
         """xdist: what a worker did not collect (every worker collects the same)."""
@@ -107,7 +109,7 @@ class Reporter:
     def _header(self, record: list[verdicts.Verdict]) -> verdicts.Header:
         used = [profiles.get(p) for p in dict.fromkeys(v.profile for v in record)
                 if p in profiles.PROFILES]
-        return runs.header([p.qemu_binary for p in used], [p.accel for p in used])
+        return runs.header([p.qemu_binary for p in used], [p.accel for p in used], self.started)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.res is None:

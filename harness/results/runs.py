@@ -99,11 +99,14 @@ def qemu_version(binary: str) -> str:
         return f"? ({e})"
 
 
-def header(qemu_binaries: list[str], accels: list[str]) -> verdicts.Header:
-    """`accels`: the profiles' -accel values (tcg,thread=multi -> tcg)."""
+def header(qemu_binaries: list[str], accels: list[str],
+           started: datetime.datetime | None = None) -> verdicts.Header:
+    """`accels`: the profiles' -accel values (tcg,thread=multi -> tcg); `started`: when
+    the run began (default: now)."""
     return verdicts.Header(
         guestpm=_git_commit(), qemu={b: qemu_version(b) for b in sorted(set(qemu_binaries))},
         accel=",".join(sorted({a.split(",")[0] for a in accels})) or "tcg",
         host=f"{platform.node()} ({platform.system()} {platform.release()} "
              f"{platform.machine()}, {os.cpu_count()} cpus)",
-        started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        started=(started or datetime.datetime.now(datetime.timezone.utc))
+        .isoformat(timespec="seconds"))
