@@ -9,12 +9,16 @@ happened) and prints:
            test's own overlay paths), their ratio to the distinct configurations,
            and snapshot restores (`-incoming`) apart;
   restore  per profile, the mean time of a boot, a restore and a snapshot's write
-           (results/boots.jsonl);
-  families the test time of each family (the sum of its tests' durations in
-           junit.xml; under -n 2 that is about twice the wall share), L2 on its own.
+           (results/latest/boots.jsonl);
+  families the test time of each family (the sum of its tests' durations in the
+           verdict record; under -n 2 that is about twice the wall share), L2 on its
+           own.
 
     .venv/bin/python benchmarks/matrix.py --run [--results DIR] [-- guestpm run args]
     .venv/bin/python benchmarks/matrix.py --results DIR
+
+DIR is a run directory or a results directory whose `latest` is read; a run from
+before run directories (junit.xml, no verdicts.jsonl) is read as it is.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness.plugin.pool import FIRST_BOOT
 from harness.plugin.summary import family_of
+from harness.results import runs, verdicts
 
 # the parts of a QEMU command line that differ between two boots of one configuration
 _INSTANCE = [
@@ -149,10 +154,22 @@ def start_times(boots_jsonl: Path) -> dict[str, dict[str, list[float]]]:
     return out
 
 
-def family_times(junit: Path) -> dict[str, float]:
+def run_dir(results: Path) -> Path:
+    """The run to read: `results` itself, or its latest; an older run's layout as is."""
+    try:
+        return runs.resolve(results)
+    except verdicts.RecordError:
+        return results
+
+
+def family_times(results: Path) -> dict[str, float]:
     """Seconds of test time per family (the e2e files; unit tests as `unit`)."""
     out: dict[str, float] = collections.defaultdict(float)
-    for tc in ET.parse(junit).iter("testcase"):
+    if (results / verdicts.FILE).is_file():
+        for v in verdicts.read(results).verdicts:
+            out[family_of(v.file)] += v.duration
+        return dict(out)
+    for tc in ET.parse(results / "junit.xml").iter("testcase"):    # before run directories
         module = tc.get("classname", "").replace(".", "/")
         out[family_of(module + ".py")] += float(tc.get("time", 0))
     return dict(out)
@@ -180,7 +197,7 @@ def report(results: Path, wall: float | None, cpu: float | None) -> str:
         lines.append(f"  {profile:12s} " + "   ".join(
             f"{kind} {sum(v) / len(v):5.2f} ({len(v)})"
             for kind in ("boot", "restore", "snapshot") if (v := kinds.get(kind))))
-    times = family_times(results / "junit.xml")
+    times = family_times(results)
     lines.append("families (test seconds):")
     for fam, t in sorted(times.items(), key=lambda kv: -kv[1]):
         if fam != "l2":
@@ -193,7 +210,8 @@ def report(results: Path, wall: float | None, cpu: float | None) -> str:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", action="store_true", help="run the default matrix first")
-    ap.add_argument("--results", default=str(ROOT / "results"), help="its results directory")
+    ap.add_argument("--results", default=str(ROOT / "results"),
+                    help="a run directory, or a results directory (its latest is read)")
     ap.add_argument("guestpm_args", nargs="*", help="more `guestpm run` arguments (after --)")
     a = ap.parse_args(argv)
     results = Path(a.results)
@@ -206,7 +224,7 @@ def main(argv: list[str]) -> int:
         wall = time.monotonic() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    print(report(results, wall, cpu))
+    print(report(run_dir(results), wall, cpu))
     return 0
 
 

@@ -7,6 +7,8 @@ ACPI events, vfio low power), on the kernels you choose, under QEMU.
   guestpm boot  --kernel K --arch A              a shell in a guest, with QMP and ssh
   guestpm build --tree DIR --arch A              your tree -> a kernel (--kernel build:DIR)
   guestpm bisect --tree DIR --good R --bad R -- TESTS   the commit that changed a verdict
+  guestpm compare BASE PATCHED [--confirm N]     what a patch changed: two runs (results
+                                                 directories) or two kernels, side by side
   guestpm setup [--kernel K]... [--arch A]...    host packages, kernels, root filesystems
 
 Kernels (K): debian:6.1, debian:6.12, debian:7.2 (the defaults), any debian:X.Y or
@@ -79,8 +81,7 @@ def cmd_run(args) -> int:
         raise SetupError(f"no tests at {tests}: guestpm run works from a source checkout")
     use_qemu(args)
     n_targets = len(_targets(args, host=True))
-    argv = [str(tests), "-p", "no:cacheprovider", "-q", "-rfE", f"--results={args.results}",
-            "--junitxml", str(Path(args.results) / "junit.xml")]
+    argv = [str(tests), "-p", "no:cacheprovider", "-q", "-rfE", f"--results={args.results}"]
     if args.self_test:
         argv.append("--self-test")
     if args.qemu:
@@ -151,6 +152,83 @@ def cmd_bisect(args) -> int:
     return bisect.main(args, progress)
 
 
+def _side(arg: str):
+    """A results directory (a run's, or a parent whose `latest` is used), SPEC@DIR (the
+    verdicts of one kernel of that run) or a kernel spec."""
+    from harness.results import compare, runs, verdicts
+    spec, at, where = arg.rpartition("@")
+    if at and spec and Path(where).expanduser().exists():
+        rec = verdicts.read(runs.resolve(Path(where).expanduser()))
+        if spec not in rec.kernels():
+            raise compare.CompareError(f"{arg}: that run judged {', '.join(rec.kernels())}, "
+                                       f"not {spec}")
+        return verdicts.Record(rec.header, [v for v in rec.verdicts if v.kernel == spec],
+                               rec.path)
+    path = Path(arg).expanduser()
+    if path.exists():
+        return runs.resolve(path)
+    try:
+        kernels.parse_spec(arg)
+    except GuestpmError as e:
+        raise compare.CompareError(f"{arg}: neither a results directory nor a kernel spec "
+                                   f"({e})") from None
+    return arg
+
+
+def _record(side):
+    from harness.results import verdicts
+    return side if isinstance(side, verdicts.Record) else verdicts.read(side)
+
+
+def cmd_compare(args) -> int:
+    import time
+    from harness.results import compare, rerun, verdicts
+    t0 = time.monotonic()
+    parent = Path(args.results)
+    base, patched = _side(args.base), _side(args.patched)
+    if args.confirm < 0:
+        raise compare.CompareError(f"--confirm {args.confirm}: a number of re-runs, >= 1")
+    specs = [s for s in (base, patched) if isinstance(s, str)]
+    if isinstance(base, verdicts.Record) and isinstance(patched, verdicts.Record) and \
+            base.kernels() == patched.kernels() and base.path == patched.path:
+        raise compare.CompareError(f"{args.base} against itself: nothing to compare")
+    if len(specs) == 2 and base == patched:
+        raise compare.CompareError(f"{base} against itself: run it twice (guestpm run) and "
+                                   "compare the two results directories")
+    if specs:
+        given = [r for r in (base, patched) if not isinstance(r, str)]
+        old = _record(given[0]) if given else None
+        arches = args.arch or (list(dict.fromkeys(v.profile for v in old.verdicts if v.kernel))
+                               if old else [])
+        selection = args.pytest_args or (sorted({v.file for v in old.verdicts if v.kernel})
+                                         if old else [])
+        targets.check(targets.expand(specs, arches), host=True)   # bad input: before booting
+        rec = rerun.run_kernels(specs, arches, selection, parent, args.jobs)
+        if len(specs) == 2:
+            base, patched = rerun.split(rec, base), rerun.split(rec, patched)
+        elif isinstance(base, str):
+            base, patched = rerun.split(rec, base), _record(patched)
+        else:
+            base, patched = _record(base), rerun.split(rec, patched)
+    else:
+        base, patched = _record(base), _record(patched)
+    # paths after -- select the recorded sides' tests too (their files)
+    files = [a.split("::")[0].rstrip("/") for a in args.pytest_args if not a.startswith("-")]
+    if files:
+        base, patched = (verdicts.Record(r.header, [v for v in r.verdicts if any(
+            v.file == f or v.file.startswith(f + "/") for f in files)], r.path)
+            for r in (base, patched))
+    cmp = compare.compare(base, patched, args.arch or None, args.base, args.patched)
+    if args.confirm:
+        compare.confirm(cmp, rerun.Rerunner(parent, args.jobs), args.confirm)
+    text = compare.markdown(cmp, parent.resolve(), time.monotonic() - t0)
+    parent.mkdir(parents=True, exist_ok=True)
+    (parent / "compare.md").write_text(text)
+    print(text, end="")
+    progress(f"written to {parent / 'compare.md'}")
+    return cmp.exit_status()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="guestpm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -171,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     targets_opts(p)
     p.add_argument("--build-tools", action="store_true",
                    help="also install what `guestpm build` needs (compilers, flex, bison, ...)")
-    p = sub.add_parser("run", help="run the suite on the matrix; KTAP + JUnit in --results")
+    p = sub.add_parser("run", help="run the suite on the matrix; verdicts, KTAP, JUnit in "
+                                   "--results/RUN (--results/latest: the newest)")
     targets_opts(p)
     p.add_argument("--results", default="results")
     p.add_argument("-j", "--jobs", type=int, default=0, help="parallel targets (default: cores)")
@@ -229,15 +308,44 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--logs", default=None, help="per-step logs (default: results/bisect-<time>)")
     p.add_argument("--trust-ends", action="store_true",
                    help="do not check that --good passes and --bad fails before bisecting")
-    p.add_argument("selector", nargs="+", help="after --: pytest arguments selecting the tests")
+    p.add_argument("--change", nargs=3, metavar=("TEST", "BASE", "PATCHED"),
+                   help="the test is one row of `guestpm compare`: good where TEST (its id "
+                        "without the target) is BASE, bad where it is PATCHED (e.g. PASS FAIL)")
+    p.add_argument("selector", nargs="*", help="after --: pytest arguments selecting the tests "
+                   "(with --change: default TEST's function)")
+    p = sub.add_parser("compare", help="what a patch changed: verdicts of two runs or two "
+                                       "kernels, grouped (exit 1 on a regression)")
+    p.add_argument("base", help="a results directory (a run's, or one whose `latest` is "
+                                "used), SPEC@DIR (one kernel of that run) or a kernel spec")
+    p.add_argument("patched", help="the same, for the patched side; two specs run both "
+                                   "kernels in one run")
+    p.add_argument("--arch", action="append", default=[],
+                   help="profiles to run (specs) or to compare (default: the defaults, or "
+                        "those of the results directory)")
+    p.add_argument("--results", default="results",
+                   help="where runs go and compare.md is written (default: ./results)")
+    p.add_argument("--confirm", type=int, default=0, metavar="N",
+                   help="re-run every changed verdict N times on both kernels: confirmed "
+                        "when it holds every time, else flaky (listed apart, exit status 0)")
+    p.add_argument("-j", "--jobs", type=int, default=0, help="parallel targets (default: cores)")
+    p.add_argument("pytest_args", nargs="*", help="after --: pytest arguments selecting the "
+                   "tests to run (default: tests/e2e, or the results directory's test files)")
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest = None
+    if argv[:1] == ["compare"] and "--" in argv:
+        # argparse binds `pytest_args` right after the two sides, so options between
+        # them and `--` would leave what follows `--` unparsed
+        rest, argv = argv[argv.index("--") + 1:], argv[:argv.index("--")]
     args = parser.parse_args(argv)
+    if rest is not None:
+        args.pytest_args = args.pytest_args + rest
     install_signal_handlers()
     try:
         if args.command == "boot":
             return cmd_boot(args)
         return {"setup": cmd_setup, "run": cmd_run, "build": cmd_build,
-                "bisect": cmd_bisect}[args.command](args)
+                "bisect": cmd_bisect, "compare": cmd_compare}[args.command](args)
     except GuestpmError as e:
         print(f"guestpm: error: {e}", file=sys.stderr)
         return 2

@@ -12,9 +12,16 @@ commit incrementally in one O= directory, runs the selected tests against it wit
   125  skip  the build fails, or every selected test SKIPs (the feature is absent)
   128  abort the harness cannot judge (host set-up error, no test selected, usage)
 
-Per-step logs go to LOGS/NN-<sha>/ (build.log link, pytest.log, junit.xml, the run's
-results directory); LOGS/steps.jsonl has one record per step.  The tree is left as it
-was found: `git bisect reset` runs on every exit path, Ctrl-C included.
+With `--change TEST BASE PATCHED` (a row of `guestpm compare`: the test's id without
+its target and its two outcomes) the test is that one verdict instead: good where TEST
+is BASE, bad where it is PATCHED, skip where it is neither or was not judged; the
+selector defaults to TEST's function.
+
+Each step reads the run's verdict record (harness.results.verdicts).  Per-step logs go
+to LOGS/NN-<sha>/ (build.log link, pytest.log, the run's results directory, whose
+`latest` holds verdicts.jsonl and junit.xml); LOGS/steps.jsonl has one record per step.
+The tree is left as it was found: `git bisect reset` runs on every exit path, Ctrl-C
+included.
 """
 
 from __future__ import annotations
@@ -25,7 +32,6 @@ import shutil
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,6 +40,7 @@ from harness import profiles
 from harness.children import run_logged, stop
 from harness.errors import GuestpmError, SetupError
 from harness.kernel import build, kconfig
+from harness.results import runs, verdicts
 
 GOOD, BAD, SKIP, ABORT = 0, 1, 125, 128
 TEST_TIMEOUT = 3600          # one step's tests; every wait inside them is bounded already
@@ -55,33 +62,50 @@ class Outcome:
     setup_errors: list[str] = field(default_factory=list)   # the harness, not the kernel
 
 
-def parse_junit(text: str) -> Outcome:
-    """Per-test outcomes from pytest's JUnit XML."""
+def outcome_of(record: verdicts.Record) -> Outcome:
+    """Per-test outcomes from a run's verdict record."""
     out = Outcome()
-    for case in ET.fromstring(text).iter("testcase"):
-        module = case.get("classname", "").split(".")[-1]
-        name = f"{module}::{case.get('name', '')}" if module else case.get("name", "")
-        tags = {child.tag: child for child in case}
-        if "skipped" in tags:
-            sk = tags["skipped"]
-            msg = sk.get("message", "")
-            if sk.get("type") == "pytest.xfail":
-                out.xfailed.append(name)
-            else:
-                out.skipped.append(f"{name}: {msg}")
-        elif "failure" in tags or "error" in tags:
-            el = tags.get("failure", tags.get("error"))
-            msg = el.get("message", "")
-            if not msg:
-                lines = (el.text or "").strip().splitlines()
-                msg = lines[-1] if lines else ""
-            if "SetupError:" in el.get("message", ""):
-                out.setup_errors.append(f"{name}: {msg}")
-            else:
-                out.failed.append(f"{name}: {msg.splitlines()[0] if msg else ''}")
+    for v in record.verdicts:
+        first = (v.reason or "").strip().splitlines()[:1]
+        if v.outcome in ("PASS", "XPASS"):
+            out.passed.append(v.test)
+        elif v.outcome == "XFAIL":
+            out.xfailed.append(v.test)
+        elif v.outcome == "SKIP":
+            out.skipped.append(f"{v.test}: {v.reason}")
+        elif "SetupError:" in v.reason:      # the host, not the kernel
+            out.setup_errors.append(f"{v.test}: {first[0] if first else ''}")
         else:
-            out.passed.append(name)
+            out.failed.append(f"{v.test}: {first[0] if first else ''}")
     return out
+
+
+def change_verdict(record: verdicts.Record | None, pytest_rc: int, test: str, base: str,
+                   patched: str) -> tuple[int, str, str]:
+    """`--change`: good where `test` is `base`, bad where it is `patched`."""
+    if pytest_rc == 5:
+        return ABORT, "ABORT", "the selector matched no test"
+    if record is None or pytest_rc in (2, 3, 4):
+        return ABORT, "ABORT", f"pytest exited {pytest_rc} (interrupted, internal or usage error)"
+    mine = [v for v in record.verdicts if v.test == test]
+    if not mine:
+        return SKIP, "SKIP", f"{test} was not judged here (not collected at this commit)"
+    got = sorted({v.outcome for v in mine})
+    why = verdicts.headline(mine[0])
+    detail = f"{test}: {'/'.join(got)}" + (f" ({why})" if why else "")
+    if got == [patched]:
+        return BAD, patched, detail
+    if got == [base]:
+        return GOOD, base, detail
+    if any("SetupError:" in v.reason for v in mine):
+        return ABORT, "ABORT", f"host set-up error: {detail}"
+    return SKIP, "/".join(got), detail + f": neither {base} nor {patched}"
+
+
+def selector_of(test: str) -> list[str]:
+    """The pytest selection that judges `test` (test_psci::test_psci[vhe-x]): its function."""
+    module, _, func = test.partition("::")
+    return [f"tests/e2e/{module}.py::{func.split('[')[0]}"] if func else [test]
 
 
 def verdict(outcome: Outcome | None, pytest_rc: int) -> tuple[int, str, str]:
@@ -204,7 +228,7 @@ def step(state_path: Path, label: str | None = None) -> int:
 def _run_tests(st: dict, b: build.Build, d: Path) -> tuple[int, str, str]:
     cmd = [sys.executable, "-m", "pytest", *st["selector"], f"--kernel=build:{b.dir}",
            f"--arch={st['profile']}", f"--results={d / 'results'}",
-           f"--junitxml={d / 'junit.xml'}", "-p", "no:cacheprovider", "-q", "-rfEs"]
+           "-p", "no:cacheprovider", "-q", "-rfEs"]
     with open(d / "pytest.log", "w") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
@@ -217,8 +241,13 @@ def _run_tests(st: dict, b: build.Build, d: Path) -> tuple[int, str, str]:
                                     f"own waits are bounded: see {d / 'pytest.log'})")
         finally:
             stop(proc, 20)
-    junit = d / "junit.xml"
-    outcome = parse_junit(junit.read_text()) if junit.is_file() and rc not in (2, 3, 4) else None
+    try:
+        record = verdicts.read(runs.resolve(d / "results")) if rc not in (2, 3, 4) else None
+    except verdicts.RecordError:
+        record = None
+    if st.get("change"):
+        return change_verdict(record, rc, *st["change"])
+    outcome = outcome_of(record) if record is not None else None
     if outcome:
         (d / "outcome.json").write_text(json.dumps(asdict(outcome), indent=1))
     return verdict(outcome, rc)
@@ -234,6 +263,17 @@ def _steps(logs: Path) -> list[dict]:
 def main(args, say: Callable[[str], None]) -> int:
     tree = Path(args.tree).expanduser().resolve()
     profile = profiles.get(args.arch)
+    change = getattr(args, "change", None)
+    if change:
+        test, base, patched = change
+        bad_words = [o for o in (base, patched) if o not in verdicts.OUTCOMES]
+        if bad_words or base == patched:
+            raise BisectError(f"--change {test} {base} {patched}: two different outcomes of "
+                              f"{', '.join(verdicts.OUTCOMES)}")
+    selector = list(args.selector) or (selector_of(change[0]) if change else [])
+    if not selector:
+        raise BisectError("no tests: give pytest arguments after --, or --change TEST BASE "
+                          "PATCHED")
     check_tree(tree)
     good, bad = rev(tree, args.good), rev(tree, args.bad)
     if good == bad:
@@ -249,13 +289,15 @@ def main(args, say: Callable[[str], None]) -> int:
     state.write_text(json.dumps({
         "tree": str(tree), "arch": profile.arch, "profile": profile.name, "roles": roles,
         "base": args.base, "jobs": args.jobs or None, "cross_compile": args.cross_compile,
-        "ccache": not args.no_ccache, "nice": args.nice, "selector": args.selector,
+        "ccache": not args.no_ccache, "nice": args.nice, "selector": selector,
+        "change": change,
         "cwd": os.getcwd(), "logs": str(logs)}, indent=1))
     orig_ref = git(tree, "symbolic-ref", "-q", "HEAD", check=False)
     orig = git(tree, "rev-parse", "HEAD")
     say(f"bisecting {tree} ({git(tree, 'describe', '--always', orig)}) between good "
         f"{good[:12]} and bad {bad[:12]} for {profile.name}; logs in {logs}")
-    say(f"tests: {' '.join(args.selector)}")
+    say(f"tests: {' '.join(selector)}" + (f"; good: {change[0]} {change[1]}, bad: "
+                                            f"{change[2]}" if change else ""))
     result = 1
     try:
         if not args.trust_ends:

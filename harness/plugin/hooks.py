@@ -3,7 +3,9 @@ live beside it (targets, pool, report).
 
 Options:  --kernel SPEC (repeatable; default the Debian kernels)
           --arch PROFILE (repeatable; default x86_64 and arm64)
-          --results DIR  (artifacts, KTAP, JUnit, summary.md; default ./results)
+          --results DIR  (each run's own directory DIR/RUN: verdicts.jsonl, artifacts,
+                         KTAP, JUnit, summary.md; DIR/latest -> the newest; default
+                         ./results)
           --self-test    also run guestpm's own self-tests
 Markers:  @pytest.mark.arch("arm64", ...)       not collected for other arches
           @pytest.mark.profile_has("iommu_args") not collected where the profile lacks it
@@ -30,7 +32,6 @@ reads), which is why the scope comes from the target in the test id instead.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -45,9 +46,11 @@ from harness.plugin.pool import (CURRENT_TEST, DeadTargets, MachineFactory, Mach
                                  as_test_failure, record_splats, retire_if_splatted,
                                  splats_fail)
 from harness.plugin.report import Reporter
-from harness.plugin.targets import (NOTES, Target, artifacts_dir_of, check_targets, machine_dir,
-                                    results_dir, runs_e2e, scope_of, target_of, targets)
+from harness.plugin.targets import (NOTES, RUN_DIR, WORKER_RUN_DIR, Target, artifacts_dir_of,
+                                    check_targets, keeps_results, machine_dir, results_parent,
+                                    runs_e2e, scope_of, target_of, targets)
 from harness.progress import progress
+from harness.results import runs
 from harness.vm import cmdline
 from harness.vm.machine import Machine
 
@@ -60,10 +63,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--arch", action="append", default=[], metavar="PROFILE",
                 help=f"machine profile (repeatable): {', '.join(profiles.PROFILES)}; "
                      f"default: {', '.join(profiles.DEFAULT_ARCHES)}")
-    g.addoption("--results", default="results", metavar="DIR",
-                help="where artifacts, KTAP and JUnit go (default: ./results)")
+    g.addoption("--results", default=None, metavar="DIR",
+                help="each run writes its verdicts, artifacts, KTAP and JUnit to a "
+                     "directory of its own, DIR/RUN, and points DIR/latest at it (default: "
+                     "./results; a unit-test run writes nothing unless given this)")
     g.addoption("--slow", action="store_true",
-                help="also run tests marked slow (a full kernel build and its PSCI run)")
+                help="also run tests marked slow (a full kernel build and its PSCI run, "
+                     "compare on two kernels)")
     g.addoption("--boot-timeout", type=float, default=300, metavar="SECONDS",
                 help="bound on one boot to a shell (default 300; TCG is slow)")
     g.addoption("--self-test", action="store_true",
@@ -105,7 +111,6 @@ def pytest_configure(config: pytest.Config) -> None:
                  "e2e: boots real kernels in QEMU",
                  "slow: opt-in (--slow): builds a whole kernel tree from the fragments"):
         config.addinivalue_line("markers", line)
-    res = results_dir(config)
     config.stash[NOTES] = []
     try:
         cmdline.use_qemu(host_packages.qemu_dir(config.getoption("qemu")))
@@ -117,20 +122,21 @@ def pytest_configure(config: pytest.Config) -> None:
                 check_targets(config)
             except GuestpmError as e:        # before any worker starts or anything boots
                 pytest.exit(f"guestpm: error: {e}", returncode=2)
-        # a new run's artifacts never mix with an old run's (machine dir names repeat);
-        # --collect-only runs nothing, so it leaves a running run's artifacts alone
-        for old in ("machines", "tests", "targets", "snapshots") \
-                if not config.option.collectonly else ():
-            shutil.rmtree(res / old, ignore_errors=True)
-        if not config.option.collectonly:
-            (res / "splats.jsonl").unlink(missing_ok=True)
-            (res / "boots.jsonl").unlink(missing_ok=True)
-            (res / "waits.jsonl").unlink(missing_ok=True)
-        res.mkdir(parents=True, exist_ok=True)
-        wait.record_close_calls(res / "waits.jsonl")      # the workers inherit it
-        if getattr(config.option, "xmlpath", "missing") is None:
-            config.option.xmlpath = str(res / "junit.xml")
+        res = None
+        if keeps_results(config):
+            # a directory of its own: a run never deletes or mixes with another's results
+            res = config.stash[RUN_DIR] = runs.new_run(results_parent(config))
+            wait.record_close_calls(res / "waits.jsonl")      # the workers inherit it
+            if getattr(config.option, "xmlpath", "missing") is None:
+                config.option.xmlpath = str(res / "junit.xml")
         config.pluginmanager.register(Reporter(config, res), "guestpm-reporter")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist: every worker writes into the controller's run directory."""
+    if RUN_DIR in node.config.stash:
+        node.workerinput[WORKER_RUN_DIR] = str(node.config.stash[RUN_DIR])
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -223,6 +229,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if guest:                       # a host x guest cell of the L2 families
             family += f" (guest {summary.short_spec(guest)})"
         item.user_properties.append(("family", family))
+        if t is not None and "guest_spec" in getattr(getattr(item, "callspec", None),
+                                                     "params", {}):
+            item.user_properties.append(("guest", guest or t.kernel))   # L2: the guest kernel
         if item.get_closest_marker("harness_selftest"):
             item.user_properties.append(("kind", "self-test"))
         elif item.get_closest_marker("standin"):

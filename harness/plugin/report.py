@@ -1,8 +1,10 @@
-"""The run's report, in the controlling process only: the KTAP file, the verdict matrix
-(results/summary.md and the terminal), each verdict with its reason and artifacts."""
+"""The run's report, in the controlling process only: the verdict record
+(results/RUN/verdicts.jsonl), and from it the KTAP file, the verdict matrix
+(results/RUN/summary.md and the terminal), each verdict with its reason and artifacts."""
 
 from __future__ import annotations
 
+import datetime
 import shutil
 from pathlib import Path
 
@@ -12,7 +14,8 @@ from harness import profiles
 from harness.plugin import ktap, summary
 from harness.plugin.pool import read_splats
 from harness.plugin.targets import NOTES, Target, artifacts_dir_of
-from harness.vm.cmdline import describe_qemus
+from harness.results import runs, verdicts
+from harness.vm.cmdline import describe_qemus, qemu_binary, qemu_version
 
 
 def reason_of(report: pytest.TestReport) -> str:
@@ -29,15 +32,28 @@ def reason_of(report: pytest.TestReport) -> str:
     return str(report.longrepr or "").strip().splitlines()[-1:][0] if report.longrepr else ""
 
 
-class Reporter:
-    """Runs in the controlling process only: KTAP file and the verdict matrix."""
+def test_name(nodeid: str, target: str) -> str:
+    """The test's name without its target (the KTAP subtest): other parameters stay."""
+    path, _, func = nodeid.partition("::")
+    func, _, params = func.partition("[")
+    params = params.rstrip("]")
+    if target:
+        params = params.replace(f"-{target}-", "-").replace(target, "").strip("-")
+    return f"{Path(path).stem}::{func}" + (f"[{params}]" if params else "")
 
-    def __init__(self, config: pytest.Config, res: Path):
+
+class Reporter:
+    """Runs in the controlling process only: the record, the KTAP file and the matrix."""
+
+    def __init__(self, config: pytest.Config, res: Path | None):
+        """`res`: the run directory; None: a run that keeps no results (notes only)."""
         self.config, self.res = config, res
-        self.results: dict[str, ktap.Result] = {}
-        self.target_of: dict[str, str] = {}
-        self.props: dict[str, dict] = {}
+        self.outcomes: dict[str, tuple[str, str]] = {}      # nodeid -> (outcome, reason)
+        self.durations: dict[str, float] = {}
+        self.props: dict[str, list[tuple]] = {}             # nodeid -> user_properties
         self.worker_notes: list[str] = []
+        self.record: list[verdicts.Verdict] = []
+        self.started = datetime.datetime.now(datetime.timezone.utc)
 
     def pytest_testnodedown(self, node, error) -> None:
         """xdist: what a worker did not collect (every worker collects the same)."""
@@ -55,19 +71,12 @@ class Reporter:
                                if a in profiles.PROFILES])
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        props = self.props[report.nodeid] = dict(report.user_properties)
-        target, kind = props.get("target", ""), props.get("kind")
-        # the kernel's verdicts, apart from guestpm's self-tests and from stand-ins (our
-        # code playing an unmerged series: a PASS there is not the kernel's)
-        self.target_of[report.nodeid] = summary.SELF_TEST if not target or kind == "self-test" \
-            else f"{summary.STAND_IN} {target}" if kind == "stand-in" else target
-        path, _, func = report.nodeid.partition("::")
-        # the target is the KTAP subtest; other parameters stay in the test's name
-        func, _, params = func.partition("[")
-        params = params.rstrip("]").replace(target, "").strip("-") if target else \
-            params.rstrip("]")
-        name = f"{Path(path).stem}::{func}" + (f"[{params}]" if params else "")
-        prev = self.results.get(report.nodeid)
+        if self.res is None:
+            return
+        nodeid = report.nodeid
+        self.props[nodeid] = list(report.user_properties)
+        self.durations[nodeid] = self.durations.get(nodeid, 0.0) + (report.duration or 0.0)
+        prev = self.outcomes.get(nodeid)
         if report.when == "call" or (report.when == "setup" and not report.passed):
             if hasattr(report, "wasxfail"):
                 outcome = "xfailed" if report.skipped else "xpassed"
@@ -75,64 +84,73 @@ class Reporter:
                 outcome = "error"
             else:
                 outcome = report.outcome
-            self.results[report.nodeid] = ktap.Result(name, outcome, reason_of(report))
+            self.outcomes[nodeid] = (verdicts.label(outcome), reason_of(report))
         elif report.when == "teardown" and report.failed and prev is not None:
-            self.results[report.nodeid] = ktap.Result(name, "error",
-                                                      "teardown: " + reason_of(report))
+            self.outcomes[nodeid] = ("ERROR", "teardown: " + reason_of(report))
 
-    def groups(self) -> dict[str, list[ktap.Result]]:
-        out: dict[str, list[ktap.Result]] = {}
-        for nodeid, r in sorted(self.results.items()):   # stable order whatever xdist did
-            out.setdefault(self.target_of[nodeid], []).append(r)
+    def verdicts(self) -> list[verdicts.Verdict]:
+        splats: dict[str, list[dict]] = {}
+        for s in read_splats(self.res):
+            if s.get("test"):
+                splats.setdefault(s["test"], []).append(
+                    {k: s.get(k) for k in ("kind", "title", "when", "allowed")})
+        out = []
+        for nodeid, (outcome, reason) in self.outcomes.items():
+            props = dict(self.props.get(nodeid, []))
+            target = props.get("target", "")
+            kernel, _, profile = target.rpartition("/") if "/" in target else ("", "", "")
+            art = artifacts_dir_of(self.config, nodeid, Target(kernel, profile) if kernel
+                                   else None)
+            kind = props.get("kind") or "kernel"
+            out.append(verdicts.Verdict(
+                test=test_name(nodeid, target), outcome=outcome, nodeid=nodeid,
+                file=nodeid.split("::")[0], kernel=kernel, release=props.get("release", ""),
+                arch=profiles.get(profile).arch if profile in profiles.PROFILES else profile,
+                profile=profile, guest=props.get("guest"), family=props.get("family") or "unit",
+                kind=kind, reason=reason, splats=tuple(splats.get(nodeid, ())),
+                artifacts=str(art.relative_to(self.res)) if art.exists() else None,
+                duration=round(self.durations.get(nodeid, 0.0), 3),
+                info=tuple(v for k, v in self.props.get(nodeid, []) if k == "info")))
         return out
 
-    def matrix(self) -> summary.Matrix:
-        verdicts, releases = [], {}
-        for nodeid, r in self.results.items():
-            props = self.props.get(nodeid, {})
-            target, row = props.get("target"), self.target_of[nodeid]
-            if row != summary.SELF_TEST and "release" in props:
-                releases[row] = props["release"]
-            art = artifacts_dir_of(self.config, nodeid, self._target(target))
-            link = str(art.relative_to(self.res)) if art.exists() else None
-            verdicts.append(summary.Verdict(row, props.get("family") or "unit", r.outcome,
-                                            nodeid, link))
-        m = summary.Matrix.of(verdicts, releases)
-        m.splats = read_splats(self.res)
-        m.info = sorted({f"{self.target_of[n]}: {v}" for n, props in self.props.items()
-                         for k, v in props.items() if k == "info"})
-        return m
-
-    @staticmethod
-    def _target(target_id: str | None) -> Target | None:
-        if not target_id or "/" not in target_id:
-            return None
-        kernel, _, arch = target_id.rpartition("/")
-        return Target(kernel, arch)
+    def _header(self, record: list[verdicts.Verdict]) -> verdicts.Header:
+        used = [profiles.get(p) for p in dict.fromkeys(v.profile for v in record)
+                if p in profiles.PROFILES]
+        return runs.header({qemu_binary(p): qemu_version(p) for p in used},
+                           [p.accel for p in used], self.started)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        (self.res / "guestpm.ktap").write_text(ktap.render(self.groups()))
-        if self.results:
+        if self.res is None:
+            return
+        mine = self.verdicts()
+        (self.res / verdicts.FILE).write_text(verdicts.dumps(self._header(mine), mine))
+        # everything below reads the record back, as any later command does
+        self.record = verdicts.read(self.res).verdicts
+        (self.res / "guestpm.ktap").write_text(ktap.render(verdicts.by_row(self.record)))
+        if self.record:
             (self.res / "summary.md").write_text(self.matrix().markdown().replace(
                 "\n", f"\n\n{self.qemu_line()}\n", 1))
 
+    def matrix(self) -> summary.Matrix:
+        m = summary.Matrix.of(self.record)
+        m.splats = read_splats(self.res)
+        return m
+
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        groups = self.groups()
+        groups = verdicts.by_row(self.record)
         tr = terminalreporter
         if not groups:
             for note in self.notes():
                 tr.write_line(note)
             return
         tr.section("guestpm verdicts (kernel x arch x test)")
-        width = min(max(len(r.name) for rs in groups.values() for r in rs), 72)
-        label = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP",
-                 "xfailed": "XFAIL", "xpassed": "XPASS"}
+        width = min(max(len(r.test) for rs in groups.values() for r in rs), 72)
         cols = shutil.get_terminal_size((160, 20)).columns
         for target, rs in groups.items():
             kernel, _, arch = target.rpartition("/") if "/" in target else (target, "", "-")
             for r in rs:
-                line = f"{kernel:<12} {arch:<10} {r.name:<{width}}  {label[r.outcome]:<5}"
-                if r.outcome != "passed" and r.reason:   # only the reason is cut to fit
+                line = f"{kernel:<12} {arch:<10} {r.test:<{width}}  {r.outcome:<5}"
+                if r.outcome != "PASS" and r.reason:   # only the reason is cut to fit
                     line += "  " + r.reason.splitlines()[0][:max(cols - len(line) - 2, 60)]
                 tr.write_line(line.rstrip())
         tr.section("guestpm summary (kernel x arch x family)")
@@ -140,6 +158,6 @@ class Reporter:
         tr.write_line(self.matrix().text())
         for note in self.notes():
             tr.write_line(note)
-        tr.write_line(f"KTAP: {self.res / 'guestpm.ktap'}   JUnit: "
-                      f"{getattr(self.config.option, 'xmlpath', None)}   "
+        tr.write_line(f"verdicts: {self.res / verdicts.FILE}   KTAP: {self.res / 'guestpm.ktap'}"
+                      f"   JUnit: {getattr(self.config.option, 'xmlpath', None)}   "
                       f"summary: {self.res / 'summary.md'}   artifacts: {self.res}")

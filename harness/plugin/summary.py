@@ -1,21 +1,20 @@
-"""The end-of-run matrix: one row per kernel x arch, one cell per test family.
+"""The end-of-run matrix: one row per kernel x arch, one cell per test family, made
+from the run's verdict record (harness.results.verdicts).
 
 A cell shows the family's worst verdict with its counts ("FAIL 2/23", "SKIP 9/9",
 "PASS 23") and, in the Markdown file, links to its first failure's artifacts.
-Printed at the end of a run and written to results/summary.md (a CI job's summary).
+Printed at the end of a run and written to results/RUN/summary.md (a CI job's summary).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.results import verdicts
+from harness.results.verdicts import Verdict
+
 FAMILIES = ("boot", "psci", "s3", "s2idle", "hibernate", "acpi", "vfio")
-# worst first: a cell shows the first of these that it holds
-SEVERITY = ("failed", "error", "xpassed", "xfailed", "skipped", "passed")
-LABEL = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP",
-         "xfailed": "XFAIL", "xpassed": "XPASS"}
-SELF_TEST = "guestpm self-tests"
-STAND_IN = "stand-in"        # row prefix: our code playing an unmerged series
+SEVERITY, SELF_TEST, STAND_IN = verdicts.SEVERITY, verdicts.SELF_TEST, verdicts.STAND_IN
 
 
 def short_spec(spec: str, width: int = 32) -> str:
@@ -36,15 +35,6 @@ def family_of(module: str) -> str:
     return stem.split("_")[0]
 
 
-@dataclass(frozen=True)
-class Verdict:
-    row: str                 # "debian:6.1/arm64", or SELF_TEST
-    family: str
-    outcome: str             # a key of LABEL
-    nodeid: str
-    link: str | None = None  # the test's artifacts, relative to the results directory
-
-
 @dataclass
 class Cell:
     counts: dict[str, int] = field(default_factory=dict)
@@ -52,7 +42,7 @@ class Cell:
 
     def add(self, v: Verdict) -> None:
         self.counts[v.outcome] = self.counts.get(v.outcome, 0) + 1
-        if v.outcome in ("failed", "error", "xpassed") and self.first_bad is None:
+        if v.outcome in verdicts.NOT_OK and self.first_bad is None:
             self.first_bad = v
 
     @property
@@ -66,7 +56,7 @@ class Cell:
     def text(self) -> str:
         w = self.worst
         n = self.counts[w]
-        return f"PASS {n}" if w == "passed" else f"{LABEL[w]} {n}/{self.total}"
+        return f"PASS {n}" if w == "PASS" else f"{w} {n}/{self.total}"
 
 
 @dataclass
@@ -74,14 +64,18 @@ class Matrix:
     rows: dict[str, dict[str, Cell]] = field(default_factory=dict)
     releases: dict[str, str] = field(default_factory=dict)
     info: list[str] = field(default_factory=list)    # "target: text", not verdicts
-    splats: list[dict] = field(default_factory=list)  # results/splats.jsonl records
+    splats: list[dict] = field(default_factory=list)  # the run's splats.jsonl records
 
     @classmethod
-    def of(cls, verdicts: list[Verdict], releases: dict[str, str] | None = None) -> "Matrix":
-        m = cls(releases=dict(releases or {}))
+    def of(cls, record: list[Verdict]) -> "Matrix":
+        """The matrix of a run's verdicts (harness.results.verdicts)."""
+        m = cls()
         order = lambda v: (v.row == SELF_TEST, v.row.startswith(STAND_IN), v.row, v.nodeid)  # noqa: E731
-        for v in sorted(verdicts, key=order):
-            m.rows.setdefault(v.row, {}).setdefault(v.family, Cell()).add(v)
+        for v in sorted(record, key=order):
+            m.rows.setdefault(v.row, {}).setdefault(v.family or "unit", Cell()).add(v)
+            if v.row != SELF_TEST and v.release:
+                m.releases[v.row] = v.release
+        m.info = sorted({f"{v.row}: {i}" for v in record for i in v.info})
         return m
 
     def families(self) -> list[str]:
@@ -89,10 +83,10 @@ class Matrix:
         return [f for f in FAMILIES if f in seen] + sorted(seen - set(FAMILIES))
 
     def totals(self, row: str) -> dict[str, int]:
-        out = {o: 0 for o in ("passed", "failed", "skipped", "xfailed")}
+        out = {o: 0 for o in ("PASS", "FAIL", "SKIP", "XFAIL")}
         for cell in self.rows[row].values():
             for o, n in cell.counts.items():
-                key = {"error": "failed", "xpassed": "failed"}.get(o, o)
+                key = {"ERROR": "FAIL", "XPASS": "FAIL"}.get(o, o)
                 out[key] += n
         return out
 
@@ -109,8 +103,8 @@ class Matrix:
             n, allowed = counted.get(row, (0, 0)) if row != SELF_TEST else (0, 0)
             splats = "-" if row == SELF_TEST or row.startswith(f"{STAND_IN} ") else \
                 str(n) + (f" (+{allowed} allowed)" if allowed else "")
-            body.append([kernel, arch, self.releases.get(row, ""), str(t["passed"]),
-                         str(t["failed"]), str(t["skipped"]), str(t["xfailed"]), splats,
+            body.append([kernel, arch, self.releases.get(row, ""), str(t["PASS"]),
+                         str(t["FAIL"]), str(t["SKIP"]), str(t["XFAIL"]), splats,
                          *(cell_text(cells[f]) if f in cells else "-" for f in fams)])
         return [head, *body]
 
@@ -149,8 +143,8 @@ class Matrix:
         widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
         for v in self.first_failures():
-            lines.append(f"first {LABEL[v.outcome]} in {v.row} {v.family}: {v.nodeid}"
-                         + (f"  (artifacts: {v.link})" if v.link else ""))
+            lines.append(f"first {v.outcome} in {v.row} {v.family or 'unit'}: {v.nodeid}"
+                         + (f"  (artifacts: {v.artifacts})" if v.artifacts else ""))
         lines += self.splat_lines()
         lines += [f"information: {i}" for i in self.info]
         return "\n".join(lines)
@@ -158,8 +152,8 @@ class Matrix:
     def markdown(self) -> str:
         def cell(c: Cell) -> str:
             t = c.text()
-            if c.first_bad is not None and c.first_bad.link:
-                return f"[{t}]({c.first_bad.link})"
+            if c.first_bad is not None and c.first_bad.artifacts:
+                return f"[{t}]({c.first_bad.artifacts})"
             return t
         table = self._table(cell)
         out = ["# guestpm summary", "",
@@ -169,8 +163,8 @@ class Matrix:
         bad = self.first_failures()
         if bad:
             out += ["", "First failure of each cell:", ""]
-            out += [f"- {v.row} {v.family}: `{v.nodeid}`" + (f" ([artifacts]({v.link}))"
-                                                              if v.link else "") for v in bad]
+            out += [f"- {v.row} {v.family or 'unit'}: `{v.nodeid}`" +
+                    (f" ([artifacts]({v.artifacts}))" if v.artifacts else "") for v in bad]
         if self.splats:
             out += ["", "Kernel splats:", ""] + [f"- {i}" for i in self.splat_lines()]
         if self.info:

@@ -19,6 +19,8 @@ from harness.vm.machine import Machine
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTES = pytest.StashKey[list]()       # lines about what was not collected, and why
+RUN_DIR = pytest.StashKey[Path]()     # this run's own directory (harness.results.runs)
+WORKER_RUN_DIR = "guestpm_run_dir"    # the same, handed to xdist workers
 _machine_counter = itertools.count()
 
 
@@ -88,8 +90,26 @@ def runs_e2e(config: pytest.Config) -> bool:
     return False
 
 
+def results_parent(config: pytest.Config) -> Path:
+    """--results: the directory that holds the run directories and `latest`."""
+    return Path(config.getoption("results") or "results").resolve()
+
+
+def keeps_results(config: pytest.Config) -> bool:
+    """Whether this run gets a run directory: one that boots kernels, or any run given
+    --results; not --collect-only, and not a unit-test run left to its defaults (it would
+    move `latest` off the last run of the suite)."""
+    return not config.option.collectonly and \
+        (runs_e2e(config) or config.getoption("results") is not None)
+
+
 def results_dir(config: pytest.Config) -> Path:
-    return Path(config.getoption("results")).resolve()
+    """This run's own directory, results/RUN (the same in every xdist worker).  A run
+    without one (keeps_results) writes nothing: the path is never created."""
+    if RUN_DIR in config.stash:
+        return config.stash[RUN_DIR]
+    given = getattr(config, "workerinput", {}).get(WORKER_RUN_DIR)
+    return Path(given) if given else results_parent(config) / "no-run"
 
 
 def safe_name(name: str, limit: int = 150) -> str:
@@ -100,7 +120,7 @@ def safe_name(name: str, limit: int = 150) -> str:
 
 
 def artifacts_dir_of(config: pytest.Config, nodeid: str, target: Target | None) -> Path:
-    """results/tests/<test>: the target's short slug instead of its spec."""
+    """results/RUN/tests/<test>: the target's short slug instead of its spec."""
     if target is not None:
         nodeid = nodeid.replace(target.id, target.slug)
     nodeid = nodeid.removeprefix("tests/e2e/")

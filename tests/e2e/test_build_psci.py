@@ -15,6 +15,7 @@ import pytest
 
 from harness.kernel import bisect, build, debian_sources, kconfig
 from harness.progress import progress
+from harness.results import runs, verdicts
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.harness_selftest,
               pytest.mark.needs_build_tools("arm64"), pytest.mark.xdist_group("kernel-build"),
@@ -33,9 +34,8 @@ def test_fragment_build_of_7_2_passes_the_psci_suite(tmp_path):
         [sys.executable, "-m", "pytest", "tests/e2e/test_psci.py", f"--kernel=build:{b.dir}",
          "--arch=arm64", f"--results={res}", "-p", "no:cacheprovider", "-q", "-rfEs"],
         cwd=ROOT, capture_output=True, text=True)
-    junit = res / "junit.xml"
-    assert junit.is_file(), proc.stdout[-3000:] + proc.stderr[-2000:]
-    out = bisect.parse_junit(junit.read_text())
+    assert (res / "latest" / verdicts.FILE).is_file(), proc.stdout[-3000:] + proc.stderr[-2000:]
+    out = bisect.outcome_of(verdicts.read(runs.resolve(res)))
     where = f"(results: {res}; build: {b.dir})"
     assert not out.failed and not out.setup_errors, f"{out.failed or out.setup_errors} {where}"
     absent = out.skipped

@@ -108,9 +108,9 @@ INNER = textwrap.dedent('''
 def _inner(tmp: Path, target, ko: Path, *options: str) -> tuple[dict, list[dict], Path]:
     """Run the inner session; (verdict and message per test, splat records, results)."""
     (tmp / "test_inner.py").write_text(INNER)
-    res = tmp / "results"
+    res = tmp / "results" / "latest"          # the inner run's own directory
     cmd = [sys.executable, "-m", "pytest", str(tmp / "test_inner.py"), "-q",
-           "-p", "no:cacheprovider", "--rootdir", str(tmp), f"--results={res}",
+           "-p", "no:cacheprovider", "--rootdir", str(tmp), f"--results={tmp / 'results'}",
            "--junitxml", str(tmp / "junit.xml"), f"--kernel={target.kernel}",
            f"--arch={target.arch}", *options]
     env = dict(os.environ, GUESTPM_SPLAT_KO=str(ko), PYTHONPATH=str(ROOT))

@@ -1,5 +1,5 @@
-"""The bisect driver's verdict mapping (golden JUnit from real pytest runs) and its
-refusals, on tiny git repositories that look like kernel trees."""
+"""The bisect driver's verdict mapping (golden verdict records from real pytest runs)
+and its refusals, on tiny git repositories that look like kernel trees."""
 
 from __future__ import annotations
 
@@ -11,16 +11,49 @@ from types import SimpleNamespace
 import pytest
 
 from harness.kernel import bisect
+from harness.results import verdicts
 
 G = Path(__file__).parent / "golden" / "bisect"
 EXPECTED = json.loads((G / "expected.json").read_text())
 
 
 @pytest.mark.parametrize("kind", sorted(EXPECTED))
-def test_junit_outcomes_map_to_git_bisect_exit_codes(kind):
-    outcome = bisect.parse_junit((G / f"{kind}.xml").read_text())
+def test_record_outcomes_map_to_git_bisect_exit_codes(kind):
+    outcome = bisect.outcome_of(verdicts.loads((G / f"{kind}.jsonl").read_text()))
     rc = 1 if outcome.failed or outcome.setup_errors else 0
     assert list(bisect.verdict(outcome, rc)) == EXPECTED[kind]
+
+
+CAP = "test_x::test_psci[system_suspend_features_with_the_cap]"
+
+
+@pytest.mark.parametrize("kind,code,word", [
+    ("pass", 0, "PASS"), ("fail", 1, "FAIL"), ("xfail", 125, "XFAIL"),
+    ("setup_error", 128, "ABORT"), ("boot_error", 125, "ERROR")])
+def test_a_compare_row_as_the_bisect_test(kind, code, word):
+    """--change TEST PASS FAIL: good where it PASSes, bad where it FAILs, skip otherwise."""
+    rec = verdicts.loads((G / f"{kind}.jsonl").read_text())
+    got = bisect.change_verdict(rec, 1, CAP, "PASS", "FAIL")
+    assert got[:2] == (code, word), got
+    if kind == "fail":
+        assert got[2] == (f"{CAP}: FAIL (system_suspend_features_with_the_cap: "
+                          "PSCI_FEATURES(0x8400000e), cap on: expected 0, actual -1)")
+
+
+def test_a_compare_row_not_judged_or_not_run():
+    rec = verdicts.loads((G / "pass.jsonl").read_text())
+    assert bisect.change_verdict(rec, 0, "test_x::test_other", "PASS", "FAIL")[0] == 125
+    assert bisect.change_verdict(None, 3, CAP, "PASS", "FAIL")[0] == 128
+    assert bisect.change_verdict(rec, 5, CAP, "PASS", "FAIL")[0] == 128
+    assert bisect.selector_of("test_psci::test_psci[vhe-system_off2_features]") == \
+        ["tests/e2e/test_psci.py::test_psci"]
+
+
+def test_bisect_refuses_a_change_that_is_none(fake_tree):
+    with pytest.raises(bisect.BisectError, match="two different outcomes"):
+        bisect.main(_args(fake_tree, selector=[], change=[CAP, "PASS", "PASSED"]), print)
+    with pytest.raises(bisect.BisectError, match="no tests: give pytest arguments"):
+        bisect.main(_args(fake_tree, selector=[]), print)
 
 
 @pytest.mark.parametrize("rc, code", [(5, 128), (2, 128), (3, 128), (4, 128)])

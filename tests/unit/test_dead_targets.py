@@ -13,7 +13,7 @@ from harness import profiles
 from harness.errors import BootError, SilentMachine, WaitTimeout
 from harness.kernel.kernels import Kernel
 from harness.plugin import pool
-from harness.plugin.targets import Target
+from harness.plugin.targets import RUN_DIR, Target
 from harness.vm.console import Console
 from harness.vm.machine import BootInfo, Machine
 
@@ -27,6 +27,7 @@ class Config:
     def __init__(self, results: Path):
         self.options = {"results": str(results), "boot_timeout": 300.0, "snapshots": "off",
                         "splats": "fail"}
+        self.stash = {RUN_DIR: Path(results)}         # the run's own directory
 
     def getoption(self, name):
         return self.options[name]

@@ -75,3 +75,16 @@ def test_boots_beyond_one_per_configuration_are_counted_by_why(tmp_path):
     # a: the configuration's one boot; c: a second boot (its disk) and the test's own
     # relaunch; d: the one boot of another configuration, whatever its reason
     assert m.extra_boots(tmp_path) == {"a writable disk": 1, m.OWN_BOOT: 1}
+
+
+def test_family_times_come_from_the_latest_run_record(tmp_path):
+    from harness.results import runs, verdicts
+    m = _matrix()
+    run = runs.new_run(tmp_path)
+    (run / verdicts.FILE).write_text(verdicts.dumps(verdicts.Header(), [
+        verdicts.Verdict("test_psci::a", "PASS", file="tests/e2e/test_psci.py", duration=2.5),
+        verdicts.Verdict("test_psci::b", "FAIL", file="tests/e2e/test_psci.py", duration=1.5),
+        verdicts.Verdict("test_ktap::c", "PASS", file="tests/unit/test_ktap.py", duration=0.25)]))
+    assert m.run_dir(tmp_path) == run
+    assert m.family_times(run) == {"psci": 4.0, "unit": 0.25}
+    assert m.run_dir(tmp_path / "old-layout") == tmp_path / "old-layout"

@@ -1,17 +1,34 @@
 """The end-of-run matrix (harness.plugin.summary) and the fail-fast record of a dead target."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from harness.errors import BootError, SilentMachine
 from harness.plugin import summary
+from harness.results.verdicts import Verdict
 
 GOLDEN = Path(__file__).parent / "golden" / "summary"
-V = summary.Verdict
+RELEASES = {"debian:6.1/arm64": "6.1.0-50-arm64", "debian:7.2/x86_64": "7.2.13+deb14-amd64"}
+WORDS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "xfailed": "XFAIL",
+         "error": "ERROR"}
 
 
-def verdicts() -> list[summary.Verdict]:
+def V(row: str, family: str, outcome: str, nodeid: str, link: str | None = None,
+      release: bool = False) -> Verdict:
+    """A record line as the reporter writes it (row: a target, a stand-in row or
+    SELF_TEST)."""
+    kind = "self-test" if row == summary.SELF_TEST else \
+        "stand-in" if row.startswith(summary.STAND_IN) else "kernel"
+    target = row.removeprefix(f"{summary.STAND_IN} ") if kind != "self-test" else ""
+    kernel, _, profile = target.rpartition("/")
+    return Verdict(test=nodeid, outcome=WORDS[outcome], nodeid=nodeid, kernel=kernel,
+                   profile=profile, family=family, kind=kind, artifacts=link,
+                   release=RELEASES.get(target, "") if release else "")
+
+
+def verdicts() -> list[Verdict]:
     a, b = "debian:6.1/arm64", "debian:7.2/x86_64"
     return [
         V(a, "boot", "passed", "tests/e2e/test_boot.py::test_ssh[debian:6.1/arm64]"),
@@ -44,8 +61,8 @@ SPLATS = [
 
 
 def test_matrix_golden():
-    m = summary.Matrix.of(verdicts(), {"debian:6.1/arm64": "6.1.0-50-arm64",
-                                       "debian:7.2/x86_64": "7.2.13+deb14-amd64"})
+    m = summary.Matrix.of([dataclasses.replace(v, release=RELEASES.get(v.target, ""))
+                           for v in verdicts()])
     m.splats = SPLATS
     assert m.text() + "\n" == (GOLDEN / "matrix.txt").read_text()
     assert m.markdown() == (GOLDEN / "summary.md").read_text()
@@ -58,8 +75,7 @@ def test_cells_show_the_worst_verdict_with_counts():
     assert cells["s3"].first_bad.nodeid.endswith("test_b[debian:7.2/x86_64]")
     assert m.rows["debian:6.1/arm64"]["psci"].text() == "SKIP 1/2"
     assert m.rows["debian:6.1/arm64"]["boot"].text() == "PASS 1"
-    assert m.totals("debian:7.2/x86_64") == {"passed": 1, "failed": 3, "skipped": 0,
-                                             "xfailed": 0}
+    assert m.totals("debian:7.2/x86_64") == {"PASS": 1, "FAIL": 3, "SKIP": 0, "XFAIL": 0}
     assert m.families() == ["boot", "psci", "s3", "hibernate", "harness", "unit"]
 
 
