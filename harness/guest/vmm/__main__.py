@@ -15,7 +15,7 @@ from . import l2init
 from .vmm import (CapAbsent, Policy, ReferenceVmm, Result, VmmError, load_kernel,
                   write_outdir)
 
-DEFAULT_APPEND = "console=ttyAMA0 quiet rdinit=/init panic=-1"
+DEFAULT_APPEND = f"console=ttyAMA0 {l2init.CMDLINE} rdinit=/init panic=-1"
 
 
 def main(argv: list[str] | None = None) -> int:
