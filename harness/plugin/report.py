@@ -27,6 +27,13 @@ def reason_of(report: pytest.TestReport) -> str:
     return str(report.longrepr or "").strip().splitlines()[-1:][0] if report.longrepr else ""
 
 
+def unowned_splats(records: list[dict]) -> list[dict]:
+    """The splats no test answers for: printed between tests (after a test's verdict,
+    or while a machine shut down) and not allowed.  They make the run's exit status
+    non-zero (pure)."""
+    return [r for r in records if r.get("when") == "between" and not r.get("allowed")]
+
+
 class Reporter:
     """Runs in the controlling process only: KTAP file and the verdict matrix."""
 
@@ -106,6 +113,10 @@ class Reporter:
         (self.res / "guestpm.ktap").write_text(ktap.render(self.groups()))
         if self.results:
             (self.res / "summary.md").write_text(self.matrix().markdown())
+        self.unowned = unowned_splats(read_splats(self.res)) \
+            if self.config.getoption("splats", "fail") == "fail" else []
+        if self.unowned and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         groups = self.groups()
@@ -130,6 +141,10 @@ class Reporter:
         tr.write_line(self.matrix().text())
         for note in self.notes():
             tr.write_line(note)
+        for r in getattr(self, "unowned", []):
+            tr.write_line(f"exit status 1: a kernel splat no test claimed, in {r.get('target')} "
+                          f"after {r.get('test') or 'boot'}: ({r.get('kind')}) {r.get('title')} "
+                          f"[{r.get('log')}:{r.get('line')}]")
         tr.write_line(f"KTAP: {self.res / 'guestpm.ktap'}   JUnit: "
                       f"{getattr(self.config.option, 'xmlpath', None)}   "
                       f"summary: {self.res / 'summary.md'}   artifacts: {self.res}")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from harness.kernel import kernels
-from harness.plugin.hooks import attach_machine
-from harness.plugin.known_defects import L1_VCPU_HANG, xfail_if_seen
+from harness.plugin.hooks import attach_machine, attach_splats
+from harness.plugin.known_defects import KNOWN, L1_VCPU_HANG, xfail_if_seen
 from harness.progress import progress
 from harness.vm import l2
 from harness.vm.l2 import L2Host
@@ -39,4 +39,10 @@ def l1(request, target, l2_mode, guest_spec, machine_pool, kernel, profile) -> L
     m = host.machine
     host.watch = lambda: xfail_if_seen(m.console.tail(300), "arm64",
                                        f"L1 console {m.console_log}", L1_VCPU_HANG)
+
+    def read(run: l2.L2Run) -> None:
+        """Every test that reads a run answers for its L2 splats and crashes."""
+        attach_splats(request, run.splats)
+        run.check_crashes(lambda console, where: xfail_if_seen(console, "arm64", where, *KNOWN))
+    host.on_read = read
     return host
