@@ -480,7 +480,7 @@ def _judge_splats(item: pytest.Item, report: pytest.TestReport) -> None:
                        + "\n\n".join(s.quote() for s in bad))
 
 
-FLUSH_TIMEOUT = 20
+FLUSH_TIMEOUT = 10
 
 
 def flush_console(m: Machine) -> float | str | None:
@@ -495,11 +495,14 @@ def flush_console(m: Machine) -> float | str | None:
     token = f"guestpm: console flush {secrets.token_hex(6)}"
     t0 = time.monotonic()
     try:
+        # a guest left paused or suspended cannot answer; it is not waited for
+        if m.qmp.execute("query-status", timeout=5)["status"] != "running":
+            return None
         # level 0: printed at every console loglevel (a test may lower it to 1)
         m.ssh.run(f"echo '<0>{token}' > /dev/kmsg", timeout=FLUSH_TIMEOUT).check()
         m.wait_until(lambda: m.console.has_line(token), FLUSH_TIMEOUT,
                      "the console flush marker", interval=0.05)
-    except (GuestpmError, AssertionError) as e:
+    except Exception as e:          # noqa: BLE001 - a flush never decides a verdict
         return f"{m.workdir.name}: the console flush marker did not come back: " \
                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
     return time.monotonic() - t0

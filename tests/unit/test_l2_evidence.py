@@ -162,6 +162,8 @@ class _Machine:
         self.workdir, self.retired, self._late = tmp_path / "m0", None, late
         self._ssh = self.ssh = self
         self.last_test = None
+        self.status = "running"
+        self.qmp = SimpleNamespace(execute=lambda cmd, **kw: {"status": self.status})
 
     def alive(self) -> bool:
         return True
@@ -193,6 +195,8 @@ def test_a_machine_that_cannot_say_is_not_flushed(tmp_path):
     m._ssh = None                            # never reached over ssh
     assert hooks.flush_console(m) is None
     m._ssh, m.console.fatal_index = m, 3     # crashed
+    assert hooks.flush_console(m) is None
+    m.console.fatal_index, m.status = None, "suspended"
     assert hooks.flush_console(m) is None
 
 
