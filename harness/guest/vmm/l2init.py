@@ -54,12 +54,14 @@ for a in $(cat /proc/cmdline); do
   esac
 done
 say "up uptime=$(cut -d' ' -f1 /proc/uptime) cpus=$(grep -c ^processor /proc/cpuinfo) release=$(uname -r) loglevel=$LVL default_level=${2:-?}"
-# the SYSTEM_OFF2 call's code path (drivers/firmware/psci/psci.c), not a name table
-K=absent
-if [ -n "$(head -c 1 /proc/kallsyms 2>/dev/null)" ]; then
-  K=no; grep -qE ' psci_sys_hibernate(\.|$)' /proc/kallsyms && K=yes
+if [ "$HIB" = 1 ]; then
+  # the SYSTEM_OFF2 call's code path (drivers/firmware/psci/psci.c), not a name table
+  K=absent
+  if [ -n "$(head -c 1 /proc/kallsyms 2>/dev/null)" ]; then
+    K=no; grep -qE ' psci_sys_hibernate(\.|$)' /proc/kallsyms && K=yes
+  fi
+  say "kallsyms psci_sys_hibernate=$K"
 fi
-say "kallsyms psci_sys_hibernate=$K"
 for f in /etc/guestpm/modules /etc/guestpm/modules.extra; do
   [ -f "$f" ] || continue
   while read -r m p; do
@@ -100,7 +102,7 @@ if [ "$SUSPEND" = 1 ]; then
   say "pm entry={$(dmesg | grep -o 'PM: suspend entry ([a-z0-9]*)' | tail -1)} exits=$(dmesg | grep -c 'PM: suspend exit') cpus_online=$(cat /sys/devices/system/cpu/online)"
   # the CPUs this kernel took down before SYSTEM_SUSPEND (psci's "CPU%d killed"), and
   # those it failed to take down or bring back
-  say "offlined killed={$(dmesg | sed -n 's/.*CPU\([0-9][0-9]*\) killed.*/\1/p' | tr '\n' ' ')} errors=$(dmesg | grep -cE 'Error taking CPU[0-9]+ down|CPU[0-9]+: failed to come online|Error bringing up CPU|Non-boot CPUs are not disabled')"
+  say "offlined killed={$(dmesg | sed -n 's/.*CPU\([0-9][0-9]*\) killed.*/\1/p' | tr '\n' ' ')} errors=$(dmesg | grep -cE 'Error taking CPU[0-9]+ down|may not have shut down cleanly|didn.t die|CPU[0-9]+: failed to come online|Error bringing up CPU|Non-boot CPUs are not disabled')"
 fi
 if [ "$HIB" = 1 ]; then
   mkswap "/dev/$RES" >/tmp/mkswap 2>&1 && swapon "/dev/$RES" 2>>/tmp/mkswap
