@@ -263,8 +263,10 @@ class L2Host:
             if broken:
                 pytest.fail(broken, pytrace=False)
             pytest.skip(why)
+        crash = crash_in((art / "console.log").read_text(errors="replace"))
         assert r.status in (0, 3), \
-            f"the reference VMM failed (exit {r.status}): {r.stderr.strip()} ({where})"
+            f"the reference VMM failed (exit {r.status}): {r.stderr.strip()} ({where})" + \
+            (f"; the L2 kernel crashed:\n{crash}" if crash else "")
         result = json.loads(r.output.strip().splitlines()[-1])
         (art / "result.json").write_text(json.dumps(result, indent=1))
         console = (art / "console.log").read_text(errors="replace")
