@@ -488,9 +488,13 @@ def flush_console(m: Machine) -> float | str | None:
     wait until its console reader has read it back: every record logged before it
     (a splat the test caused) is then in the machine's SplatLog, claimed by this test
     instead of the next.  The seconds it took; why not, if the marker never came back;
-    None for a machine that cannot say (not running, crashed, never reached over ssh)."""
+    None for a machine that cannot say (not running, crashed, never reached over ssh)
+    or need not (nothing acted on it since its last flush: no ssh command, QMP command
+    or console output; most tests that read a shared agent run)."""
     if not m.alive() or m.console is None or m.console.fatal_index is not None \
             or getattr(m, "_ssh", None) is None:
+        return None
+    if m.__dict__.get("flushed_at") == _activity(m):
         return None
     token = f"guestpm: console flush {secrets.token_hex(6)}"
     t0 = time.monotonic()
@@ -505,7 +509,18 @@ def flush_console(m: Machine) -> float | str | None:
     except Exception as e:          # noqa: BLE001 - a flush never decides a verdict
         return f"{m.workdir.name}: the console flush marker did not come back: " \
                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    m.__dict__["flushed_at"] = _activity(m)
     return time.monotonic() - t0
+
+
+def _activity(m: Machine) -> tuple:
+    """What changes when anything acts on the guest or it prints."""
+    def size(p) -> int:
+        try:
+            return p.stat().st_size
+        except OSError:
+            return -1
+    return getattr(m._ssh, "commands", None), m.console.size, size(m.qmp_log)
 
 
 # ------------------------------------------------------------------ reporting

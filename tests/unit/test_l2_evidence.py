@@ -164,11 +164,18 @@ class _Machine:
         self.last_test = None
         self.status = "running"
         self.qmp = SimpleNamespace(execute=lambda cmd, **kw: {"status": self.status})
+        self.qmp_log = tmp_path / "qmp.log"
+        self.commands = 0
+        self.console.size = 0
+
+    def act(self) -> None:
+        self.commands += 1
 
     def alive(self) -> bool:
         return True
 
     def run(self, command: str, timeout: float = 60):
+        self.commands += 1
         for s in scan(self._late, "console", self.workdir / "console.log"):
             self.splats.add(s)
         self.console.lines.append(command.split("'")[1][3:])       # the marker's text
@@ -188,6 +195,14 @@ def test_a_splat_printed_during_a_test_but_read_after_it_is_claimed_by_it(tmp_pa
     assert [p for p in item.user_properties if p[0] == "console_flush_s"]
     rec = [json.loads(ln) for ln in (tmp_path / "splats.jsonl").read_text().splitlines()]
     assert [(r["when"], r["test"]) for r in rec] == [("test", "t.py::test_late")]
+
+
+def test_a_machine_nothing_acted_on_since_its_last_flush_is_not_flushed_again(tmp_path):
+    m = _Machine(tmp_path, "")
+    assert isinstance(hooks.flush_console(m), float)
+    assert hooks.flush_console(m) is None        # a test that only read an agent run
+    m.act()                                      # a test that ran a command
+    assert isinstance(hooks.flush_console(m), float)
 
 
 def test_a_machine_that_cannot_say_is_not_flushed(tmp_path):
