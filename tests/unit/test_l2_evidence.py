@@ -57,6 +57,8 @@ def test_the_l2_console_prints_warnings_and_not_info_from_boot_on():
     assert console_loglevel(DEFAULT_APPEND) == 5, DEFAULT_APPEND
     assert console_loglevel("console=ttyAMA0 quiet rdinit=/init") == 4    # what it was
     assert "no_console_suspend" in DEFAULT_APPEND.split()
+    # a splat's report through the slow UART must not pass as the kernel's hard LOCKUP
+    assert "watchdog_thresh=60" in DEFAULT_APPEND.split()
 
 
 def test_init_never_lowers_the_console_below_warnings():
