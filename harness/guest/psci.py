@@ -102,14 +102,17 @@ def release_version(release: str | None) -> tuple[int, int] | None:
     return (int(m[1]), int(m[2])) if m else None
 
 
+def floor_of(version: tuple[int, int]) -> tuple[int, int]:
+    """(major, minor) of the lowest PSCI version KVM of kernel `version` gives a new VM."""
+    return next(floor for since, floor in PSCI_FLOORS if version >= since)
+
+
 def psci_floor(release: str | None) -> int | None:
     """The lowest PSCI version (as KVM_REG_ARM_PSCI_VERSION encodes it) that KVM on a
     kernel of `release` gives a new VM; None when the release cannot be read.  The L1
     host's release applies: it is that kernel's KVM which answers."""
     v = release_version(release)
-    if v is None:
-        return None
-    return next(psci_version(*floor) for since, floor in PSCI_FLOORS if v >= since)
+    return None if v is None else psci_version(*floor_of(v))
 
 
 def at_least(version: int, floor: int) -> str:

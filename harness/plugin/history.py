@@ -20,9 +20,11 @@ exactly what such a user tests.  An unmerged family (None) SKIPs on every stock 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from harness.guest.psci import floor_of
 from harness.kernel.kernels import release_version
 
 Version = tuple[int, int]
@@ -69,6 +71,13 @@ def merged_of(*families: str) -> dict[str, Version | None]:
 
 def dotted(v: Version) -> str:
     return ".".join(map(str, v))
+
+
+def promised(family: str, version: Version | None) -> bool:
+    """Whether a kernel of `version` must have `family` (an unknown release, or an
+    unmerged family, promises nothing)."""
+    merged = FEATURES[family].merged
+    return version is not None and merged is not None and version >= merged
 
 
 # ---------------------------------------------------------------- one SKIP
@@ -207,3 +216,23 @@ def information(kernel, merged: Mapping[str, Version | None],
     want = expected(merged, version)
     return [d for d in differences(merged, version, results)
             if want[d.split(" ", 1)[0]] == "skipped"]
+
+
+# ---------------------------------------------------------------- the reference VMM
+
+def vmm_refusal_broken(why: str, host_release: str | None) -> str | None:
+    """Why the VMM's "the host KVM lacks it" (exit 4) is a FAIL, not a SKIP: the host
+    kernel's release promises the capability or the PSCI version it refused (pure)."""
+    version = release_version(host_release)
+    if "KVM_CAP_ARM_SYSTEM_SUSPEND absent" in why and \
+            promised("l2_suspend", version):
+        return f"host {host_release} is >= {dotted(FEATURES['l2_suspend'].merged)}" \
+               f", where KVM_CAP_ARM_SYSTEM_SUSPEND was merged, but KVM_CHECK_EXTENSION " \
+               f"said absent (the reference VMM: {why})"
+    m = re.search(r"refuses PSCI version (\d+)\.(\d+)", why)
+    if m and version is not None:
+        asked, floor = (int(m[1]), int(m[2])), floor_of(version)
+        if asked <= floor:
+            return f"host {host_release} promises PSCI {dotted(floor)} to a new " \
+                   f"VM, but KVM refused {dotted(asked)} (the reference VMM: {why})"
+    return None

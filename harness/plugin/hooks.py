@@ -32,6 +32,8 @@ reads), which is why the scope comes from the target in the test id instead.
 from __future__ import annotations
 
 import json
+import secrets
+import time
 from pathlib import Path
 
 import pytest
@@ -109,7 +111,8 @@ def pytest_configure(config: pytest.Config) -> None:
                  "standin(series): runs our stand-in for an unmerged series; reported apart "
                  "from the kernel's verdicts, under 'stand-in'",
                  "e2e: boots real kernels in QEMU",
-                 "slow: opt-in (--slow): builds a whole kernel tree from the fragments"):
+                 "slow: opt-in (--slow): builds kernel code (a whole tree from the "
+                 "fragments, a fixture module for an L2 guest)"):
         config.addinivalue_line("markers", line)
     config.stash[NOTES] = []
     try:
@@ -326,6 +329,13 @@ def attach_machine(request: pytest.FixtureRequest, m: Machine) -> None:
     request.node.stash.setdefault(_MACHINES, []).append(m)
 
 
+def attach_splats(request: pytest.FixtureRequest, found: list) -> None:
+    """Splats in evidence the test reads but did not make: an L2 run or an agent run
+    that an earlier test started.  They fail this test as they failed the first reader
+    (which claimed them from the machine)."""
+    request.node.stash.setdefault(_SHARED_SPLATS, []).extend(found)
+
+
 @pytest.fixture
 def machine_factory(request: pytest.FixtureRequest, target: Target, profile, kernel, initrd,
                     machine_pool: MachinePool):
@@ -396,6 +406,7 @@ def _needs_config(request: pytest.FixtureRequest) -> None:
 
 _MACHINES = pytest.StashKey[list]()
 _ARTIFACTS = pytest.StashKey[Path]()
+_SHARED_SPLATS = pytest.StashKey[list]()
 
 
 @pytest.fixture(autouse=True)
@@ -446,16 +457,27 @@ def pytest_runtest_makereport(item: pytest.Item, call):
 
 
 def _judge_splats(item: pytest.Item, report: pytest.TestReport) -> None:
-    """The splats printed on the test's machines since the last claim are the test's:
-    with --splats=fail each one that is not allowed FAILs it, quoting the splat."""
-    found = []
+    """The splats printed on the test's machines since the last claim are the test's
+    (each console flushed first, so what the test made is read before its verdict), and
+    so are those of the shared evidence it read (attach_splats): with --splats=fail
+    each one that is not allowed FAILs it, quoting the splat."""
+    found, flushed = [], []
     for m in dict.fromkeys(item.stash.get(_MACHINES, [])):
         m.last_test = item.nodeid
+        flushed.append(flush_console(m))
         mine = m.splats.claim()
         if mine:
             record_splats(item.config, target_of(item), m, mine, "test", item.nodeid)
             retire_if_splatted(item.config, m, mine, f"a kernel splat during {item.nodeid}")
             found += mine
+    took = [f for f in flushed if isinstance(f, float)]
+    if took:
+        item.user_properties.append(("console_flush_s", round(sum(took), 3)))
+    problems = [f for f in flushed if isinstance(f, str)]
+    if problems:
+        report.sections.append(("console flush", "\n".join(problems)))
+    found = list({(s.source, s.log, s.line): s
+                  for s in found + item.stash.get(_SHARED_SPLATS, [])}.values())
     if not found:
         return
     # a known defect the test XFAILs on may print splats as part of its symptom: only
@@ -480,6 +502,49 @@ def _judge_splats(item: pytest.Item, report: pytest.TestReport) -> None:
     report.outcome = "failed"
     report.longrepr = (f"{len(bad)} kernel splat(s) during the test (--splats=fail):\n\n"
                        + "\n\n".join(s.quote() for s in bad))
+
+
+FLUSH_TIMEOUT = 10
+
+
+def flush_console(m: Machine) -> float | str | None:
+    """Write a marker into the kernel log of a live machine the test used over ssh and
+    wait until its console reader has read it back: every record logged before it
+    (a splat the test caused) is then in the machine's SplatLog, claimed by this test
+    instead of the next.  The seconds it took; why not, if the marker never came back;
+    None for a machine that cannot say (not running, crashed, never reached over ssh)
+    or need not (nothing acted on it since its last flush: no ssh command, QMP command
+    or console output; most tests that read a shared agent run)."""
+    if not m.alive() or m.console is None or m.console.fatal_index is not None \
+            or getattr(m, "_ssh", None) is None:
+        return None
+    if m.__dict__.get("flushed_at") == _activity(m):
+        return None
+    token = f"guestpm: console flush {secrets.token_hex(6)}"
+    t0 = time.monotonic()
+    try:
+        # a guest left paused or suspended cannot answer; it is not waited for
+        if m.qmp.execute("query-status", timeout=5)["status"] != "running":
+            return None
+        # level 0: printed at every console loglevel (a test may lower it to 1)
+        m.ssh.run(f"echo '<0>{token}' > /dev/kmsg", timeout=FLUSH_TIMEOUT).check()
+        m.wait_until(lambda: m.console.has_line(token), FLUSH_TIMEOUT,
+                     "the console flush marker", interval=0.05)
+    except Exception as e:          # noqa: BLE001 - a flush never decides a verdict
+        return f"{m.workdir.name}: the console flush marker did not come back: " \
+               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    m.__dict__["flushed_at"] = _activity(m)
+    return time.monotonic() - t0
+
+
+def _activity(m: Machine) -> tuple:
+    """What changes when anything acts on the guest or it prints."""
+    def size(p) -> int:
+        try:
+            return p.stat().st_size
+        except OSError:
+            return -1
+    return getattr(m._ssh, "commands", None), m.console.size, size(m.qmp_log)
 
 
 # ------------------------------------------------------------------ reporting

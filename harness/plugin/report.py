@@ -42,6 +42,13 @@ def test_name(nodeid: str, target: str) -> str:
     return f"{Path(path).stem}::{func}" + (f"[{params}]" if params else "")
 
 
+def unowned_splats(records: list[dict]) -> list[dict]:
+    """The splats no test answers for: printed between tests (after a test's verdict,
+    or while a machine shut down) and not allowed.  They make the run's exit status
+    non-zero (pure)."""
+    return [r for r in records if r.get("when") == "between" and not r.get("allowed")]
+
+
 class Reporter:
     """Runs in the controlling process only: the record, the KTAP file and the matrix."""
 
@@ -130,6 +137,10 @@ class Reporter:
         if self.record:
             (self.res / "summary.md").write_text(self.matrix().markdown().replace(
                 "\n", f"\n\n{self.qemu_line()}\n", 1))
+        self.unowned = unowned_splats(read_splats(self.res)) \
+            if self.config.getoption("splats", "fail") == "fail" else []
+        if self.unowned and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def matrix(self) -> summary.Matrix:
         m = summary.Matrix.of(self.record)
@@ -158,6 +169,10 @@ class Reporter:
         tr.write_line(self.matrix().text())
         for note in self.notes():
             tr.write_line(note)
+        for r in getattr(self, "unowned", []):
+            tr.write_line(f"exit status 1: a kernel splat no test claimed, in {r.get('target')} "
+                          f"after {r.get('test') or 'boot'}: ({r.get('kind')}) {r.get('title')} "
+                          f"[{r.get('log')}:{r.get('line')}]")
         tr.write_line(f"verdicts: {self.res / verdicts.FILE}   KTAP: {self.res / 'guestpm.ktap'}"
                       f"   JUnit: {getattr(self.config.option, 'xmlpath', None)}   "
                       f"summary: {self.res / 'summary.md'}   artifacts: {self.res}")

@@ -20,7 +20,7 @@ import pytest
 from harness.guest import kselftest
 from harness.kernel import kernels
 from harness.plugin import history
-from harness.plugin.hooks import attach_machine, note
+from harness.plugin.hooks import attach_machine, attach_splats, flush_console, note
 from harness.vm.machine import Machine
 
 
@@ -72,6 +72,9 @@ class SuiteHost:
     noted: bool = False
     _config: Callable[[], dict[str, str] | None] | None = dataclasses.field(
         default=None, repr=False)
+    # the machine's splats printed during the agent run: every test that reads the run
+    # answers for them, not only the first (which claims them from the machine)
+    run_splats: list = dataclasses.field(default_factory=list, repr=False)
 
     def agent_args(self) -> dict:
         return {}
@@ -84,7 +87,10 @@ class SuiteHost:
         """All cases in one agent call per machine."""
         if self._run is None:
             self.before_run()
+            before = len(self.machine.splats)
             self._run = self.machine.agent(self.AGENT, **self.agent_args())
+            flush_console(self.machine)
+            self.run_splats = self.machine.splats.since(before)
         return self._run
 
     def result(self, name: str, run: dict | None = None) -> dict:
@@ -103,6 +109,7 @@ class SuiteHost:
             for d in history.information(kernel, self.MERGED, self.run["results"],
                                          self.release):
                 note(request, f"{prefix}{d}")
+        attach_splats(request, self.run_splats if self._run is not None else [])
         return self
 
     @property

@@ -256,6 +256,12 @@ class Console:
             lines = self._lines[-n:] + ([held] if held else [])   # a prompt, or where
         return "\n".join(lines)                                     # a line stopped
 
+    def has_line(self, text: str, last: int = 200) -> bool:
+        """Whether one of the last `last` complete lines, already fed to the splat
+        scanner, contains `text`."""
+        with self._lock:
+            return any(text in line for line in self._lines[-last:])
+
     def fatal(self) -> str | None:
         """The panic/oops lines if one was seen (waits briefly for the rest of the trace)."""
         if self.fatal_index is None:

@@ -14,7 +14,7 @@ import io
 import json
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -27,8 +27,10 @@ from harness.guest.vmm.arm64 import board
 from harness.image import disks
 from harness.image.module_tree import ModuleTree
 from harness.kernel.kernels import Kernel
-from harness.vm.console import FATAL
+from harness.vm import splats as splat_scan
+from harness.vm.console import CONTEXT_LINES, FATAL
 from harness.vm.machine import Machine
+from harness.vm.splats import Splat
 
 MODES = {"vhe": (), "nvhe": ("kvm-arm.mode=nvhe",)}
 KERNEL_DISK, MODULES_DISK = "/dev/vda", "/dev/vdb"
@@ -83,15 +85,47 @@ def parse_report(line: str) -> dict[str, str]:
             for k, v in re.findall(r"(\w+)=(\{[^}]*\}|\S*)", line)}
 
 
+def crash_in(console: str) -> str | None:
+    """The first Oops or panic in an L2 console, from its first line on (pure)."""
+    lines = console.replace("\r", "").split("\n")
+    for i, line in enumerate(lines):
+        if FATAL.search(line):
+            return "\n".join(lines[max(i - 1, 0):i + CONTEXT_LINES])
+    return None
+
+
 @dataclass
 class L2Run:
     """One VMM run: the result (its exit log included), the L2 console and its reports;
-    `relaunch` is the next VM on the same pmem, when the run had one."""
+    `relaunch` is the next VM on the same pmem, when the run had one.  `splats`: the L2
+    kernel's splats in both consoles; every test that reads the run answers for them."""
     name: str
     result: dict
     console_text: str
     where: str
     art: Path | None = None
+    splats: list[Splat] = field(default_factory=list)
+
+    def crashes(self) -> list[tuple["L2Run", str]]:
+        """(run, the crash) for this run and its relaunch, where the L2 kernel oopsed or
+        panicked."""
+        out = []
+        for run in (self, self.relaunch):
+            crash = crash_in(run.console()) if run is not None else None
+            if crash:
+                out.append((run, crash))
+        return out
+
+    def check_crashes(self, excuse: Callable[[str, str], None] = lambda console, where: None
+                      ) -> None:
+        """FAIL on an L2 Oops or panic, quoting it, unless `excuse(console, where)` (a
+        known defect's XFAIL) claims it first.  A crash fails every test that reads the
+        run: Debian does not set panic_on_oops, so an L2 that oopsed in a kworker can
+        still report, and a panic ends the run as a mere "reset"."""
+        for run, crash in self.crashes():
+            excuse(run.console(), run.where)
+            pytest.fail(f"the L2 kernel crashed in run {run.name} ({run.where}):\n{crash}",
+                        pytrace=False)
 
     @property
     def reports(self) -> list[str]:
@@ -135,7 +169,8 @@ class L2Run:
         text = (self.art / "relaunch" / "console.log").read_text(errors="replace") \
             if self.art else r["console_tail"]
         return L2Run(f"{self.name} (relaunch)", r, text,
-                     self.where.replace("console:", "console (relaunch/):"))
+                     self.where.replace("console:", "console (relaunch/):"),
+                     splats=self.splats)
 
     def assert_ended(self) -> None:
         assert self.result["outcome"] == "shutdown", f"L2 run {self.name}: {self.ending()}"
@@ -150,6 +185,12 @@ class L2Host:
     # checked every second while the VMM runs, besides the machine's own watchdog: the
     # tests' fixture names a known defect of the L1 host here (tests/e2e/conftest.py)
     watch: Callable[[], None] | None = None
+    # called with every run a test reads, the cached ones included: the fixture hands
+    # its splats to that test and fails it on an L2 crash (tests/e2e/conftest.py)
+    on_read: Callable[[L2Run], None] | None = None
+    # called with the VMM's reason when it exits 4 (the host KVM refused what the policy
+    # asks) before that SKIPs: the tests' fixture FAILs a refusal the release promises
+    on_refused: Callable[[str], None] | None = None
 
     def run(self, name: str, *args: str, append: tuple[str, ...] = (),
             timeout: float = 300, silent: float = 180) -> L2Run:
@@ -158,9 +199,14 @@ class L2Host:
         key = (name, args, append)
         # the cache and the numbering live on the machine: two L2Hosts may share one
         runs = self.machine.__dict__.setdefault("l2_runs", {})
-        if key in runs:
-            return runs[key]
-        n = len(runs)
+        if key not in runs:
+            runs[key] = self._run(name, args, append, timeout, silent, len(runs))
+        if self.on_read:
+            self.on_read(runs[key])
+        return runs[key]
+
+    def _run(self, name: str, args: tuple[str, ...], append: tuple[str, ...],
+             timeout: float, silent: float, n: int) -> L2Run:
         out = f"/tmp/l2-{n}"
         cmd = (f"{VMM} --kernel {KERNEL_DISK} --initrd-extra {MODULES_DISK} --out {out} "
                f"--timeout {timeout:g} --silent {silent:g} "
@@ -188,20 +234,27 @@ class L2Host:
                                 also=self.watch, interval=1, fail=gave_up)
         r = running.wait(10)
         self._fetch(out, art)
-        for sub in ("", "relaunch/"):    # the L2 kernel's splats fail the test too
+        found = []
+        for sub in ("", "relaunch/"):    # the L2 kernel's splats fail its readers too
             log = art / sub / "console.log"
-            self.machine.splats.scan(log.read_text(errors="replace"), "L2 console", log,
-                                     own=False, release=self.guest.release, fatal=FATAL)
+            for s in splat_scan.scan(log.read_text(errors="replace"), "L2 console", log, FATAL):
+                s.own = False
+                self.machine.splats.add(s, self.guest.release)   # recorded, and allowed?
+                found.append(s)
         where = f"VMM exit log and L2 console: {art}"
         if r.status == 4:
-            pytest.skip(r.stderr.strip().removeprefix("vmm: "))
+            why = r.stderr.strip().removeprefix("vmm: ")
+            if self.on_refused:         # the tests' side: a refusal the host's release
+                self.on_refused(why)    # promises against is a FAIL
+            pytest.skip(why)
+        crash = crash_in((art / "console.log").read_text(errors="replace"))
         assert r.status in (0, 3), \
-            f"the reference VMM failed (exit {r.status}): {r.stderr.strip()} ({where})"
+            f"the reference VMM failed (exit {r.status}): {r.stderr.strip()} ({where})" + \
+            (f"; the L2 kernel crashed:\n{crash}" if crash else "")
         result = json.loads(r.output.strip().splitlines()[-1])
         (art / "result.json").write_text(json.dumps(result, indent=1))
         console = (art / "console.log").read_text(errors="replace")
-        runs[key] = L2Run(name, result, console, where, art)
-        return runs[key]
+        return L2Run(name, result, console, where, art, found)
 
     def _fetch(self, out: str, art: Path) -> None:
         """The VMM's exit log and the L2 console (of the run and of its relaunch)."""

@@ -306,6 +306,11 @@ class SplatLog:
             self._claimed = len(self._splats)
             return out
 
+    def since(self, n: int) -> list[Splat]:
+        """The splats added after the first `n` (n: an earlier len())."""
+        with self._lock:
+            return self._splats[n:]
+
     def unclaimed(self) -> list[Splat]:
         with self._lock:
             return self._splats[self._claimed:]

@@ -41,6 +41,7 @@ class SSH:
         self.watchdog, self.on_lost = watchdog, on_lost
         self.on_output = on_output      # sees every command's result (kernel splats in a
                                         # `dmesg` the test read)
+        self.commands = 0               # started so far: has anyone acted on the guest?
         self.client = paramiko.SSHClient()
         if host_key_line:
             ktype, b64 = host_key_line.split()[:2]
@@ -71,6 +72,7 @@ class SSH:
         """Start a command (stdin, if given, is sent and closed) without waiting for it:
         for commands that only return after the host acts, like `echo mem`."""
         chan = self.client.get_transport().open_session(timeout=10)
+        self.commands += 1
         chan.exec_command(command)
         if stdin:
             chan.sendall(stdin)

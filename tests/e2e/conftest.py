@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from harness.kernel import kernels
-from harness.plugin.hooks import attach_machine
-from harness.plugin.known_defects import L1_VCPU_HANG, xfail_if_seen
+from harness.plugin import history
+from harness.plugin.hooks import attach_machine, attach_splats
+from harness.plugin.known_defects import KNOWN, L1_VCPU_HANG, xfail_if_seen
 from harness.progress import progress
 from harness.vm import l2
 from harness.vm.l2 import L2Host
@@ -42,4 +43,20 @@ def l1(request, target, l2_mode, guest_spec, machine_pool, kernel, profile) -> L
                                        f"L1 console {m.console_log}", L1_VCPU_HANG,
                                        release=m.kernel.release, mode=l2_mode,
                                        stock=m.kernel.debian is not None)
+
+    def read(run: l2.L2Run) -> None:
+        """Every test that reads a run answers for its L2 splats and crashes; a crash is
+        judged against the known defects of the kernel that crashed, the L2 guest."""
+        attach_splats(request, run.splats)
+        run.check_crashes(lambda console, where: xfail_if_seen(
+            console, "arm64", where, *KNOWN, release=host.guest.release, mode=l2_mode,
+            stock=host.guest.debian is not None))
+    host.on_read = read
+
+    def refused(why: str) -> None:
+        """The host KVM refused what the VMM asked: a FAIL where its release promises it."""
+        broken = history.vmm_refusal_broken(why, m.kernel.release)
+        if broken:
+            pytest.fail(broken, pytrace=False)
+    host.on_refused = refused
     return host

@@ -10,10 +10,19 @@ another."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 
+from harness.guest import psci
+from harness.guest.cpio import CpioWriter
+from harness.image import fixture_modules
+from harness.kernel.kernels import release_version
+from harness.plugin import history
+from harness.plugin.hooks import note
+from harness.plugin.targets import ROOT
+from harness.progress import progress
 from harness.vm.l2 import L2Host, L2Run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("arm64")]
@@ -22,6 +31,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.arch("arm64")]
 # before the SUSPEND call, and the pending wakeup aborted the suspend (EBUSY)
 ALARM_S = 10
 RAM = 0x4000_0000
+FIXTURE = ROOT / "tests" / "fixtures" / "splat"
 
 
 def vmm_run(host: L2Host, policy: str, *append: str) -> L2Run:
@@ -42,6 +52,13 @@ def _one_suspend_exit(run: L2Run) -> dict:
     others = {s["vcpu"]: s["mp_state"] for s in ev["vcpus"] if s["vcpu"] != 0}
     assert others and set(others.values()) == {"STOPPED"}, \
         f"at the SUSPEND exit the other vCPUs were {others}, expected all STOPPED ({run.where})"
+    # the VMM's report against L2's own: the CPUs its kernel took down before the call
+    said = run.report("offlined")
+    killed = {int(c) for c in said.get("killed", "").split()}
+    assert killed == set(others) and said.get("errors") == "0", \
+        f"the VMM saw vCPUs {sorted(others)} STOPPED at the SUSPEND exit; the L2 kernel " \
+        f"says it took down CPUs {sorted(killed)} with {said.get('errors')} errors: {said} " \
+        f"({run.where})"
     ram = run.result["exits"][0]["ram_mib"] << 20
     assert RAM <= int(ev["x1"], 16) < RAM + ram, \
         f"x1 = {ev['x1']} is outside the guest's RAM [{RAM:#x}, {RAM + ram:#x}) ({run.where})"
@@ -85,16 +102,45 @@ def _guest_resumed(run: L2Run, mode: str) -> None:
         f"{ALARM_S} s alarm ({run.where})"
     pm = run.report("pm")
     assert pm.get("entry") == f"PM: suspend entry ({mode})", f"L2: {pm} ({run.where})"
+    # Linux only warns when a secondary CPU does not come back, and `echo mem` still
+    # returns 0: every CPU it booted with is online again, after one suspend
+    cpus = int(run.report("up").get("cpus", 0))
+    want = "0" if cpus == 1 else f"0-{cpus - 1}"
+    assert pm.get("cpus_online") == want, \
+        f"after resume L2 has CPUs {pm.get('cpus_online')!r} online, booted with {cpus} " \
+        f"({want}): {pm} ({run.where})"
+    assert pm.get("exits") == "1", \
+        f"L2 logged {pm.get('exits')} 'PM: suspend exit' lines for one `echo mem`: {pm} " \
+        f"({run.where})"
     run.assert_ended()
 
 
-def test_l2_boots_and_sees_the_psci_version_l1_gave_it(l1):
+def test_l2_boots_and_sees_the_psci_version_l1_gave_it(request, l1):
     run = vmm_run(l1, "honour", *SUSPEND)
     assert run.report("up").get("cpus") == "2", f"L2 brought up {run.reports[:1]} ({run.where})"
     version = run.result["psci_version"]
-    psci = next((r for r in run.reports if r.startswith("psci")), "")
-    assert f"PSCIv{version} detected in firmware" in psci, \
-        f"the VMM gave PSCI {version}; the L2 kernel said {psci!r} ({run.where})"
+    said = next((r for r in run.reports if r.startswith("psci")), "")
+    assert f"PSCIv{version} detected in firmware" in said, \
+        f"the VMM gave PSCI {version}; the L2 kernel said {said!r} ({run.where})"
+    # an absolute floor, not KVM against itself: the host's release promises a version
+    host = l1.machine.kernel
+    release = release_version(host.release)
+    assert release, f"no version in the host's release {host.release!r}"
+    floor, got = psci.floor_of(release), _psci(version)
+    assert got >= floor, \
+        f"host {host.release}: KVM gave a new VM PSCI {version}, below the " \
+        f"{history.dotted(floor)} its release promises ({run.where})"
+    if got > floor:
+        assert host.debian is None, \
+            f"stock host {host.release}: KVM gave PSCI {version}, upstream " \
+            f"{'.'.join(map(str, release))} gives {history.dotted(floor)} ({run.where})"
+        note(request, f"{l1.mode}: KVM gives a new VM PSCI {version}, above the "
+                      f"{history.dotted(floor)} of upstream {host.release}")
+
+
+def _psci(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")
+    return int(major), int(minor)
 
 
 def test_l2_offers_deep_only_with_the_cap(l1):
@@ -174,3 +220,57 @@ def test_a_guest_that_never_prints_is_ended_by_the_vmm_bound(l1):
     result = json.loads(lines[-3])
     assert result["outcome"] == "silent" and result["elapsed_s"] < 30, result
     assert "printed nothing in 5 s" in result["detail"], result
+
+
+SPLAT_LAYER = "/tmp/l2-splat.cpio"
+
+
+@pytest.mark.harness_selftest
+@pytest.mark.slow
+@pytest.mark.l2_mode_hosts("nvhe")
+def test_l2_splats_reach_the_harness_even_from_a_hung_guest(l1, profile):
+    """The L2 kernel's level-4 records reach the harness as they are logged: the splat
+    fixture module, in L2's initramfs, WARNs at load (before /init's reports) and again
+    on demand just before /init's last report, after which L2 hangs until the VMM's
+    bound ends it.  Both WARNINGs are read with their call traces (level 4 too, which
+    `quiet` hid), the boot's info lines are not (the UART does not carry the whole log),
+    and every test that reads the run gets them."""
+    try:
+        ko = fixture_modules.build(FIXTURE, l1.guest, profile.deb_arch, progress)
+    except fixture_modules.Unbuildable as e:
+        pytest.skip(f"the splat fixture module cannot be built: {e}")
+    buf = io.BytesIO()
+    w = CpioWriter(buf)
+    for d in ("lib", "lib/modules", "lib/modules/guestpm", "etc", "etc/guestpm"):
+        w.directory(d)
+    w.file("lib/modules/guestpm/guestpm_splat.ko", ko.read_bytes())
+    w.file("etc/guestpm/modules.extra", b"guestpm_splat at_load=warn\n")
+    w.close()
+    l1.machine.ssh.put(buf.getvalue(), SPLAT_LAYER)
+    reads: list[L2Run] = []
+    l1.on_read = reads.append           # this test judges the run itself
+    run = l1.run("splat", "--suspend", "off", "--initrd-extra", SPLAT_LAYER,
+                 append=("guestpm.splat=warn", "guestpm.off=none"), timeout=120)
+    again = l1.run("splat", "--suspend", "off", "--initrd-extra", SPLAT_LAYER,
+                   append=("guestpm.splat=warn", "guestpm.off=none"), timeout=120)
+    # ours, not the machine's: claimed here so that they do not fail this test
+    taken = l1.machine.splats.claim()
+    assert all(not s.own for s in taken), \
+        f"the L1 host splatted: {[s.quote() for s in taken if s.own]}"
+    assert reads == [run, again] and again is run, "a second read must be the cached run"
+    assert run.result["outcome"] == "timeout", \
+        f"L2 was to hang after its last report: {run.ending()}"
+    warns = [s for s in run.splats if s.kind == "warning"]
+    lines = run.console().replace("\r", "").split("\n")
+    at = {key: next((i + 1 for i, ln in enumerate(lines) if f"guestpm-l2: {key}" in ln), None)
+          for key in ("up", "splat", "done")}
+    assert run.report("splat").get("rc") == "0", run.report("splat")
+    assert len(warns) == 2, f"expected the two WARNINGs (at load, before the end), got " \
+                            f"{[s.title for s in run.splats]} ({run.where})"
+    for s in warns:
+        assert s.trace() and any("splat_warn" in t for t in s.trace()), \
+            f"the WARNING's call trace (level 4) did not reach the console:\n{s.quote()}"
+    assert warns[0].line < at["splat"] and at["up"] < warns[1].line < at["done"], \
+        f"WARNINGs at console lines {[s.line for s in warns]}, reports at {at} ({run.where})"
+    assert "Booting Linux on physical CPU" not in run.console(), \
+        f"level-6 boot records reach the L2 console: the whole log pays the UART ({run.where})"

@@ -16,7 +16,7 @@ from . import l2init, relaunch
 from .core import Core, write_outdir
 from .policy import CapAbsent, Policy, Result, VmmError
 
-DEFAULT_APPEND = "console=ttyAMA0 quiet rdinit=/init panic=-1"
+DEFAULT_APPEND = f"console=ttyAMA0 {l2init.CMDLINE} rdinit=/init panic=-1"
 
 
 def _parser() -> argparse.ArgumentParser:
