@@ -113,6 +113,11 @@ ARM_EVERY_CPU_TIMER = ("for c in /sys/devices/system/cpu/cpu[0-9]*; do "
 EVERY_CPU_SLEEPS_1S = ("for c in /sys/devices/system/cpu/cpu[0-9]*; do "
                        "taskset -c ${c##*cpu} sleep 1 || exit 1; done")
 PROBE_MEMORY_MB = 512
+# Restores from the one snapshot that must all keep their timers before the profile's
+# machines are restored: on QEMU 7.2 a single round trip passed once (docs/figures.md)
+# although its restores lose the EL2 timers' deadlines in about half of the tries
+# (docs/known-defects.md), so one is not evidence enough
+PROBE_ROUNDS = 5
 
 
 def restore_probe_file(profile) -> Path:
@@ -150,19 +155,23 @@ def _round_trip(make, workdir: Path, record) -> tuple[str | None, str]:
         snap = take(a, workdir / "restore-probe.vmstate")
     finally:
         a.close(graceful=False)
-    b = make("restore-probe-restored").restore_from(snap)
-    version = cmdline.qemu_version(b.profile)
     try:
-        b.launch()
-        b.wait_ready()                  # sleeps 0.1 s on every CPU: BootError if one hangs
-        record(b, "restore")
-        b.run(EVERY_CPU_SLEEPS_1S, timeout=30).check()
-    except (GuestpmError, AssertionError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return (f"QEMU {version} lost the generic timers' deadlines in a snapshot round "
-                f"trip of a {b.profile.name} machine whose CPUs all had their timer armed "
-                f"(measured by guestpm's restore probe, {b.workdir}): {first}"), a.boot.release
+        for n in range(PROBE_ROUNDS):
+            b = make(f"restore-probe-restored-{n}").restore_from(snap)
+            version = cmdline.qemu_version(b.profile)
+            try:
+                b.launch()
+                b.wait_ready()          # sleeps 0.1 s on every CPU: BootError if one hangs
+                record(b, "restore")
+                b.run(EVERY_CPU_SLEEPS_1S, timeout=30).check()
+            except (GuestpmError, AssertionError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                return (f"QEMU {version} lost the generic timers' deadlines in a snapshot "
+                        f"round trip (restore {n + 1} of {PROBE_ROUNDS}) of a "
+                        f"{b.profile.name} machine whose CPUs all had their timer armed "
+                        f"(guestpm's restore probe, {b.workdir}): {first}"), a.boot.release
+            finally:
+                b.close(graceful=False)
     finally:
-        b.close(graceful=False)
         snap.path.unlink(missing_ok=True)
     return None, a.boot.release
