@@ -20,11 +20,12 @@ Bad input (an unknown spec, a missing, foreign or truncated image, no QEMU) ends
 run before anything boots: one line, exit status 2.
 
 Under pytest-xdist (`--dist loadgroup`, as `guestpm run` passes) the plugin's own
-scheduler sends all of a target's tests to one worker (`scope_of`), so that the
-machines its tests share (the shared machine, the L2 hosts, the PSCI hosts) boot once
-per run, not once per worker.  The `xdist_group` mark is inert with pytest 9.2 and
-pytest-xdist 3.8 (xdist appends "@group" to item._nodeid, which pytest 9 no longer
-reads), which is why the scope comes from the target in the test id instead.
+scheduler sends each work unit to one worker (harness/plugin/units.py: a part of a
+target whose tests share a machine: an L1 host, a PSCI host, the shared machine), the
+longest first, so that those machines boot once per unit, not once per test.  The
+`xdist_group` mark is inert with pytest 9.2 and pytest-xdist 3.8 (xdist appends "@group"
+to item._nodeid, which pytest 9 no longer reads), which is why the unit comes from the
+test id instead.
 """
 
 from __future__ import annotations
@@ -39,13 +40,13 @@ from harness import profiles
 from harness.errors import AbnormalShutdown, GuestpmError
 from harness.image import rootfs
 from harness.kernel import kernels
-from harness.plugin import summary
+from harness.plugin import summary, units
 from harness.plugin.known_defects import explained_splats
 from harness.plugin.pool import (CURRENT_TEST, DeadTargets, MachineFactory, MachinePool,
                                  record_splats, retire_if_splatted, splats_fail)
 from harness.plugin.report import Reporter
 from harness.plugin.targets import (NOTES, Target, artifacts_dir_of, check_targets, machine_dir,
-                                    results_dir, runs_e2e, scope_of, target_of, targets)
+                                    results_dir, runs_e2e, target_of, targets)
 from harness.progress import progress
 from harness.vm.machine import Machine
 
@@ -230,17 +231,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """loadgroup as it was meant: a target's tests stay on one worker."""
+    """loadgroup as it was meant: the units of harness/plugin/units.py (parts of a target
+    that share their machines) stay on one worker; the longest unit is handed out first."""
     if config.getoption("dist", None) != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
     ids = [t.id for t in targets(config)]
 
-    class TargetScheduling(LoadScopeScheduling):
+    class UnitScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return scope_of(nodeid, ids)
+            return units.unit_of(nodeid, ids)
 
-    return TargetScheduling(config, log)
+        def _assign_work_unit(self, node) -> None:
+            # longest first (xdist takes the queue's head: collection order, or the
+            # unit with the most tests)
+            longest = units.longest(self.workqueue)
+            self.workqueue.move_to_end(longest, last=False)
+            super()._assign_work_unit(node)
+
+    return UnitScheduling(config, log)
 
 
 @pytest.hookimpl(trylast=True)
