@@ -40,7 +40,7 @@ from harness import profiles
 from harness.errors import AbnormalShutdown, GuestpmError
 from harness.image import rootfs
 from harness.kernel import kernels
-from harness.plugin import summary, units
+from harness.plugin import accel, summary, units
 from harness.plugin.known_defects import explained_splats
 from harness.plugin.pool import (CURRENT_TEST, DeadTargets, MachineFactory, MachinePool,
                                  record_splats, retire_if_splatted, splats_fail)
@@ -75,6 +75,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "machine of its configuration (on, default), or boots (off)")
     g.addoption("--all-l2-modes", action="store_true",
                 help="run the L2 tests that are VHE-only by default in nVHE too")
+    g.addoption("--accel", choices=profiles.ACCELS, default=profiles.DEFAULT_ACCEL,
+                help="tcg (default), kvm (targets of the host's arch under the host's KVM, "
+                     "nested), auto (KVM where a probe boot proved it, else TCG; says why)")
     g.addoption("--guest-kernel", action="append", default=[], metavar="SPEC",
                 help="an L2 guest kernel of the reference-VMM tests (any --kernel spec; "
                      "repeatable: host x guest cells); default: the kernel under test, as "
@@ -260,9 +263,25 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 # ------------------------------------------------------------------ fixtures
 
+_ACCEL_NOTES = pytest.StashKey[dict]()
+
+
 @pytest.fixture(scope="session")
-def profile(target: Target) -> profiles.Profile:
-    return profiles.get(target.arch)
+def profile(request: pytest.FixtureRequest, target: Target) -> profiles.Profile:
+    """The target's profile under --accel (harness/plugin/accel.py)."""
+    config = request.config
+
+    def run_probe(kvm: profiles.Profile) -> str | None:
+        k = kernels.resolve(target.kernel, kvm, progress)
+        return accel.probe(kvm, k, rootfs.initramfs(k, kvm, progress),
+                           machine_dir(config, target, "accel-probe"),
+                           timeout=config.getoption("boot_timeout"))
+    p, why = accel.choose(config.getoption("accel"), profiles.get(target.arch),
+                          results_dir(config) / "targets" / f"{target.slug}.accel", run_probe)
+    if why:
+        progress(f"{target.id}: {why}")
+        config.stash.setdefault(_ACCEL_NOTES, {})[target.id] = why
+    return p
 
 
 @pytest.fixture(scope="session")
@@ -396,6 +415,11 @@ def _artifacts(request: pytest.FixtureRequest):
     if target is not None:       # the release the target resolved to, for the summary
         k = request.getfixturevalue("kernel")
         request.node.user_properties.append(("release", k.release or "?"))
+        request.node.user_properties.append(
+            ("accel", request.getfixturevalue("profile").accelerator))
+        why = request.config.stash.get(_ACCEL_NOTES, {}).get(target.id)
+        if why:
+            note(request, why)
     shared = request.getfixturevalue("machine") if "machine" in request.fixturenames else None
     start = (shared.console.size, len(shared.qmp.events)) if shared else None
     if shared:

@@ -23,12 +23,15 @@ class KnownDefect:
     symptom: re.Pattern[str]
     summary: str                       # what the XFAIL reason says
     arch: str | None = None            # only on this arch (None: any)
+    accel: str | None = None           # only under this accelerator (tcg, kvm; None: any)
     doc: str = "docs/known-defects.md"
     splats: tuple[str, ...] = ()       # splat kinds that are part of the symptom: they do
                                        # not turn this XFAIL into a FAIL (plugin.hooks)
 
-    def matches(self, text: str, arch: str | None = None) -> bool:
+    def matches(self, text: str, arch: str | None = None, accel: str | None = None) -> bool:
         if self.arch is not None and arch is not None and arch != self.arch:
+            return False
+        if self.accel is not None and accel is not None and accel != self.accel:
             return False
         return bool(self.symptom.search(text.replace("\r", "")))
 
@@ -117,7 +120,7 @@ L1_VCPU_HANG = KnownDefect(
         r".*?After 10 seconds, these CPUS still haven't responded to the NMI: \1\b"),
     summary="an L1 host vCPU stopped answering while it ran the L2 guest (hard LOCKUP, "
             "no NMI response; seen once on a debian:7.2 VHE host under TCG)",
-    arch="arm64", splats=("hard-lockup", "rcu-stall"))
+    arch="arm64", accel="tcg", splats=("hard-lockup", "rcu-stall"))
 
 
 def explained_splats(xfail_reason: str) -> set[str]:
@@ -131,19 +134,21 @@ def xfail_on(m, *defects: KnownDefect) -> Iterator[None]:
     try:
         yield
     except GuestPanic as e:
-        arch = getattr(getattr(m, "profile", None), "arch", None)
+        profile = getattr(m, "profile", None)
+        arch, accel = getattr(profile, "arch", None), getattr(profile, "accelerator", None)
         text = crash_text(str(e), getattr(m, "console_log", None))
         for d in defects:
-            if d.matches(text, arch):
+            if d.matches(text, arch, accel):
                 pytest.xfail(f"known kernel defect: {d.summary} ({d.doc}; {m.console_log})")
         raise
 
 
-def xfail_if_seen(text: str, arch: str, where: str, *defects: KnownDefect) -> None:
+def xfail_if_seen(text: str, arch: str, where: str, *defects: KnownDefect,
+                  accel: str | None = None) -> None:
     """The same, for a console the test reads itself (an L2 guest's): XFAIL naming the
-    first of `defects` whose whole symptom is in `text`."""
+    first of `defects` whose whole symptom is in `text` (under `accel`, when given)."""
     for d in defects:
-        if d.matches(text, arch):
+        if d.matches(text, arch, accel):
             pytest.xfail(f"known kernel defect: {d.summary} ({d.doc}; {where})")
 
 

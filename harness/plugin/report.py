@@ -79,17 +79,19 @@ class Reporter:
         return out
 
     def matrix(self) -> summary.Matrix:
-        verdicts, releases = [], {}
+        verdicts, releases, accels = [], {}, {}
         for nodeid, r in self.results.items():
             props = self.props.get(nodeid, {})
             target, row = props.get("target"), self.target_of[nodeid]
             if row != summary.SELF_TEST and "release" in props:
                 releases[row] = props["release"]
+            if row != summary.SELF_TEST and "accel" in props:
+                accels[row] = props["accel"]
             art = artifacts_dir_of(self.config, nodeid, self._target(target))
             link = str(art.relative_to(self.res)) if art.exists() else None
             verdicts.append(summary.Verdict(row, props.get("family") or "unit", r.outcome,
                                             nodeid, link))
-        m = summary.Matrix.of(verdicts, releases)
+        m = summary.Matrix.of(verdicts, releases, accels)
         m.splats = read_splats(self.res)
         m.info = sorted({f"{self.target_of[n]}: {v}" for n, props in self.props.items()
                          for k, v in props.items() if k == "info"})

@@ -73,12 +73,14 @@ class Cell:
 class Matrix:
     rows: dict[str, dict[str, Cell]] = field(default_factory=dict)
     releases: dict[str, str] = field(default_factory=dict)
+    accels: dict[str, str] = field(default_factory=dict)     # row -> tcg | kvm
     info: list[str] = field(default_factory=list)    # "target: text", not verdicts
     splats: list[dict] = field(default_factory=list)  # results/splats.jsonl records
 
     @classmethod
-    def of(cls, verdicts: list[Verdict], releases: dict[str, str] | None = None) -> "Matrix":
-        m = cls(releases=dict(releases or {}))
+    def of(cls, verdicts: list[Verdict], releases: dict[str, str] | None = None,
+           accels: dict[str, str] | None = None) -> "Matrix":
+        m = cls(releases=dict(releases or {}), accels=dict(accels or {}))
         order = lambda v: (v.row == SELF_TEST, v.row.startswith(STAND_IN), v.row, v.nodeid)  # noqa: E731
         for v in sorted(verdicts, key=order):
             m.rows.setdefault(v.row, {}).setdefault(v.family, Cell()).add(v)
@@ -98,7 +100,7 @@ class Matrix:
 
     def _table(self, cell_text) -> list[list[str]]:
         fams = self.families()
-        head = ["kernel", "arch", "release", "PASS", "FAIL", "SKIP", "XFAIL", "SPLATS", *fams]
+        head = ["kernel", "arch", "release", "accel", "PASS", "FAIL", "SKIP", "XFAIL", "SPLATS", *fams]
         body = []
         counted = self.splat_counts()
         for row, cells in self.rows.items():
@@ -109,7 +111,8 @@ class Matrix:
             n, allowed = counted.get(row, (0, 0)) if row != SELF_TEST else (0, 0)
             splats = "-" if row == SELF_TEST or row.startswith(f"{STAND_IN} ") else \
                 str(n) + (f" (+{allowed} allowed)" if allowed else "")
-            body.append([kernel, arch, self.releases.get(row, ""), str(t["passed"]),
+            body.append([kernel, arch, self.releases.get(row, ""), self.accels.get(row, ""),
+                         str(t["passed"]),
                          str(t["failed"]), str(t["skipped"]), str(t["xfailed"]), splats,
                          *(cell_text(cells[f]) if f in cells else "-" for f in fams)])
         return [head, *body]

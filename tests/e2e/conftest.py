@@ -38,5 +38,6 @@ def l1(request, target, l2_mode, guest_spec, machine_pool, kernel, profile) -> L
     attach_machine(request, host.machine)
     m = host.machine
     host.watch = lambda: xfail_if_seen(m.console.tail(300), "arm64",
-                                       f"L1 console {m.console_log}", L1_VCPU_HANG)
+                                       f"L1 console {m.console_log}", L1_VCPU_HANG,
+                                       accel=m.profile.accelerator)
     return host

@@ -45,7 +45,8 @@ SPLATS = [
 
 def test_matrix_golden():
     m = summary.Matrix.of(verdicts(), {"debian:6.1/arm64": "6.1.0-50-arm64",
-                                       "debian:7.2/x86_64": "7.2.13+deb14-amd64"})
+                                       "debian:7.2/x86_64": "7.2.13+deb14-amd64"},
+                          {"debian:6.1/arm64": "tcg", "debian:7.2/x86_64": "kvm"})
     m.splats = SPLATS
     assert m.text() + "\n" == (GOLDEN / "matrix.txt").read_text()
     assert m.markdown() == (GOLDEN / "summary.md").read_text()
