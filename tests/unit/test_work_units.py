@@ -129,3 +129,4 @@ def test_junit_names_become_node_ids():
         "tests/e2e/test_splats.py::TestSequence::test_01[x]"
     assert s.pool_tag("debian-7.2-arm64-l2-vhe-gw1-12", "debian:7.2/arm64") == "l2-vhe"
     assert s.pool_tag("debian-7.2-arm64-test_s3_x-gw1-2", "debian:7.2/arm64") is None
+
