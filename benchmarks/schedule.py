@@ -4,7 +4,8 @@ From a results directory (junit.xml, boots.jsonl, tests/*/machine-* links) it ta
 test's measured duration, groups the tests into the work units of
 harness/plugin/units.py (or, with --units target, one unit per target: the start
 commit's), and simulates pytest-xdist handing the units out as the plugin's scheduler
-does: the longest estimate first, a worker takes its next unit when at most two of its
+does (units.pick: the longest estimate first, unless a unit of the worker's own target is
+nearly as long), a worker takes its next unit when at most two of its
 tests are left (xdist's low watermark; a worker holds its last test until it knows the
 next one), and a worker runs a unit's tests in order.
 
@@ -180,9 +181,10 @@ def alone(unit: list[Test], cost: dict) -> float:
 
 
 def simulate(queue: "OrderedDict[str, list[Test]]", workers: int, cost: dict,
-             watermark: int = WATERMARK) -> tuple[float, list[list[str]]]:
+             watermark: int = WATERMARK, affinity: float = unitsmod.AFFINITY
+             ) -> tuple[float, list[list[str]]]:
     """The wall time of running `queue` on `workers` workers, and each worker's units
-    (pure).  Units are handed out longest estimate first (units.longest)."""
+    (pure).  Units are handed out as the plugin's scheduler does (units.pick)."""
     pending = OrderedDict((u, list(ts)) for u, ts in queue.items())
     q: list[list[tuple[str, Test]]] = [[] for _ in range(workers)]
     got: list[list[str]] = [[] for _ in range(workers)]
@@ -194,8 +196,9 @@ def simulate(queue: "OrderedDict[str, list[Test]]", workers: int, cost: dict,
         if not pending:
             shut[w] = True
             return
-        u = unitsmod.longest(OrderedDict((k, {t.nodeid: False for t in v})
-                                         for k, v in pending.items()))
+        u = unitsmod.pick(OrderedDict((k, {t.nodeid: False for t in v})
+                                      for k, v in pending.items()),
+                          unitsmod.target_of_unit(got[w][-1]) if got[w] else None, affinity)
         q[w] += [(u, t) for t in pending.pop(u)]
         got[w].append(u)
 
@@ -231,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, required=True)
     ap.add_argument("--units", choices=("units", "target"), default="units")
     ap.add_argument("--workers", type=int, nargs="+", default=[2, 4, 8, 16])
+    ap.add_argument("--affinity", type=float, default=unitsmod.AFFINITY,
+                    help="units.pick's affinity (0: longest first only)")
     ap.add_argument("--verbose", action="store_true", help="each worker's units")
     a = ap.parse_args(argv)
     tests, cost, wall = load(a.results)
@@ -241,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{wall:.0f} s; test seconds net of pool boots {total:.0f} s; pool boots "
           f"{len(cost)}, {sum(cost.values()):.0f} s once each")
     for n in a.workers:
-        s, got = simulate(queue, n, cost)
+        s, got = simulate(queue, n, cost, affinity=a.affinity)
         print(f"{n:>2} {s:7.0f}")
         if a.verbose:
             for w, us in enumerate(got):

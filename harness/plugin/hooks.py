@@ -22,7 +22,7 @@ run before anything boots: one line, exit status 2.
 Under pytest-xdist (`--dist loadgroup`, as `guestpm run` passes) the plugin's own
 scheduler sends each work unit to one worker (harness/plugin/units.py: a part of a
 target whose tests share a machine: an L1 host, a PSCI host, the shared machine), the
-longest first, so that those machines boot once per unit, not once per test.  The
+longest first (units.pick), so that those machines boot once per unit and worker.  The
 `xdist_group` mark is inert with pytest 9.2 and pytest-xdist 3.8 (xdist appends "@group"
 to item._nodeid, which pytest 9 no longer reads), which is why the unit comes from the
 test id instead.
@@ -246,10 +246,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             return units.unit_of(nodeid, ids)
 
         def _assign_work_unit(self, node) -> None:
-            # longest first (xdist takes the queue's head: collection order, or the
-            # unit with the most tests)
-            longest = units.longest(self.workqueue)
-            self.workqueue.move_to_end(longest, last=False)
+            # longest first, keeping a worker to its target where that costs little
+            # (xdist takes the queue's head: collection order, or the most tests)
+            mine = list(self.assigned_work.get(node, {}))
+            unit = units.pick(self.workqueue, units.target_of_unit(mine[-1]) if mine else None)
+            self.workqueue.move_to_end(unit, last=False)
             super()._assign_work_unit(node)
 
     return UnitScheduling(config, log)

@@ -67,6 +67,8 @@ SECONDS_PER_TEST: dict[str, float] = {
     "test_harness_faults.py": 12, "test_splats.py": 6, "test_snapshots.py": 10,
 }
 DEFAULT_S = 2.0
+# a worker keeps to its target's units unless another's is this much longer (pick)
+AFFINITY = 0.5
 
 
 def target_in(nodeid: str, target_ids: list[str]) -> tuple[str | None, str]:
@@ -110,7 +112,22 @@ def estimate(nodeids: list[str]) -> float:
                for n in nodeids)
 
 
-def longest(workqueue: dict[str, dict[str, bool]]) -> str:
-    """The unit of a scheduler's queue (unit -> its tests) to hand out next: the
-    longest estimate, the first of equals (pure)."""
-    return max(workqueue, key=lambda u: estimate(list(workqueue[u])))
+def target_of_unit(unit: str) -> str | None:
+    """`TARGET UNIT` -> TARGET; a file's unit (no target) -> None (pure)."""
+    return unit.split(" ", 1)[0] if " " in unit else None
+
+
+def pick(workqueue: dict, current: str | None = None, affinity: float = AFFINITY) -> str:
+    """The unit of a scheduler's queue (unit -> its tests) to hand a worker whose last
+    unit was of target `current`: the longest estimate (the first of equals), unless a
+    unit of `current` is at least `affinity` times as long, which the worker can run on
+    the machines it has booted (a unit of another target makes it boot them anew);
+    `affinity` 0: the longest, whatever the target (pure)."""
+    est = {u: estimate(list(workqueue[u])) for u in workqueue}
+    top = max(est, key=est.get)
+    mine = [u for u in est if affinity and current is not None and target_of_unit(u) == current]
+    if mine:
+        best = max(mine, key=est.get)
+        if est[best] >= affinity * est[top]:
+            return best
+    return top

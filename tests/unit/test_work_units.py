@@ -7,7 +7,7 @@ import sys
 from collections import OrderedDict
 from pathlib import Path
 
-from harness.plugin.units import estimate, longest, unit_of
+from harness.plugin.units import estimate, pick, unit_of
 
 IDS = ["debian:7.2/arm64", "debian:7.2/x86_64", "debian:6.12/arm64"]
 L2S = "tests/e2e/test_l2_suspend.py::"
@@ -61,8 +61,18 @@ def test_the_longest_estimate_is_handed_out_first():
     q = OrderedDict([("a main", {"tests/e2e/test_boot.py::t[x]": False}),
                      ("a off2", {L2H + "t[x]": False}),
                      ("a psci", {f"tests/e2e/test_psci.py::t[{i}]": False for i in range(20)})])
-    assert longest(q) == "a off2"
+    assert pick(q) == "a off2"
     assert estimate(list(q["a psci"])) == 40
+
+
+def test_a_worker_keeps_to_its_target_unless_another_unit_is_much_longer():
+    q = OrderedDict([("a main", {f"tests/e2e/test_boot.py::t[{i}]": False for i in range(20)}),
+                     ("b off2", {L2H + "t[x]": False}),
+                     ("b psci", {f"tests/e2e/test_psci.py::t[{i}]": False for i in range(20)})])
+    assert pick(q, "a") == "b off2"            # 40 s against 130 s: less than half
+    assert pick(q, "b") == "b off2"
+    del q["b off2"]
+    assert pick(q, "b") == "b psci" and pick(q, "a") == "a main" and pick(q) == "a main"
 
 
 def _run(tmp_path: Path, cases: list[tuple[str, str, float, str]], boots: list[dict],
@@ -117,8 +127,9 @@ def test_a_worker_that_switches_target_boots_the_pool_again(tmp_path):
     a2 = s.Test("x::u[a]", 10, "a", {("a", "shared")})
     cost = {("a", "shared"): 5, ("b", "shared"): 5}
     q = OrderedDict([("a main", [a]), ("b main", [b]), ("a other", [a2])])
-    wall, _ = s.simulate(q, 1, cost)
-    assert wall == 30 + 15
+    assert s.simulate(q, 1, cost, affinity=0)[0] == 30 + 15      # a, b, a: a boots twice
+    wall, got = s.simulate(q, 1, cost)
+    assert wall == 30 + 10 and got == [["a main", "a other", "b main"]]
 
 
 def test_junit_names_become_node_ids():
