@@ -50,7 +50,7 @@ from harness.vm.machine import Machine
 
 VMM = f"{l2.VMM} --kernel {l2.KERNEL_DISK} --initrd-extra {l2.MODULES_DISK} "
 HIBERNATE_RAM_MIB = 384            # tests/e2e/test_l2_hibernate.py's RAM_MIB and RESUME
-RESUME = "guestpm.resume=pmem0 no_console_suspend panic_on_oops=1"
+RESUME = "guestpm.resume=pmem0 no_console_suspend oops=panic"
 
 
 def _json(m: Machine, cmd: str) -> dict:

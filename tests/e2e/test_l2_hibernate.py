@@ -27,9 +27,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.arch("arm64")]
 
 # no_console_suspend: an oops in the restore comes after the console would be
 # suspended (the 6.12 guest's restore went silent at "Suspending console(s)");
-# panic_on_oops: a guest that oopsed resets at once (panic=-1) instead of printing the
+# oops=panic: a guest that oopsed resets at once (panic=-1) instead of printing the
 # aftermath until the VMM's 300 s bound (the 6.12 guest's trans_pgd oops did)
-RESUME = "guestpm.resume=pmem0 no_console_suspend panic_on_oops=1"
+RESUME = "guestpm.resume=pmem0 no_console_suspend oops=panic"
 # 256 MiB (the suspend tests' size) leaves Debian's kernel "Image allocation is 4255
 # pages short": a hibernation image (7.2: ~71 MB) needs about as much again free; 384 MiB
 # holds it, and every MiB less is memory the nested L2 kernel initialises and scans
