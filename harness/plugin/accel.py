@@ -19,6 +19,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from harness import profiles
@@ -92,6 +93,14 @@ def host_facts(p: Profile) -> tuple[bool, tuple[int, int] | None, set[str], str 
     return dev, qemu_version(p.qemu_binary), flags, mode
 
 
+def last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no stderr)"
+    return lines[-1] if lines else "(no stderr)"
+
+
 def kvm_profile(p: Profile) -> Profile:
     return profiles.under_kvm(p, profiles.host_cpu_vendor())
 
@@ -104,16 +113,28 @@ def probe(p: Profile, kernel, initrd: Path, workdir: Path, timeout: float = 180)
     try:
         m.launch()
 
+        silent = min(timeout, p.silent_after_s)
+
         def kvm_error() -> str | None:
             err = QEMU_KVM_ERROR.search(m.stderr_log.read_text(errors="replace")) \
                 if m.stderr_log.exists() else None
-            return err.group(0).strip() if err else None
+            if err:
+                return f"QEMU under KVM: {err.group(0).strip()}"
+            status = m.qmp.execute("query-status")["status"]
+            if status in ("internal-error", "guest-panicked", "shutdown", "io-error"):
+                return f"QEMU under KVM stopped the guest ({status}): {last_line(m.stderr_log)}"
+            console = m.console_log.read_text(errors="replace")
+            if not console and time.monotonic() - t0 > silent:
+                return f"the kernel printed nothing under KVM in {silent:.0f} s " \
+                       f"(QEMU: {last_line(m.stderr_log)})"
+            return None
 
         def ready_or_error():
             return kvm_error() or READY.search(m.console_log.read_text(errors="replace"))
+        t0 = time.monotonic()
         got = m.wait_until(ready_or_error, timeout, "the KVM probe's ready line")
         if isinstance(got, str):
-            return f"QEMU under KVM: {got}"
+            return got
         m.wait_ready(timeout)
         kvm = m.agent("facts")["kvm"]
         if kvm.get("create_vm") != "ok":
