@@ -5,7 +5,8 @@ test's measured duration, groups the tests into the work units of
 harness/plugin/units.py (or, with --units target, one unit per target: the start
 commit's), and simulates pytest-xdist handing the units out as the plugin's scheduler
 does (units.pick: the longest estimate first, unless a unit of the worker's own target is
-nearly as long), a worker takes its next unit when at most two of its
+nearly as long; the shortest to a worker still busy), a worker takes its next unit when
+at most two of its
 tests are left (xdist's low watermark; a worker holds its last test until it knows the
 next one), and a worker runs a unit's tests in order.
 
@@ -21,6 +22,7 @@ It prints one row per N (`N seconds`), then the critical path: the unit that tak
 longest alone, with the boots it needs.
 
     .venv/bin/python benchmarks/schedule.py --results DIR [--units units|target] [--workers 2 4 8 16]
+        [--without-self-tests]     # what `guestpm run` runs
 """
 
 from __future__ import annotations
@@ -64,14 +66,19 @@ def nodeid_of(classname: str, name: str, root: Path = ROOT) -> str:
         else f"{classname}::{name}"
 
 
-def read_junit(path: Path, root: Path = ROOT) -> tuple[list[tuple[str, float, str | None]], float]:
-    """[(nodeid, seconds, target property or None)] in the file's order, and the
-    session's wall time (the testsuite's `time`)."""
+def read_junit(path: Path, root: Path = ROOT, self_tests: bool = True
+               ) -> tuple[list[tuple[str, float, str | None]], float]:
+    """[(nodeid, seconds, target property or None)] in the file's order (without
+    guestpm's self-tests unless `self_tests`), and the session's wall time (the
+    testsuite's `time`)."""
     tree = ET.parse(path).getroot()
     suite = tree if tree.tag == "testsuite" else tree.find("testsuite")
     out = []
     for case in suite.iter("testcase"):
         props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        if not self_tests and (props.get("kind") == "self-test" or
+                               case.get("classname", "").startswith("tests.unit.")):
+            continue
         out.append((nodeid_of(case.get("classname", ""), case.get("name", ""), root),
                     float(case.get("time", 0)), props.get("target")))
     return out, float(suite.get("time", 0))
@@ -141,10 +148,11 @@ def boot_costs(boots: list[dict]) -> tuple[dict[tuple[str, str], float], dict[st
     return cost, paid
 
 
-def load(results: Path, root: Path = ROOT) -> tuple[list[Test], dict, float]:
+def load(results: Path, root: Path = ROOT, self_tests: bool = True
+         ) -> tuple[list[Test], dict, float]:
     """The tests of a run (durations net of pool boots, the pool machines each used),
     the pool machines' costs, and the measured wall."""
-    cases, wall = read_junit(results / "junit.xml", root)
+    cases, wall = read_junit(results / "junit.xml", root, self_tests)
     boots = read_boots(results / "boots.jsonl")
     cost, paid = boot_costs(boots)
     ids = sorted({t for _, _, t in cases if t} | {b["target"] for b in boots})
@@ -198,7 +206,8 @@ def simulate(queue: "OrderedDict[str, list[Test]]", workers: int, cost: dict,
             return
         u = unitsmod.pick(OrderedDict((k, {t.nodeid: False for t in v})
                                       for k, v in pending.items()),
-                          unitsmod.target_of_unit(got[w][-1]) if got[w] else None, affinity)
+                          unitsmod.target_of_unit(got[w][-1]) if got[w] else None, affinity,
+                          held_s=unitsmod.estimate([t.nodeid for _, t in q[w]]))
         q[w] += [(u, t) for t in pending.pop(u)]
         got[w].append(u)
 
@@ -236,9 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, nargs="+", default=[2, 4, 8, 16])
     ap.add_argument("--affinity", type=float, default=unitsmod.AFFINITY,
                     help="units.pick's affinity (0: longest first only)")
+    ap.add_argument("--without-self-tests", action="store_true",
+                    help="replay only what `guestpm run` runs: no unit tests, no self-tests")
     ap.add_argument("--verbose", action="store_true", help="each worker's units")
     a = ap.parse_args(argv)
-    tests, cost, wall = load(a.results)
+    tests, cost, wall = load(a.results, self_tests=not a.without_self_tests)
     ids = sorted({t.target for t in tests if t.target})
     queue = group(tests, a.units, ids)
     total = sum(t.seconds for t in tests)

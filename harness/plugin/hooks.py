@@ -246,10 +246,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             return units.unit_of(nodeid, ids)
 
         def _assign_work_unit(self, node) -> None:
-            # longest first, keeping a worker to its target where that costs little
-            # (xdist takes the queue's head: collection order, or the most tests)
-            mine = list(self.assigned_work.get(node, {}))
-            unit = units.pick(self.workqueue, units.target_of_unit(mine[-1]) if mine else None)
+            # longest first, keeping a worker to its target where that costs little,
+            # the shortest to a worker still busy (xdist takes the queue's head:
+            # collection order, or the unit with the most tests)
+            mine = self.assigned_work.get(node, {})
+            held = [n for u in mine.values() for n, done in u.items() if not done]
+            unit = units.pick(self.workqueue,
+                              units.target_of_unit(list(mine)[-1]) if mine else None,
+                              held_s=units.estimate(held))
             self.workqueue.move_to_end(unit, last=False)
             super()._assign_work_unit(node)
 
