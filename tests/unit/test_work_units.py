@@ -7,6 +7,8 @@ import sys
 from collections import OrderedDict
 from pathlib import Path
 
+import pytest
+
 from harness.plugin.units import SECONDS_PER_TEST, estimate, pick, unit_of
 
 IDS = ["debian:7.2/arm64", "debian:7.2/x86_64", "debian:6.12/arm64"]
@@ -62,7 +64,7 @@ def test_the_longest_estimate_is_handed_out_first():
                      ("a off2", {L2H + "t[x]": False}),
                      ("a psci", {f"tests/e2e/test_psci.py::t[{i}]": False for i in range(20)})])
     assert pick(q) == "a off2"
-    assert estimate(list(q["a psci"])) == 20 * SECONDS_PER_TEST["test_psci.py"]
+    assert estimate(list(q["a psci"])) == pytest.approx(20 * SECONDS_PER_TEST["test_psci.py"])
 
 
 def test_a_worker_keeps_to_its_target_unless_another_unit_is_much_longer():
