@@ -70,8 +70,8 @@ SECONDS_PER_TEST: dict[str, float] = {
     "test_s3.py": 7, "test_vfio.py": 3.5, "test_boot.py": 2, "test_psci.py": 1.1,
 }
 DEFAULT_S = 2.0
-# a worker keeps to its target's units unless another's is this much longer (pick)
-AFFINITY = 0.5
+# a worker keeps to its target's units unless another's is 1/AFFINITY times longer (pick)
+AFFINITY = 0.3
 BUSY_S = 60.0           # a worker still this busy gets the shortest unit (pick)
 
 
