@@ -1,7 +1,21 @@
 """L2 benchmark: a real guest kernel under the kernel under test's KVM, with guestpm's
-reference VMM, per kernel and KVM mode.
+reference VMM, per kernel and KVM mode; and where an L2 scenario's time goes.
 
-Per L1 host (VHE, nVHE) it prints:
+`--results DIR` reads a finished run (results/machines/*/l2-*/result.json and
+boots.jsonl) and prints, per VMM run, the phases of its time (seconds, the VMM's clock
+in L1; the L1 host's boot from boots.jsonl):
+  L1 boot    the L1 host machine's boot to its ready line (its first run only)
+  L2 boot    VMM start -> the L2 /init's first report ("up"); `(k N)`: the L2 kernel's
+             uptime at that report, the rest is the VMM's set-up and the kernel's early
+             boot before its clock starts
+  scenario   "up" -> `echo disk` ("hibernating"), or -> the end of the run (suspend)
+  write      "hibernating" -> the SHUTDOWN exit: the image's preallocation, creation,
+             compression and write to pmem
+  relaunch   the new VM's start -> its /init's "up" report (the booting kernel)
+  read       its "up" -> the restored /init's "thawed" (or its end, when the image is
+             refused): the image's read and the restore
+  console    PL011 MMIO exits of the run (and of its relaunch): each costs milliseconds
+Live (without --results), per L1 host (VHE, nVHE) it boots one and prints:
   mmio      one MMIO exit through L1 KVM and the VMM's Python: wall us per exit, and
             the Python share (harness.guest.vmm.arm64.bench, 2000 loads)
   boot      L2 boot: the VMM's wall time from start to the scenario's first report,
@@ -9,18 +23,19 @@ Per L1 host (VHE, nVHE) it prints:
   suspend   SYSTEM_SUSPEND honoured in KVM with a 10 s RTC alarm: SUSPEND exit ->
             WAKEUP exit (the alarm's wait included), WAKEUP -> the L2 "resumed" report
   whole     the VMM's wall time for the whole honour scenario (boot, suspend, power-off)
-  hibernate SYSTEM_OFF2 round trip onto a pmem swap (512 MiB guest): `echo disk` (the
-            "hibernating" report) -> the SHUTDOWN exit, and the new VM's start -> the
-            restored /init's "thawed" report
+  hibernate the phases above for a SYSTEM_OFF2 round trip onto a pmem swap, with the
+            hibernation tests' RAM (tests/e2e/test_l2_hibernate.py)
 Figures are host wall time under TCG (L1) and L1 KVM (L2); compare ratios in one run.
 
-    .venv/bin/python benchmarks/l2.py [--kernel K]... [--mode vhe|nvhe]...
+    .venv/bin/python benchmarks/l2.py [--kernel K]... [--mode vhe|nvhe]... [--skip mmio,suspend]
+    .venv/bin/python benchmarks/l2.py --results DIR
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -34,68 +49,143 @@ from harness.vm import l2
 from harness.vm.machine import Machine
 
 VMM = f"{l2.VMM} --kernel {l2.KERNEL_DISK} --initrd-extra {l2.MODULES_DISK} "
+HIBERNATE_RAM_MIB = 384            # tests/e2e/test_l2_hibernate.py's RAM_MIB and RESUME
+RESUME = "guestpm.resume=pmem0 no_console_suspend oops=panic"
 
 
 def _json(m: Machine, cmd: str) -> dict:
-    r = m.ssh.run(cmd, timeout=400)
+    r = m.ssh.run(cmd, timeout=600)
     return json.loads(r.output.strip().splitlines()[-1])
 
 
-def _t(exits: list[dict], event: str, text: str = "", typ: str = "") -> float:
-    return next(e["t"] for e in exits if e["event"] == event
-                and e.get("text", "").startswith(text) and e.get("type", "") == typ)
+def _t(exits: list[dict], event: str, text: str = "", typ: str = "") -> float | None:
+    return next((e["t"] for e in exits if e["event"] == event
+                 and e.get("text", "").startswith(text) and e.get("type", "") == typ), None)
 
 
-def one(profile, kernel, mode: str, workdir: Path) -> dict:
+def _sub(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a - b, 1)
+
+
+def breakdown(result: dict) -> dict:
+    """The phases of one VMM run's time (see the module's docstring; pure): None where
+    the run has no such phase."""
+    ex = result["exits"]
+    start, up = _t(ex, "start"), _t(ex, "l2-report", "up ")
+    upline = next((e["text"] for e in ex if e["event"] == "l2-report"
+                   and e["text"].startswith("up ")), "")
+    uptime = re.search(r"uptime=([\d.]+)", upline)
+    hib = _t(ex, "l2-report", "hibernating")
+    down = _t(ex, "system-event", typ="SHUTDOWN")
+    end = _t(ex, "finish")
+    out = {"ram_mib": next((e["ram_mib"] for e in ex if e["event"] == "setup"), None),
+           "l2_boot": _sub(up, start), "l2_uptime": float(uptime.group(1)) if uptime else None,
+           "scenario": _sub(hib if hib is not None else end, up),
+           "write": _sub(down, hib) if hib is not None else None,
+           "relaunch": None, "read": None,
+           "console_exits": result.get("mmio_exits", {}).get("pl011", 0),
+           "whole": result.get("elapsed_s")}
+    again = result.get("relaunch")
+    if again:
+        rx = again["exits"]
+        rup = _t(rx, "l2-report", "up ")
+        out["relaunch"] = _sub(rup, _t(rx, "start"))
+        out["read"] = _sub(_t(rx, "l2-report", "thawed") or _t(rx, "finish"), rup)
+        out["console_exits"] += again.get("mmio_exits", {}).get("pl011", 0)
+        out["whole"] = round(out["whole"] + again.get("elapsed_s", 0), 1)
+    return out
+
+
+def from_results(res: Path) -> list[tuple[str, str, dict, float | None]]:
+    """(machine, run, its breakdown, the L1 host's boot for its first run) for each VMM
+    run of a finished run."""
+    boots = {}
+    if (res / "boots.jsonl").exists():
+        for line in (res / "boots.jsonl").read_text().splitlines():
+            b = json.loads(line)
+            if b["kind"] == "boot":
+                boots.setdefault(b["machine"], b["wall_s"])
+    rows = []
+    for f in sorted((res / "machines").glob("*/l2-*/result.json"),
+                    key=lambda p: (p.parent.parent.name, int(p.parent.name.split("-")[2]))):
+        machine, run = f.parent.parent.name, f.parent.name
+        first = run.split("-")[2] == "0"
+        rows.append((machine, run, breakdown(json.loads(f.read_text())),
+                     boots.get(machine) if first else None))
+    return rows
+
+
+def _cell(v) -> str:
+    return "-" if v is None else f"{v:g}"
+
+
+def print_breakdown(rows) -> None:
+    print(f"{'L1 host machine':<44} {'run':<22} {'RAM':>4} {'L1 boot':>7} {'L2 boot (k)':>13} "
+          f"{'scenario':>8} {'write':>6} {'relaunch':>8} {'read':>6} {'console':>7} {'whole':>6}")
+    for machine, run, b, l1 in rows:
+        boot = f"{_cell(b['l2_boot'])} ({_cell(b['l2_uptime'])})"
+        print(f"{machine[:44]:<44} {run[:22]:<22} {_cell(b['ram_mib']):>4} {_cell(l1):>7} "
+              f"{boot:>13} {_cell(b['scenario']):>8} {_cell(b['write']):>6} "
+              f"{_cell(b['relaunch']):>8} {_cell(b['read']):>6} {b['console_exits']:>7} "
+              f"{_cell(b['whole']):>6}")
+
+
+def one(profile, kernel, mode: str, workdir: Path, skip: set[str]) -> dict:
+    out: dict = {}
     with Machine(profile, kernel, rootfs.initramfs(kernel, profile), workdir,
                  append=l2.MODES[mode], qemu_args=l2.guest_disks(kernel).qemu_args) as m:
         m.launch()
-        m.wait_ready()
-        mmio = _json(m, "cd /opt/guestpm && python3 -m harness.guest.vmm.arm64.bench 2000")
-        run = _json(m, VMM + "--suspend honour --append 'guestpm.suspend=1 "
-                    "guestpm.mem_sleep=deep guestpm.alarm=10'")
-        res = "guestpm.resume=pmem0 no_console_suspend"
-        hib = _json(m, VMM + f"--suspend off --ram-mib 512 --pmem /tmp/bench-pmem --relaunch "
-                    f"always --relaunch-append '{res}' --append '{res} guestpm.hibernate=1'")
-    ex = run["exits"]
-    up = next(e for e in ex if e["event"] == "l2-report" and e["text"].startswith("up "))
-    uptime = float(up["text"].split("uptime=")[1].split()[0])
-    suspend = _t(ex, "system-event", typ="SUSPEND")
-    wake = _t(ex, "system-event", typ="WAKEUP")
-    resumed = _t(ex, "l2-report", "resumed")
-    hx, rx = hib["exits"], (hib.get("relaunch") or {}).get("exits", [])
-    try:
-        off = round(_t(hx, "system-event", typ="SHUTDOWN") - _t(hx, "l2-report", "hibernating"), 1)
-        back = round(_t(rx, "l2-report", "thawed") - _t(rx, "start"), 1)
-        hibernate = f"{off}+{back}"
-    except StopIteration:
-        hibernate = f"failed ({hib['outcome']}, relaunch {(hib.get('relaunch') or {}).get('outcome')})"
-    return {"mmio_us": mmio["us_per_exit"], "python_us": mmio["python_us_per_exit"],
-            "boot_s": round(up["t"], 2), "l2_uptime_s": uptime,
-            "boot_mmio_exits": sum(run["mmio_exits"].values()),
-            "suspend_to_wakeup_s": round(wake - suspend, 2),
-            "wakeup_to_resumed_s": round(resumed - wake, 2), "whole_s": run["elapsed_s"],
-            "outcome": run["outcome"], "hibernate": hibernate}
+        out["l1_boot_s"] = round(m.wait_ready().wall_s, 1)
+        if "mmio" not in skip:
+            out["mmio"] = _json(m, "cd /opt/guestpm && python3 -m harness.guest.vmm.arm64.bench 2000")
+        if "suspend" not in skip:
+            out["run"] = _json(m, VMM + "--suspend honour --append 'guestpm.suspend=1 "
+                               "guestpm.mem_sleep=deep guestpm.alarm=10'")
+        if "hibernate" not in skip:
+            out["hib"] = _json(m, VMM + f"--suspend off --ram-mib {HIBERNATE_RAM_MIB} --pmem "
+                               f"/tmp/bench-pmem --relaunch always --relaunch-append "
+                               f"'{RESUME}' --append '{RESUME} guestpm.hibernate=1'")
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernel", action="append")
     ap.add_argument("--mode", action="append", choices=list(l2.MODES))
+    ap.add_argument("--skip", default="", help="comma-separated: mmio, suspend, hibernate")
+    ap.add_argument("--results", type=Path, help="break down the L2 runs of a finished run")
     a = ap.parse_args()
+    if a.results:
+        print_breakdown(from_results(a.results))
+        return 0
+    skip = set(filter(None, a.skip.split(",")))
     p = profiles.get("arm64")
-    print(f"{'kernel':<12} {'mode':<5} {'MMIO us':>8} {'(py)':>6} {'L2 boot s':>9} "
-          f"{'uptime':>6} {'exits':>6} {'susp->wake':>10} {'wake->L2':>8} {'whole s':>7} "
-          "hibernate off+restore s")
     for spec in a.kernel or kernels.DEFAULT_KERNELS:
         k = kernels.resolve(spec, p)
         for mode in a.mode or list(l2.MODES):
             with tempfile.TemporaryDirectory(prefix="guestpm-bench-") as tmp:
-                r = one(p, k, mode, Path(tmp))
-            print(f"{spec:<12} {mode:<5} {r['mmio_us']:>8} {r['python_us']:>6} "
-                  f"{r['boot_s']:>9} {r['l2_uptime_s']:>6} {r['boot_mmio_exits']:>6} "
-                  f"{r['suspend_to_wakeup_s']:>10} {r['wakeup_to_resumed_s']:>8} "
-                  f"{r['whole_s']:>7} {r['hibernate']}", flush=True)
+                r = one(p, k, mode, Path(tmp), skip)
+            print(f"{spec} {mode}: L1 boot {r['l1_boot_s']} s", flush=True)
+            if "mmio" in r:
+                print(f"  MMIO exit {r['mmio']['us_per_exit']} us, of which Python "
+                      f"{r['mmio']['python_us_per_exit']} us", flush=True)
+            if "run" in r:
+                ex = r["run"]["exits"]
+                susp, wake = _t(ex, "system-event", typ="SUSPEND"), _t(ex, "system-event",
+                                                                        typ="WAKEUP")
+                b = breakdown(r["run"])
+                print(f"  suspend (honour): L2 boot {b['l2_boot']} s (uptime {b['l2_uptime']}), "
+                      f"SUSPEND->WAKEUP {_sub(wake, susp)} s, WAKEUP->resumed "
+                      f"{_sub(_t(ex, 'l2-report', 'resumed'), wake)} s, whole {b['whole']} s, "
+                      f"MMIO exits {sum(r['run']['mmio_exits'].values())} ({r['run']['outcome']})",
+                      flush=True)
+            if "hib" in r:
+                b = breakdown(r["hib"])
+                print(f"  hibernate ({HIBERNATE_RAM_MIB} MiB): L2 boot {b['l2_boot']} s (uptime "
+                      f"{b['l2_uptime']}), scenario {b['scenario']}, write {b['write']}, "
+                      f"relaunch {b['relaunch']}, read {b['read']}, console exits "
+                      f"{b['console_exits']}, whole {b['whole']} s ({r['hib']['outcome']}, "
+                      f"relaunch {(r['hib'].get('relaunch') or {}).get('outcome')})", flush=True)
     return 0
 
 

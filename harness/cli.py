@@ -80,7 +80,7 @@ def cmd_run(args) -> int:
     if not tests.is_dir():
         raise SetupError(f"no tests at {tests}: guestpm run works from a source checkout")
     use_qemu(args)
-    n_targets = len(_targets(args, host=True))
+    _targets(args, host=True)
     argv = [str(tests), "-p", "no:cacheprovider", "-q", "-rfE", f"--results={args.results}"]
     if args.self_test:
         argv.append("--self-test")
@@ -90,11 +90,14 @@ def cmd_run(args) -> int:
         argv.append(f"--guest-kernel={g}")
     argv.append(f"--splats={args.splats}")
     argv.append(f"--snapshots={args.snapshots}")
+    argv.append(f"--accel={args.accel}")
     for k in args.kernel:
         argv.append(f"--kernel={k}")
     for a in args.arch:
         argv.append(f"--arch={a}")
-    workers = min(args.jobs or os.cpu_count() or 1, n_targets)
+    # a target's tests are several work units (harness/plugin/units.py): one target
+    # can keep several workers busy
+    workers = args.jobs or os.cpu_count() or 1
     if workers > 1:
         argv += ["-n", str(workers), "--dist", "loadgroup"]
     return pytest.main(argv + args.pytest_args)
@@ -253,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "--results/RUN (--results/latest: the newest)")
     targets_opts(p)
     p.add_argument("--results", default="results")
-    p.add_argument("-j", "--jobs", type=int, default=0, help="parallel targets (default: cores)")
+    p.add_argument("-j", "--jobs", type=int, default=0, help="pytest-xdist workers (default: cores)")
     p.add_argument("--setup", action="store_true",
                    help="first do `guestpm setup` for exactly these targets")
     p.add_argument("--self-test", action="store_true",
@@ -271,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="a test's fresh machine is restored from a snapshot of the first "
                         "machine of its configuration, where QEMU restores them faithfully "
                         "(on, the default; arm64 only where a probe of the QEMU in use shows its restores keep the timers), or always boots (off)")
+    p.add_argument("--accel", choices=profiles.ACCELS, default=profiles.DEFAULT_ACCEL,
+                   help="tcg (the default), kvm (targets of the host's arch under the host's "
+                        "KVM, nested; not run in this project's CI), auto (KVM where a probe "
+                        "boot proved it can run the kernel, else TCG, saying why)")
     p.set_defaults(build_tools=False)
     p.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     p = sub.add_parser("boot", help="boot one kernel and attach to its console")

@@ -95,7 +95,25 @@ class Profile:
     # migration stream does not carry (docs/known-defects.md).  False: every restore is
     # still checked (a sleep on every CPU) before a test gets the machine.
     probe_restores: bool = False
+    # Under the host's KVM (--accel kvm): the CPU model, and what the host must have for
+    # KVM to run nested in this profile's guest (said when `auto` falls back to TCG)
+    kvm_cpu: str = "host"
+    kvm_host_needs: str = ""
+    kvm_min_qemu: tuple[int, int] = (0, 0)
 
+    @property
+    def accelerator(self) -> str:
+        """tcg or kvm: what the summary names per target."""
+        return self.accel.split(",")[0]
+
+
+ACCELS = ("tcg", "kvm", "auto")
+# TCG until a KVM run of the suite has been verified (the KVM path has not run in CI)
+DEFAULT_ACCEL = "tcg"
+# x86: the guest's KVM module follows the host CPU's vendor (/proc/cpuinfo vendor_id)
+KVM_MODULE_OF_VENDOR = {"GenuineIntel": "kvm_intel", "AuthenticAMD": "kvm_amd"}
+# what each module prints when nested virtualization is on (kvm_intel prints nothing)
+KVM_NESTED_EVIDENCE = {"kvm_amd": (r"Nested Virtualization enabled",), "kvm_intel": ()}
 
 _COMMON_MODULES = ("virtio_pci", "virtio_net", "virtio_blk")
 
@@ -133,6 +151,8 @@ X86_64_Q35 = Profile(
     # "ACPI: PM: " since 6.1's pr_fmt, "ACPI: " in 5.10
     s4_wake_line=r"ACPI: (PM: )?Waking up from system sleep state S4",
     s2idle_lps0=True,
+    kvm_host_needs="an x86_64 host whose CPU flags show vmx or svm, with kvm_intel or "
+                   "kvm_amd loaded with nested=1",
     kbuild=KbuildArch("x86_64", "x86", "arch/x86/boot/bzImage", "bzImage", "x86_64",
                       "x86_64-linux-gnu-", "gcc-x86-64-linux-gnu",
                       host_libs=(("/usr/include/gelf.h", "libelf-dev"),)),
@@ -162,6 +182,9 @@ ARM64_VIRT = Profile(
     serial_wake_irq="uart-pl011",
     rtc_wake_irq="rtc-pl031",
     probe_restores=True,
+    kvm_host_needs="an arm64 host kernel 6.16 or later booted with kvm-arm.mode=nested on "
+                   "a CPU with FEAT_NV2",
+    kvm_min_qemu=(10, 1),           # virtualization=on under KVM
     kbuild=KbuildArch("arm64", "arm64", "arch/arm64/boot/Image", "Image", "aarch64",
                       "aarch64-linux-gnu-", "gcc-aarch64-linux-gnu"),
 )
@@ -194,6 +217,38 @@ def get(name: str) -> Profile:
     except KeyError:
         raise GuestpmError(
             f"unknown arch {name!r}: known are {', '.join(sorted(PROFILES))}") from None
+
+
+def under_kvm(p: Profile, vendor: str | None = None) -> Profile:
+    """`p` run by the host's KVM with nested virtualization (pure): `-accel kvm`, the
+    host's CPU model; on x86 the guest's KVM module and its evidence follow the host CPU's
+    `vendor` (a TCG guest's max CPU is AMD-flavoured: kvm_amd); the TCG workaround
+    (x86 thread=single) and TCG's CPU options (arm64 pauth-impdef) go away."""
+    if p.accelerator == "kvm":
+        return p
+    more: dict = {}
+    if p.kvm_module in KVM_NESTED_EVIDENCE:
+        module = KVM_MODULE_OF_VENDOR.get(vendor or "")
+        if module is None:
+            raise GuestpmError(f"--accel kvm on {p.name}: unknown host CPU vendor {vendor!r} "
+                               f"(known: {', '.join(KVM_MODULE_OF_VENDOR)})")
+        more = dict(kvm_module=module, kvm_evidence=KVM_NESTED_EVIDENCE[module],
+                    modules=tuple(module if m == p.kvm_module else m for m in p.modules))
+    return replace(p, accel="kvm", cpu=p.kvm_cpu, **more)
+
+
+def host_cpu_vendor(cpuinfo: str | None = None) -> str | None:
+    """The host CPU's vendor_id from /proc/cpuinfo (x86), None where there is none."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = open("/proc/cpuinfo").read()
+        except OSError:
+            return None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "vendor_id":
+            return value.strip()
+    return None
 
 
 def host_machine() -> str:

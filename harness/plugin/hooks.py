@@ -22,11 +22,12 @@ Bad input (an unknown spec, a missing, foreign or truncated image, no QEMU) ends
 run before anything boots: one line, exit status 2.
 
 Under pytest-xdist (`--dist loadgroup`, as `guestpm run` passes) the plugin's own
-scheduler sends all of a target's tests to one worker (`scope_of`), so that the
-machines its tests share (the shared machine, the L2 hosts, the PSCI hosts) boot once
-per run, not once per worker.  The `xdist_group` mark is inert with pytest 9.2 and
-pytest-xdist 3.8 (xdist appends "@group" to item._nodeid, which pytest 9 no longer
-reads), which is why the scope comes from the target in the test id instead.
+scheduler sends each work unit to one worker (harness/plugin/units.py: a part of a
+target whose tests share a machine: an L1 host, a PSCI host, the shared machine), the
+longest first (units.pick), so that those machines boot once per unit and worker.  The
+`xdist_group` mark is inert with pytest 9.2 and pytest-xdist 3.8 (xdist appends "@group"
+to item._nodeid, which pytest 9 no longer reads), which is why the unit comes from the
+test id instead.
 """
 
 from __future__ import annotations
@@ -42,15 +43,15 @@ from harness import host_packages, profiles, wait
 from harness.errors import AbnormalShutdown, GuestpmError
 from harness.image import rootfs
 from harness.kernel import kernels
-from harness.plugin import summary
+from harness.plugin import accel, summary, units
 from harness.plugin.known_defects import explains
 from harness.plugin.pool import (CURRENT_TEST, DeadTargets, MachineFactory, MachinePool,
                                  as_test_failure, record_splats, retire_if_splatted,
                                  splats_fail)
 from harness.plugin.report import Reporter
 from harness.plugin.targets import (NOTES, RUN_DIR, WORKER_RUN_DIR, Target, artifacts_dir_of,
-                                    check_targets, keeps_results, machine_dir, results_parent,
-                                    runs_e2e, scope_of, target_of, targets)
+                                    check_targets, keeps_results, machine_dir, results_dir,
+                                    results_parent, runs_e2e, target_of, targets)
 from harness.progress import progress
 from harness.results import runs
 from harness.vm import cmdline
@@ -84,6 +85,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "machine of its configuration (on, default), or boots (off)")
     g.addoption("--all-l2-modes", action="store_true",
                 help="run the L2 tests that are VHE-only by default in nVHE too")
+    g.addoption("--accel", choices=profiles.ACCELS, default=profiles.DEFAULT_ACCEL,
+                help="tcg (default), kvm (targets of the host's arch under the host's KVM, "
+                     "nested), auto (KVM where a probe boot proved it, else TCG; says why)")
     g.addoption("--guest-kernel", action="append", default=[], metavar="SPEC",
                 help="an L2 guest kernel of the reference-VMM tests (any --kernel spec; "
                      "repeatable: host x guest cells); default: the kernel under test, as "
@@ -254,17 +258,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """loadgroup as it was meant: a target's tests stay on one worker."""
+    """loadgroup as it was meant: the units of harness/plugin/units.py (parts of a target
+    that share their machines) stay on one worker; the longest unit is handed out first."""
     if config.getoption("dist", None) != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
     ids = [t.id for t in targets(config)]
 
-    class TargetScheduling(LoadScopeScheduling):
+    class UnitScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return scope_of(nodeid, ids)
+            return units.unit_of(nodeid, ids)
 
-    return TargetScheduling(config, log)
+        def _assign_work_unit(self, node) -> None:
+            # longest first, keeping a worker to its target where that costs little,
+            # the shortest to a worker still busy (xdist takes the queue's head:
+            # collection order, or the unit with the most tests)
+            mine = self.assigned_work.get(node, {})
+            held = [n for u in mine.values() for n, done in u.items() if not done]
+            unit = units.pick(self.workqueue,
+                              units.target_of_unit(list(mine)[-1]) if mine else None,
+                              held_s=units.estimate(held))
+            self.workqueue.move_to_end(unit, last=False)
+            super()._assign_work_unit(node)
+
+    return UnitScheduling(config, log)
 
 
 @pytest.hookimpl(trylast=True)
@@ -275,9 +292,25 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 # ------------------------------------------------------------------ fixtures
 
+_ACCEL_NOTES = pytest.StashKey[dict]()
+
+
 @pytest.fixture(scope="session")
-def profile(target: Target) -> profiles.Profile:
-    return profiles.get(target.arch)
+def profile(request: pytest.FixtureRequest, target: Target) -> profiles.Profile:
+    """The target's profile under --accel (harness/plugin/accel.py)."""
+    config = request.config
+
+    def run_probe(kvm: profiles.Profile) -> str | None:
+        k = kernels.resolve(target.kernel, kvm, progress)
+        return accel.probe(kvm, k, rootfs.initramfs(k, kvm, progress),
+                           machine_dir(config, target, "accel-probe"),
+                           timeout=config.getoption("boot_timeout"))
+    p, why = accel.choose(config.getoption("accel"), profiles.get(target.arch),
+                          results_dir(config) / "targets" / f"{target.slug}.accel", run_probe)
+    if why:
+        progress(f"{target.id}: {why}")
+        config.stash.setdefault(_ACCEL_NOTES, {})[target.id] = why
+    return p
 
 
 @pytest.fixture(scope="session")
@@ -419,6 +452,11 @@ def _artifacts(request: pytest.FixtureRequest):
     if target is not None:       # the release the target resolved to, for the summary
         k = request.getfixturevalue("kernel")
         request.node.user_properties.append(("release", k.release or "?"))
+        request.node.user_properties.append(
+            ("accel", request.getfixturevalue("profile").accelerator))
+        why = request.config.stash.get(_ACCEL_NOTES, {}).get(target.id)
+        if why:
+            note(request, why)
     shared = request.getfixturevalue("machine") if "machine" in request.fixturenames else None
     start = (shared.console.size, len(shared.qmp.events)) if shared else None
     if shared:

@@ -27,6 +27,7 @@ class KnownDefect:
     symptom: re.Pattern[str]
     summary: str                       # what the XFAIL reason says
     arch: str | None = None            # only on this arch (None: any)
+    accel: str | None = None           # only under this accelerator (tcg, kvm; None: any)
     doc: str = "docs/known-defects.md"
     splats: tuple[str, ...] = ()       # splat kinds that are part of the symptom: they do
                                        # not turn this XFAIL into a FAIL (plugin.hooks)
@@ -39,8 +40,10 @@ class KnownDefect:
     # reason) -> bool; None: every splat of those kinds
     owns_splat: Callable[[object, str], bool] | None = None
 
-    def matches(self, text: str, arch: str | None = None) -> bool:
+    def matches(self, text: str, arch: str | None = None, accel: str | None = None) -> bool:
         if self.arch is not None and arch is not None and arch != self.arch:
+            return False
+        if self.accel is not None and accel is not None and accel != self.accel:
             return False
         return bool(self.symptom.search(text.replace("\r", "")))
 
@@ -169,7 +172,7 @@ L1_VCPU_HANG = KnownDefect(
         r".*?After 10 seconds, these CPUS still haven't responded to the NMI: \1\b"),
     summary="an L1 host vCPU stopped answering while it ran the L2 guest (hard LOCKUP, "
             "no NMI response; seen once on a debian:7.2 VHE host under TCG)",
-    arch="arm64", splats=("hard-lockup", "rcu-stall"),
+    arch="arm64", accel="tcg", splats=("hard-lockup", "rcu-stall"),
     since=(7, 2), fixed=None, modes=("vhe",), stock_only=True,
     owns_splat=_the_hung_cpus_splat)
 
@@ -211,25 +214,26 @@ def xfail_on(m, *defects: KnownDefect, mode: str | None = None) -> Iterator[None
     try:
         yield
     except GuestPanic as e:
-        arch = getattr(getattr(m, "profile", None), "arch", None)
+        profile = getattr(m, "profile", None)
+        arch, accel = getattr(profile, "arch", None), getattr(profile, "accelerator", None)
         text = crash_text(str(e), getattr(m, "console_log", None))
         release, stock = _kernel_of(m)
         for d in defects:
-            if d.matches(text, arch):
+            if d.matches(text, arch, accel):
                 _judge(d, text, str(m.console_log), release, mode, stock)
         raise
 
 
 def xfail_if_seen(text: str, arch: str, where: str, *defects: KnownDefect,
                   release: str | None = None, mode: str | None = None,
-                  stock: bool = True) -> None:
+                  stock: bool = True, accel: str | None = None) -> None:
     """The same, for a console the test reads itself (an L2 guest's, the L1 host's
-    while its VMM runs): the first of `defects` whose whole symptom is in `text` XFAILs
-    or FAILs as above.  `release`, `mode`, `stock`: the crashing kernel's (the L2
-    guest's for its own console, the L1 host's for L1's); a defect tied to releases
-    needs `release`."""
+    while its VMM runs): the first of `defects` whose whole symptom is in `text` (under
+    `accel`, when given) XFAILs or FAILs as above.  `release`, `mode`, `stock`: the
+    crashing kernel's (the L2 guest's for its own console, the L1 host's for L1's); a
+    defect tied to releases needs `release`."""
     for d in defects:
-        if d.matches(text, arch):
+        if d.matches(text, arch, accel):
             _judge(d, text, where, release, mode, stock)
 
 

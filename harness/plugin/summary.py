@@ -63,6 +63,7 @@ class Cell:
 class Matrix:
     rows: dict[str, dict[str, Cell]] = field(default_factory=dict)
     releases: dict[str, str] = field(default_factory=dict)
+    accels: dict[str, str] = field(default_factory=dict)     # row -> tcg | kvm
     info: list[str] = field(default_factory=list)    # "target: text", not verdicts
     splats: list[dict] = field(default_factory=list)  # the run's splats.jsonl records
 
@@ -75,6 +76,8 @@ class Matrix:
             m.rows.setdefault(v.row, {}).setdefault(v.family or "unit", Cell()).add(v)
             if v.row != SELF_TEST and v.release:
                 m.releases[v.row] = v.release
+            if v.row != SELF_TEST and v.accel:
+                m.accels[v.row] = v.accel
         m.info = sorted({f"{v.row}: {i}" for v in record for i in v.info})
         return m
 
@@ -92,7 +95,7 @@ class Matrix:
 
     def _table(self, cell_text) -> list[list[str]]:
         fams = self.families()
-        head = ["kernel", "arch", "release", "PASS", "FAIL", "SKIP", "XFAIL", "SPLATS", *fams]
+        head = ["kernel", "arch", "release", "accel", "PASS", "FAIL", "SKIP", "XFAIL", "SPLATS", *fams]
         body = []
         counted = self.splat_counts()
         for row, cells in self.rows.items():
@@ -103,8 +106,8 @@ class Matrix:
             n, allowed = counted.get(row, (0, 0)) if row != SELF_TEST else (0, 0)
             splats = "-" if row == SELF_TEST or row.startswith(f"{STAND_IN} ") else \
                 str(n) + (f" (+{allowed} allowed)" if allowed else "")
-            body.append([kernel, arch, self.releases.get(row, ""), str(t["PASS"]),
-                         str(t["FAIL"]), str(t["SKIP"]), str(t["XFAIL"]), splats,
+            body.append([kernel, arch, self.releases.get(row, ""), self.accels.get(row, ""),
+                         str(t["PASS"]), str(t["FAIL"]), str(t["SKIP"]), str(t["XFAIL"]), splats,
                          *(cell_text(cells[f]) if f in cells else "-" for f in fams)])
         return [head, *body]
 

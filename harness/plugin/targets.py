@@ -1,6 +1,5 @@
 """What a run tests and where its results go: the targets (kernel x arch), the checks
-that can be made before anything boots, the per-test and per-machine directories, and
-the unit of work an xdist worker takes (all of one target's tests)."""
+that can be made before anything boots, the per-test and per-machine directories."""
 
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ import pytest
 
 from harness import host_packages, profiles
 from harness.kernel import kernels
+from harness.plugin import units
 from harness.vm.machine import Machine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,16 +139,6 @@ def target_of(item: pytest.Item) -> Target | None:
 
 
 def scope_of(nodeid: str, target_ids: list[str]) -> str:
-    """The unit of work an xdist worker takes: all of one target's tests, whatever their
-    file, so that the target's machine pool (its shared machine, PSCI and L1 hosts) lives
-    in one process and each of its machines boots once per run (pure).  Tests without a
-    target (unit tests, self-tests) are grouped by file."""
-    file = nodeid.split("::")[0]
-    m = re.search(r"\[(.*)\]$", nodeid)
-    if m:
-        params = m.group(1)
-        for t in sorted(target_ids, key=len, reverse=True):
-            if params == t or params.endswith("-" + t) or params.startswith(t + "-") \
-                    or f"-{t}-" in params:
-                return t
-    return file
+    """The target a test belongs to, whatever its file (its work unit is a part of it:
+    harness/plugin/units.py); tests without a target: their file (pure)."""
+    return units.target_in(nodeid, target_ids)[0] or nodeid.split("::")[0]

@@ -59,6 +59,7 @@ class Verdict:
     arch: str = ""             # CPU architecture: x86_64, arm64
     profile: str = ""          # machine profile: x86_64, x86_64-pc, arm64, arm64-uefi
     guest: str | None = None   # the L2 guest kernel's spec, for host x guest cells
+    accel: str = ""            # the accelerator the target's L1 ran under: tcg, kvm
     family: str = ""
     kind: str = "kernel"       # kernel, self-test (guestpm's), stand-in (ours, not the kernel's)
     reason: str = ""

@@ -107,7 +107,8 @@ class Machine:
                                      # (the test plugin records that the target boots)
         # kernel splats from every log read from this machine (its consoles, dmesg over
         # ssh, its L2 guests' consoles); the test plugin claims them per test
-        self.splats = SplatLog(kernel.release or "", profile.name, cmdline=" ".join(append))
+        self.splats = SplatLog(kernel.release or "", profile.name, cmdline=" ".join(append),
+                               accel=profile.accelerator)
         self.fail_on_boot_splat = False   # wait_ready() raises BootError on a splat
         self.retired: str | None = None   # why this machine serves no further test
         self.snapshot: Snapshot | None = None  # restore_from(): its first run loads this

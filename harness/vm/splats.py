@@ -228,12 +228,15 @@ class Allowance:
     symptom: str
     reason: str
     cmdline: str = ""       # regex, searched in the machine's extra kernel arguments
+    accel: str | None = None    # only under this accelerator (tcg, kvm; None: any)
 
-    def matches(self, splat: Splat, release: str, profile: str, cmdline: str = "") -> bool:
+    def matches(self, splat: Splat, release: str, profile: str, cmdline: str = "",
+                accel: str = "tcg") -> bool:
         return splat.kind == self.kind and re.search(self.title, splat.title) is not None \
             and re.match(self.release, release or "") is not None \
             and re.match(self.profile, profile or "") is not None \
-            and re.search(self.cmdline, cmdline or "") is not None
+            and re.search(self.cmdline, cmdline or "") is not None \
+            and self.accel in (None, accel)
 
 
 # Measured: the consoles of four full default runs (CI and fresh-clone `run`, 367
@@ -252,15 +255,16 @@ ALLOWED: tuple[Allowance, ...] = (
         symptom="WARNING in mark_page_dirty_in_slot / kvm_arch_timer_get_input_level "
                 "('No vcpu context') from kvm_handle_guest_abort under KVM_RUN",
         reason="known defect: debian 6.12 nVHE KVM under TCG loses its running vCPU "
-               "(docs/known-defects.md)"),
+               "(docs/known-defects.md)",
+        accel="tcg"),
 )
 
 
 def allowance(splat: Splat, release: str, profile: str,
               allowed: tuple[Allowance, ...] | None = None,
-              cmdline: str = "") -> Allowance | None:
+              cmdline: str = "", accel: str = "tcg") -> Allowance | None:
     for a in ALLOWED if allowed is None else allowed:
-        if a.matches(splat, release, profile, cmdline):
+        if a.matches(splat, release, profile, cmdline, accel):
             return a
     return None
 
@@ -270,9 +274,11 @@ class SplatLog:
     feed it from their reader threads; the test plugin claims them per test."""
 
     def __init__(self, release: str = "", profile: str = "",
-                 allowed: tuple[Allowance, ...] | None = None, cmdline: str = ""):
+                 allowed: tuple[Allowance, ...] | None = None, cmdline: str = "",
+                 accel: str = "tcg"):
         self.release, self.profile, self.allowed = release, profile, allowed
         self.cmdline = cmdline      # the machine's extra kernel arguments
+        self.accel = accel          # the machine's accelerator (Allowance.accel)
         self._lock = threading.Lock()
         self._splats: list[Splat] = []
         self._keys: set[tuple[str, str]] = set()
@@ -280,7 +286,7 @@ class SplatLog:
 
     def add(self, splat: Splat, release: str | None = None) -> bool:
         splat.allowed = allowance(splat, release or self.release, self.profile, self.allowed,
-                                  self.cmdline)
+                                  self.cmdline, self.accel)
         with self._lock:
             if splat.key in self._keys:
                 return False

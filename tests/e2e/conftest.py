@@ -42,7 +42,8 @@ def l1(request, target, l2_mode, guest_spec, machine_pool, kernel, profile) -> L
     host.watch = lambda: xfail_if_seen(m.console.tail(300), "arm64",
                                        f"L1 console {m.console_log}", L1_VCPU_HANG,
                                        release=m.kernel.release, mode=l2_mode,
-                                       stock=m.kernel.debian is not None)
+                                       stock=m.kernel.debian is not None,
+                                       accel=m.profile.accelerator)
 
     def read(run: l2.L2Run) -> None:
         """Every test that reads a run answers for its L2 splats and crashes; a crash is

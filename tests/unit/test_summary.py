@@ -61,7 +61,9 @@ SPLATS = [
 
 
 def test_matrix_golden():
-    m = summary.Matrix.of([dataclasses.replace(v, release=RELEASES.get(v.target, ""))
+    accels = {"debian:6.1/arm64": "tcg", "debian:7.2/x86_64": "kvm"}
+    m = summary.Matrix.of([dataclasses.replace(v, release=RELEASES.get(v.target, ""),
+                                               accel=accels.get(v.target, ""))
                            for v in verdicts()])
     m.splats = SPLATS
     assert m.text() + "\n" == (GOLDEN / "matrix.txt").read_text()

@@ -118,7 +118,6 @@ if [ "$HIB" = 1 ]; then
   say "swap rc=$? out={$(tail -1 /tmp/mkswap)}"
   MARK=l2-$$-$(cut -d' ' -f1 /proc/uptime); echo "$MARK" > /tmp/marker
   sleep 100000 & SLEEPER=$!
-  echo 0 > /sys/power/image_size      # the smallest image: fewer pages through pmem
   say "hibernating"
   dmesg -n 7
   echo disk > /sys/power/state 2>/tmp/err; RC=$?

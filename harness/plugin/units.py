@@ -1,0 +1,144 @@
+"""The unit of work an xdist worker takes: a part of one target's tests that shares what
+is expensive to set up, and the order in which the units are handed out (pure).
+
+A target's machine pool (harness/plugin/pool.py) lives in the worker process that runs its
+tests: the shared machine, the PSCI hosts (one per KVM mode), the vfio host and the L1
+hosts of the L2 families each boot once per worker that needs them, and a worker keeps
+them while it runs units of the same target one after another (a unit of another target
+tears the pool down: the `target` fixture is session-scoped and parametrized).  So a unit
+below a target costs the boots of the pool machines it needs in a worker that has not
+booted them yet; it buys parallelism where the tests that share one machine take much
+longer than the machine's boot (an arm64 L1 host boots in 10-20 s; its L2 round trips take
+minutes).  The units, per target:
+
+  l2-MODE-suspend    the L2 suspend tests that read the VMM's `honour` and `off` runs (a
+                     run is cached on its L1 host machine and read by several tests)
+  l2-MODE-hold       one run each: held by the VMM; denied (with the silent-guest bound,
+  l2-MODE-deny       which needs no L2 kernel)
+  l2-MODE-off2       each L2 hibernation round trip (two L2 boots each): its own L1 host
+  l2-MODE-psci-1.2
+  l2-MODE-mismatch
+  l2-...-guest=SPEC  a host x guest cell: its own L1 host anyway
+  psci-MODE          the PSCI cases of one KVM mode: the shared machine and that mode's host
+  vfio               the vfio host's tests (and the shared machine)
+  main               everything else (the shared machine, tests' own machines restored
+                     from its snapshots on x86, the splat sequence that must stay in order)
+
+Tests without a target (unit tests, self-tests that build kernels) are grouped by file,
+as xdist's loadscope does.
+"""
+
+from __future__ import annotations
+
+import re
+
+# file -> test function -> unit name ("*": the rest of the file); {mode} is filled
+# from the test id.  Files not named here go to "main".
+UNITS: dict[str, dict[str, str]] = {
+    "test_l2_suspend.py": {
+        "test_l2_suspend_held_by_the_vmm_restarts_at_the_entry_point": "l2-{mode}-hold",
+        "test_l2_suspend_denied_fails_the_write_with_eperm": "l2-{mode}-deny",
+        "test_a_guest_that_never_prints_is_ended_by_the_vmm_bound": "l2-{mode}-deny",
+        "*": "l2-{mode}-suspend",
+    },
+    "test_l2_hibernate.py": {
+        "test_l2_hibernation_exits_shutdown_with_the_off2_flag": "l2-{mode}-off2",
+        "test_l2_hibernation_round_trip_at_psci_1_2_goes_through_system_off":
+            "l2-{mode}-psci-1.2",
+        "test_l2_nothing_to_resume_boots_fresh": "l2-{mode}-mismatch",
+    },
+    "test_psci.py": {"*": "psci-{mode}"},
+    "test_vfio.py": {
+        "test_a_device_without_an_iommu_group_skips_naming_why": "main",
+        "test_a_missing_vfio_pci_driver_skips_naming_it": "main",
+        "*": "vfio",
+    },
+}
+MAIN = "main"
+MODES = ("vhe", "nvhe")
+
+# Rough test seconds per test of a file under TCG on 2 cores: they only order the queue
+# (the longest units first, so that no long unit starts last); a file not named costs
+# DEFAULT_S per test.
+SECONDS_PER_TEST: dict[str, float] = {
+    # means per test of the start commit's CI run (2026-12-03, a loaded machine), the L2
+    # hibernation round trip as cut since
+    "test_l2_hibernate.py": 110, "test_l2_suspend.py": 28, "test_bisect.py": 290,
+    "test_build_psci.py": 600, "test_hibernate.py": 40, "test_s2idle.py": 27,
+    "test_splats.py": 60, "test_accel.py": 65, "test_snapshots.py": 19,
+    "test_acpi_arm64.py": 18, "test_acpi_events.py": 13, "test_harness_faults.py": 11,
+    "test_s3.py": 7, "test_vfio.py": 3.5, "test_boot.py": 2, "test_psci.py": 1.1,
+}
+DEFAULT_S = 2.0
+# a worker keeps to its target's units unless another's is 1/AFFINITY times longer (pick)
+AFFINITY = 0.3
+BUSY_S = 60.0           # a worker still this busy gets the shortest unit (pick)
+
+
+def target_in(nodeid: str, target_ids: list[str]) -> tuple[str | None, str]:
+    """(the target in the test id's parameters or None, the parameters without it)."""
+    m = re.search(r"\[(.*)\]$", nodeid)
+    if not m:
+        return None, ""
+    params = m.group(1)
+    for t in sorted(target_ids, key=len, reverse=True):
+        if params == t or params.endswith("-" + t) or params.startswith(t + "-") \
+                or f"-{t}-" in params:
+            return t, params.replace(t, "", 1).strip("-").replace("--", "-")
+    return None, params
+
+
+def unit_of(nodeid: str, target_ids: list[str]) -> str:
+    """The work unit of a test: `TARGET UNIT` (see the module's docstring), or the file
+    for a test without a target."""
+    path = nodeid.split("::")[0]
+    target, rest = target_in(nodeid, target_ids)
+    if target is None:
+        return path
+    file = path.rsplit("/", 1)[-1]
+    func = nodeid.split("::")[-1].split("[")[0]
+    rules = UNITS.get(file, {})
+    name = rules.get(func, rules.get("*", MAIN))
+    params = rest.split("-") if rest else []
+    mode = next((p for p in params if p in MODES), None)
+    guest = next((p for p in rest.split("-guest=")[1:]), "same") if "guest=" in rest else "same"
+    if "{mode}" in name and mode is None:        # a test of the file without a KVM mode
+        return f"{target} {MAIN}"
+    name = name.format(mode=mode)
+    if guest != "same":
+        name += f"-guest={guest}"
+    return f"{target} {name}"
+
+
+def estimate(nodeids: list[str]) -> float:
+    """A unit's rough test seconds (SECONDS_PER_TEST), to order the queue (pure)."""
+    return sum(SECONDS_PER_TEST.get(n.split("::")[0].rsplit("/", 1)[-1], DEFAULT_S)
+               for n in nodeids)
+
+
+def target_of_unit(unit: str) -> str | None:
+    """`TARGET UNIT` -> TARGET; a file's unit (no target) -> None (pure)."""
+    return unit.split(" ", 1)[0] if " " in unit else None
+
+
+def pick(workqueue: dict, current: str | None = None, affinity: float = AFFINITY,
+         held_s: float = 0.0) -> str:
+    """The unit of a scheduler's queue (unit -> its tests) to hand a worker whose last
+    unit was of target `current` and whose tests not yet done are estimated at
+    `held_s` (pure).  xdist's worker runs a test only once it knows the next one, so a
+    worker asks for its next unit while its last tests still run: one still busy for
+    more than BUSY_S gets the shortest unit (the longest would wait behind it while
+    other workers go idle); otherwise the longest, unless a unit of `current` is at
+    least `affinity` times as long, which the worker can run on the machines it has
+    booted (a unit of another target makes it boot them anew; `affinity` 0: the
+    longest, whatever the target)."""
+    est = {u: estimate(list(workqueue[u])) for u in workqueue}
+    if held_s > BUSY_S:
+        return min(est, key=est.get)
+    top = max(est, key=est.get)
+    mine = [u for u in est if affinity and current is not None and target_of_unit(u) == current]
+    if mine:
+        best = max(mine, key=est.get)
+        if est[best] >= affinity * est[top]:
+            return best
+    return top
