@@ -65,7 +65,7 @@ SECONDS_PER_TEST: dict[str, float] = {
     # hibernation round trip as cut since
     "test_l2_hibernate.py": 110, "test_l2_suspend.py": 28, "test_bisect.py": 290,
     "test_build_psci.py": 600, "test_hibernate.py": 40, "test_s2idle.py": 27,
-    "test_splats.py": 60, "test_accel.py": 65, "test_snapshots.py": 19,
+    "test_splats.py": 60, "test_accel_fallback.py": 65, "test_snapshots.py": 19,
     "test_acpi_arm64.py": 18, "test_acpi_events.py": 13, "test_harness_faults.py": 11,
     "test_s3.py": 7, "test_vfio.py": 3.5, "test_boot.py": 2, "test_psci.py": 1.1,
 }
