@@ -6,9 +6,9 @@ the reference VMM, not that backend.
 
     python3 -m harness.guest.vmm.x86_64.probe --kernel BZIMAGE [--out DIR] [--timeout S]
 
-Prints one JSON line: outcome (init | timeout | silent | shutdown | error), the seconds to
-the first kernel line and to /init's report, exit counts by reason, and the console's
-tail."""
+Prints one JSON line: outcome (init: /init reported and the guest ended; timeout | silent
+| shutdown | error otherwise), the seconds to the first console byte and to /init's first
+report, exit counts by reason, and the console's tail."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ COM1, COM1_IRQ, RTC = 0x3F8, 4, 0x70
 # aperture scans of config space).  noxsave: KVM's supported CPUID leaf 0xD disagrees
 # with the XSAVE size the guest computes under nested TCG (a WARN, then an oops).
 APPEND = "console=ttyS0 quiet acpi=off pci=off noxsave nokaslr reboot=k panic=-1 rdinit=/init"
-POWER_DOWN = b"reboot: Power down"
+# how an L2 run ends: /init's last report, or the kernel halting at power-off (without
+# ACPI nothing can switch the VM off: "Power off not available: System halted instead")
+ENDS = (l2init.PREFIX.encode() + b" done", b"reboot: Power down", b"System halted")
 
 
 def run(kernel: bytes, initrd: bytes, append: str, ram_mib: int, timeout: float,
@@ -85,8 +87,8 @@ def run(kernel: bytes, initrd: bytes, append: str, ram_mib: int, timeout: float,
             if now - last_out > silent:
                 outcome = "silent"
                 break
-            if POWER_DOWN in console[-100:]:
-                outcome = "power-down"
+            if any(end in console[-200:] for end in ENDS):
+                outcome = "ended"
                 break
             n = len(console)
             try:
@@ -121,14 +123,12 @@ def run(kernel: bytes, initrd: bytes, append: str, ram_mib: int, timeout: float,
                 break
             if len(console) != n:
                 last_out = time.monotonic()
-        if outcome == "timeout" and "init" in marks and POWER_DOWN in console:
-            outcome = "power-down"
         state = x86.state(vcpu)
     if log:
         log.close()
     tail = console.decode(errors="replace").splitlines()[-15:]
-    return {"outcome": "init" if outcome in ("timeout", "power-down") and "init" in marks
-            else outcome, "ended": outcome, "detail": detail,
+    return {"outcome": "init" if outcome == "ended" and "init" in marks else outcome,
+            "ended": outcome, "detail": detail,
             "wall_s": round(time.monotonic() - t0, 2),
             "first_byte_s": marks.get("first_byte"), "init_s": marks.get("init"),
             "exits": dict(exits), "other_ports": dict(ports.most_common(12)),
