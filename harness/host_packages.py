@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Callable
 
 from harness import cache, profiles
@@ -62,7 +61,7 @@ def check_host(archs: list[profiles.Profile]) -> None:
     gone = missing(run_packages(archs))
     if gone:
         pkgs = " ".join(sorted(set(gone.values())))
-        raise SetupError(f"missing on this host: "
+        raise SetupError("missing on this host: "
                          + ", ".join(f"{w} (package {p})" for w, p in sorted(gone.items()))
                          + f": run `guestpm setup` as root or `apt-get install {pkgs}`")
 

@@ -1,6 +1,5 @@
 """The xfails' symptoms against recorded text: each matches its defect and only it."""
 
-import re
 from pathlib import Path
 
 import pytest

@@ -1,7 +1,6 @@
 """The reference VMM's PL011 and PL031, the arm64 Image check, the L2 report parser."""
 
 import struct
-import threading
 
 import pytest
 
