@@ -42,6 +42,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from harness.results.runs import latest  # noqa: E402
+
 from harness import profiles
 from harness.image import rootfs
 from harness.kernel import kernels
@@ -98,7 +100,9 @@ def breakdown(result: dict) -> dict:
 
 def from_results(res: Path) -> list[tuple[str, str, dict, float | None]]:
     """(machine, run, its breakdown, the L1 host's boot for its first run) for each VMM
-    run of a finished run."""
+    run of a finished run (a run directory, or a results directory's latest run)."""
+    res = Path(res) if (Path(res) / "boots.jsonl").exists() or (Path(res) / "machines").exists() \
+        else latest(res) or Path(res)
     boots = {}
     if (res / "boots.jsonl").exists():
         for line in (res / "boots.jsonl").read_text().splitlines():

@@ -27,33 +27,18 @@ import signal
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from harness.results.runs import latest  # noqa: E402
+from vdiff import verdicts  # noqa: E402  the one junit id -> outcome reader
 RUNS = ("idle", "loaded")
-WORSE = {"ERROR": 4, "FAIL": 3, "XFAIL": 2, "SKIP": 1, "PASS": 0}
 
 
 # ------------------------------------------------------------------ reading (pure)
-
-def verdicts(junit: Path) -> dict[str, str]:
-    """{test id: PASS|FAIL|ERROR|SKIP|XFAIL} of a junit.xml (the worse of two entries,
-    as a test whose teardown also failed has)."""
-    out: dict[str, str] = {}
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        tid = f"{case.get('classname', '')}::{case.get('name', '')}"
-        verdict = "PASS"
-        for child in case:
-            if child.tag in ("failure", "error"):
-                verdict = "FAIL" if child.tag == "failure" else "ERROR"
-                break
-            if child.tag == "skipped":
-                verdict = "XFAIL" if child.get("type") == "pytest.xfail" else "SKIP"
-        if tid not in out or WORSE[verdict] > WORSE[out[tid]]:
-            out[tid] = verdict
-    return out
-
 
 def changed(idle: dict[str, str], loaded: dict[str, str]) -> list[tuple[str, str, str]]:
     """(id, idle, loaded) for each test whose verdict differs ('-': not run)."""
@@ -127,9 +112,10 @@ def report(results: Path, command: str | None = None) -> str:
     if meta.exists():
         info = json.loads(meta.read_text())
         walls, command = info.get("walls", {}), command or info.get("command")
-    v = {r: verdicts(results / r / "junit.xml") if (results / r / "junit.xml").exists()
+    run = {r: latest(results / r) or results / r for r in RUNS}    # each its latest run
+    v = {r: verdicts(run[r] / "junit.xml") if (run[r] / "junit.xml").exists()
          else {} for r in RUNS}
-    waits = {r: read_waits(results / r / "waits.jsonl") for r in RUNS}
+    waits = {r: read_waits(run[r] / "waits.jsonl") for r in RUNS}
     return render(v["idle"], v["loaded"], waits, walls, command)
 
 

@@ -40,6 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness.results.runs import latest  # noqa: E402
+
 from harness.plugin import units as unitsmod
 from harness.plugin.targets import Target, safe_name
 
@@ -148,10 +150,18 @@ def boot_costs(boots: list[dict]) -> tuple[dict[tuple[str, str], float], dict[st
     return cost, paid
 
 
+def latest_run(results: Path) -> Path:
+    """A run directory as given, else the latest run of a results directory."""
+    return Path(results) if (Path(results) / "junit.xml").exists() else \
+        latest(results) or Path(results)
+
+
 def load(results: Path, root: Path = ROOT, self_tests: bool = True
          ) -> tuple[list[Test], dict, float]:
     """The tests of a run (durations net of pool boots, the pool machines each used),
-    the pool machines' costs, and the measured wall."""
+    the pool machines' costs, and the measured wall.  `results`: a run directory, or a
+    results directory whose latest run is read."""
+    results = latest_run(results)
     cases, wall = read_junit(results / "junit.xml", root, self_tests)
     boots = read_boots(results / "boots.jsonl")
     cost, paid = boot_costs(boots)
