@@ -66,7 +66,7 @@ class Rerunner:
         profiles = list(dict.fromkeys(r.base.profile for r in rows))
         if i == 0:          # kernels the records name but this host cannot run: one line
             from harness.errors import GuestpmError
-            from harness.plugin import targets
+            from harness.plan import targets
             try:
                 targets.check(targets.expand(list(dict.fromkeys(specs)), profiles))
             except GuestpmError as e:

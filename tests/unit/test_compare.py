@@ -223,7 +223,7 @@ def test_cli_on_two_directories_writes_compare_md_and_exits_1(tmp_path):
 def test_the_rerunner_runs_both_kernels_in_one_run(monkeypatch, tmp_path):
     """Each re-run: one pytest run of the changed tests' ids on both kernels; its record
     split back into the two sides."""
-    from harness.plugin import targets
+    from harness.plan import targets
     from harness.results import rerun
     b, p = records()
     cmp = compare.compare(b, p)
