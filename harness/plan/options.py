@@ -53,7 +53,7 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("--kernel", kind="list", metavar="SPEC",
            help=f"kernel under test (repeatable): {', '.join(kernels.DEFAULT_KERNELS)} (the "
-                "default), any debian:X.Y or debian:SUITE, path:IMAGE[,modules=DIR], "
+                "defaults), any debian:X.Y or debian:SUITE, path:IMAGE[,modules=DIR], "
                 "build:DIR|TREE"),
     Option("--arch", kind="list", metavar="PROFILE",
            help=f"machine profile (repeatable): {', '.join(profiles.PROFILES)}; default: "
