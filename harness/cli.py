@@ -216,7 +216,9 @@ def cmd_compare(args) -> int:
             for r in (base, patched))
     cmp = compare.compare(base, patched, args.arch or None, args.base, args.patched)
     if args.confirm:
-        compare.confirm(cmp, rerun.Rerunner(parent, args.jobs), args.confirm)
+        compare.confirm(cmp, rerun.Rerunner(parent, args.jobs, check=lambda specs, arches:
+                                            targets.check(targets.expand(specs, arches))),
+                        args.confirm)
     text = compare.markdown(cmp, parent.resolve(), time.monotonic() - t0)
     parent.mkdir(parents=True, exist_ok=True)
     (parent / "compare.md").write_text(text)
