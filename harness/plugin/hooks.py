@@ -50,8 +50,10 @@ from harness.plugin.targets import (NOTES, RUN_DIR, WORKER_RUN_DIR, check_target
 from harness.results import runs
 from harness.vm import cmdline
 
-pytest_plugins = ("harness.plugin.collection", "harness.plugin.fixtures",
-                  "harness.plugin.judging")
+# judging first: fixtures imports it, and pytest can rewrite the asserts only of a
+# plugin module it imports itself
+pytest_plugins = ("harness.plugin.judging", "harness.plugin.collection",
+                  "harness.plugin.fixtures")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
