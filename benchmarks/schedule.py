@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from harness.results.runs import latest  # noqa: E402
 
+from harness.plan.targets import Target, safe_name
 from harness.plugin import units as unitsmod
-from harness.plugin.targets import Target, safe_name
 
 WATERMARK = 2          # xdist loadscope: more work when at most this many tests are left
 

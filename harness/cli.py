@@ -31,7 +31,7 @@ from harness.errors import GuestpmError, SetupError
 from harness.host_packages import install_build_packages, install_host_packages, qemu_dir
 from harness.image import rootfs
 from harness.kernel import build, kconfig, kernels
-from harness.plugin import targets
+from harness.plan import options, targets
 from harness.progress import progress
 from harness.signals import install_signal_handlers
 from harness.vm import cmdline
@@ -81,20 +81,7 @@ def cmd_run(args) -> int:
         raise SetupError(f"no tests at {tests}: guestpm run works from a source checkout")
     use_qemu(args)
     _targets(args, host=True)
-    argv = [str(tests), "-p", "no:cacheprovider", "-q", "-rfE", f"--results={args.results}"]
-    if args.self_test:
-        argv.append("--self-test")
-    if args.qemu:
-        argv.append(f"--qemu={args.qemu}")
-    for g in args.guest_kernel:
-        argv.append(f"--guest-kernel={g}")
-    argv.append(f"--splats={args.splats}")
-    argv.append(f"--snapshots={args.snapshots}")
-    argv.append(f"--accel={args.accel}")
-    for k in args.kernel:
-        argv.append(f"--kernel={k}")
-    for a in args.arch:
-        argv.append(f"--arch={a}")
+    argv = [str(tests), "-p", "no:cacheprovider", "-q", "-rfE", *options.pytest_argv(args)]
     # a target's tests are several work units (harness/plugin/units.py): one target
     # can keep several workers busy
     workers = args.jobs or os.cpu_count() or 1
@@ -152,7 +139,13 @@ def cmd_build(args) -> int:
 
 def cmd_bisect(args) -> int:
     from harness.kernel import bisect
-    return bisect.main(args, progress)
+    return bisect.main(bisect.Request(
+        tree=Path(args.tree), arch=args.arch, good=args.good, bad=args.bad,
+        selector=list(args.selector), change=tuple(args.change) if args.change else None,
+        fragments=list(args.fragment), default_fragments=not args.no_default_fragments,
+        base=args.base, jobs=args.jobs, cross_compile=args.cross_compile,
+        ccache=not args.no_ccache, nice=args.nice,
+        logs=Path(args.logs) if args.logs else None, trust_ends=args.trust_ends), progress)
 
 
 def _side(arg: str):
@@ -223,7 +216,9 @@ def cmd_compare(args) -> int:
             for r in (base, patched))
     cmp = compare.compare(base, patched, args.arch or None, args.base, args.patched)
     if args.confirm:
-        compare.confirm(cmp, rerun.Rerunner(parent, args.jobs), args.confirm)
+        compare.confirm(cmp, rerun.Rerunner(parent, args.jobs, check=lambda specs, arches:
+                                            targets.check(targets.expand(specs, arches))),
+                        args.confirm)
     text = compare.markdown(cmp, parent.resolve(), time.monotonic() - t0)
     parent.mkdir(parents=True, exist_ok=True)
     (parent / "compare.md").write_text(text)
@@ -232,54 +227,25 @@ def cmd_compare(args) -> int:
     return cmp.exit_status()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="guestpm", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def targets_opts(p, required=False):
-        p.add_argument("--kernel", action="append", default=[], required=required,
-                       help=f"{', '.join(kernels.DEFAULT_KERNELS)}, path:IMAGE[,modules=DIR] or "
-                            "build:DIR|TREE (repeatable)")
-        p.add_argument("--arch", action="append", default=[], required=required,
-                       help=f"{', '.join(profiles.PROFILES)} (repeatable)")
-        p.add_argument("--qemu", default=None, metavar="DIR|debian:SUITE",
-                       help="this QEMU instead of the system's: a directory of its binaries, "
-                            "or debian:SUITE (e.g. debian:bookworm-backports), fetched into "
-                            "the cache once and unpacked there, never installed")
-
+def _add_setup(sub) -> None:
     p = sub.add_parser("setup", help="install host packages, fetch kernels, build initramfs")
-    targets_opts(p)
+    options.add(p, options.TARGETS)
     p.add_argument("--build-tools", action="store_true",
                    help="also install what `guestpm build` needs (compilers, flex, bison, ...)")
+
+
+def _add_run(sub) -> None:
     p = sub.add_parser("run", help="run the suite on the matrix; verdicts, KTAP, JUnit in "
                                    "--results/RUN (--results/latest: the newest)")
-    targets_opts(p)
-    p.add_argument("--results", default="results")
+    options.add(p)          # the run's options, which pytest takes too
     p.add_argument("-j", "--jobs", type=int, default=0, help="pytest-xdist workers (default: cores)")
     p.add_argument("--setup", action="store_true",
                    help="first do `guestpm setup` for exactly these targets")
-    p.add_argument("--self-test", action="store_true",
-                   help="also run guestpm's own self-tests (harness failure paths; build and "
-                        "bisect where the build tools are installed)")
-    p.add_argument("--guest-kernel", action="append", default=[], metavar="SPEC",
-                   help="an L2 guest kernel of the reference-VMM tests, repeatable: host x "
-                        "guest cells (default: the kernel under test as its own guest)")
-    p.add_argument("--splats", choices=("fail", "warn"), default="fail",
-                   help="a kernel splat (WARNING, lockdep, KASAN, UBSAN, hung task, ...) "
-                        "fails the test during which it is printed (fail, the default), or "
-                        "is only counted in the summary (warn: bisecting something else on "
-                        "a noisy kernel)")
-    p.add_argument("--snapshots", choices=("on", "off"), default="on",
-                   help="a test's fresh machine is restored from a snapshot of the first "
-                        "machine of its configuration, where QEMU restores them faithfully "
-                        "(on, the default; arm64 only where a probe of the QEMU in use shows its restores keep the timers), or always boots (off)")
-    p.add_argument("--accel", choices=profiles.ACCELS, default=profiles.DEFAULT_ACCEL,
-                   help="tcg (the default), kvm (targets of the host's arch under the host's "
-                        "KVM, nested; not run in this project's CI), auto (KVM where a probe "
-                        "boot proved it can run the kernel, else TCG, saying why)")
     p.set_defaults(build_tools=False)
     p.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
+
+
+def _add_boot(sub) -> None:
     p = sub.add_parser("boot", help="boot one kernel and attach to its console")
     p.add_argument("--kernel", required=True)
     p.add_argument("--arch", required=True)
@@ -288,28 +254,29 @@ def main(argv: list[str] | None = None) -> int:
                    help="arm64: attach the L2 guest kernel for the reference VMM as /dev/vda")
     p.add_argument("--guest-kernel", metavar="SPEC", help="with --l2: the L2 kernel "
                    "(default: the booted one)")
-    p.add_argument("--qemu", default=None, metavar="DIR|debian:SUITE",
-                   help="this QEMU instead of the system's (as for run)")
+    options.add(p, ("--qemu",))
 
-    def build_opts(p):
-        p.add_argument("--tree", required=True, help="your kernel source tree")
-        p.add_argument("--arch", default="arm64", help=f"{', '.join(profiles.PROFILES)}")
-        p.add_argument("--fragment", action="append", default=[],
-                       help=f"a role ({', '.join(kconfig.ROLES)}) or a fragment file, merged "
-                            f"after the defaults ({', '.join(kconfig.DEFAULT_ROLES)})")
-        p.add_argument("--no-default-fragments", action="store_true",
-                       help="merge only the --fragment ones")
-        p.add_argument("--base", default="allnoconfig", choices=build.BASES)
-        p.add_argument("-j", "--jobs", type=int, default=0, help="make -j (default: cores)")
-        p.add_argument("--cross-compile", default=None,
-                       help="CROSS_COMPILE prefix (default: Debian's for the arch)")
-        p.add_argument("--no-ccache", action="store_true", help="do not use ccache if present")
-        p.add_argument("--nice", type=int, default=0, help="run make at this niceness")
 
-    p = sub.add_parser("build", help="build your kernel tree from the fragments in kernel-configs/")
-    build_opts(p)
-    p = sub.add_parser("bisect", help="git bisect run: build, boot and run tests at each step")
-    build_opts(p)
+def _add_build(sub, name: str, what: str):
+    p = sub.add_parser(name, help=what)
+    p.add_argument("--tree", required=True, help="your kernel source tree")
+    p.add_argument("--arch", default="arm64", help=f"{', '.join(profiles.PROFILES)}")
+    p.add_argument("--fragment", action="append", default=[],
+                   help=f"a role ({', '.join(kconfig.ROLES)}) or a fragment file, merged "
+                        f"after the defaults ({', '.join(kconfig.DEFAULT_ROLES)})")
+    p.add_argument("--no-default-fragments", action="store_true",
+                   help="merge only the --fragment ones")
+    p.add_argument("--base", default="allnoconfig", choices=build.BASES)
+    p.add_argument("-j", "--jobs", type=int, default=0, help="make -j (default: cores)")
+    p.add_argument("--cross-compile", default=None,
+                   help="CROSS_COMPILE prefix (default: Debian's for the arch)")
+    p.add_argument("--no-ccache", action="store_true", help="do not use ccache if present")
+    p.add_argument("--nice", type=int, default=0, help="run make at this niceness")
+    return p
+
+
+def _add_bisect(sub) -> None:
+    p = _add_build(sub, "bisect", "git bisect run: build, boot and run tests at each step")
     p.add_argument("--good", required=True, help="a revision where the tests PASS")
     p.add_argument("--bad", required=True, help="a revision where they FAIL")
     p.add_argument("--logs", default=None, help="per-step logs (default: results/bisect-<time>)")
@@ -320,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
                         "without the target) is BASE, bad where it is PATCHED (e.g. PASS FAIL)")
     p.add_argument("selector", nargs="*", help="after --: pytest arguments selecting the tests "
                    "(with --change: default TEST's function)")
+
+
+def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="what a patch changed: verdicts of two runs or two "
                                        "kernels, grouped (exit 1 on a regression)")
     p.add_argument("base", help="a results directory (a run's, or one whose `latest` is "
@@ -338,21 +308,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("pytest_args", nargs="*", help="after --: pytest arguments selecting the "
                    "tests to run (default: tests/e2e, or the results directory's test files)")
 
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="guestpm", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True)
+    _add_setup(sub)
+    _add_run(sub)
+    _add_boot(sub)
+    _add_build(sub, "build", "build your kernel tree from the fragments in kernel-configs/")
+    _add_bisect(sub)
+    _add_compare(sub)
+    return top
+
+
+COMMANDS = {"setup": cmd_setup, "run": cmd_run, "boot": cmd_boot, "build": cmd_build,
+            "bisect": cmd_bisect, "compare": cmd_compare}
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     rest = None
     if argv[:1] == ["compare"] and "--" in argv:
         # argparse binds `pytest_args` right after the two sides, so options between
         # them and `--` would leave what follows `--` unparsed
         rest, argv = argv[argv.index("--") + 1:], argv[:argv.index("--")]
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     if rest is not None:
         args.pytest_args = args.pytest_args + rest
     install_signal_handlers()
     try:
-        if args.command == "boot":
-            return cmd_boot(args)
-        return {"setup": cmd_setup, "run": cmd_run, "build": cmd_build,
-                "bisect": cmd_bisect, "compare": cmd_compare}[args.command](args)
+        return COMMANDS[args.command](args)
     except GuestpmError as e:
         print(f"guestpm: error: {e}", file=sys.stderr)
         return 2

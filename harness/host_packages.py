@@ -66,6 +66,17 @@ def check_host(archs: list[profiles.Profile]) -> None:
                          + f": run `guestpm setup` as root or `apt-get install {pkgs}`")
 
 
+def check_qemu(profile: profiles.Profile) -> None:
+    """SetupError naming the package when this host cannot run `profile`'s QEMU (its
+    binary, its firmware): the first line a run says on a host without QEMU."""
+    if not shutil.which(qemu_binary(profile)):
+        raise SetupError(f"{qemu_binary(profile)} not found: apt-get install "
+                         f"{profile.qemu_package} (or run `guestpm setup`)")
+    if profile.firmware and not os.path.exists(profile.firmware):
+        raise SetupError(f"{profile.name} boots {profile.firmware}, which is missing: "
+                         f"apt-get install {profile.firmware_package} (or run `guestpm setup`)")
+
+
 def _present(what: str) -> bool:
     return os.path.exists(what) if what.startswith("/") else shutil.which(what) is not None
 

@@ -260,78 +260,57 @@ def _steps(logs: Path) -> list[dict]:
     return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
 
 
-def main(args, say: Callable[[str], None]) -> int:
-    tree = Path(args.tree).expanduser().resolve()
-    profile = profiles.get(args.arch)
-    change = getattr(args, "change", None)
-    if change:
-        test, base, patched = change
-        bad_words = [o for o in (base, patched) if o not in verdicts.OUTCOMES]
-        if bad_words or base == patched:
-            raise BisectError(f"--change {test} {base} {patched}: two different outcomes of "
-                              f"{', '.join(verdicts.OUTCOMES)}")
-    selector = list(args.selector) or (selector_of(change[0]) if change else [])
-    if not selector:
-        raise BisectError("no tests: give pytest arguments after --, or --change TEST BASE "
-                          "PATCHED")
-    check_tree(tree)
-    good, bad = rev(tree, args.good), rev(tree, args.bad)
-    if good == bad:
-        raise BisectError("--good and --bad are the same commit")
-    roles = kconfig.roles(args.fragment, defaults=not args.no_default_fragments)
-    kconfig.fragment_paths(profile.arch, roles)                 # bad fragments: now, not per step
-    build.toolchain(profile.arch, args.cross_compile, not args.no_ccache)  # missing compiler too
-    logs = Path(args.logs or f"results/bisect-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-    logs.mkdir(parents=True, exist_ok=True)
-    if (logs / "steps.jsonl").exists():
-        raise BisectError(f"{logs} holds another bisect's logs: pass a fresh --logs")
-    state = logs / "state.json"
-    state.write_text(json.dumps({
-        "tree": str(tree), "arch": profile.arch, "profile": profile.name, "roles": roles,
-        "base": args.base, "jobs": args.jobs or None, "cross_compile": args.cross_compile,
-        "ccache": not args.no_ccache, "nice": args.nice, "selector": selector,
-        "change": change,
-        "cwd": os.getcwd(), "logs": str(logs)}, indent=1))
+@dataclass(frozen=True)
+class Request:
+    """What `guestpm bisect` is asked: the tree and its two ends, the tests that judge a
+    commit (pytest arguments; or one row of `guestpm compare`: TEST BASE PATCHED), and
+    how each step builds (as `guestpm build`)."""
+    tree: Path
+    arch: str
+    good: str
+    bad: str
+    selector: list[str] = field(default_factory=list)
+    change: tuple[str, str, str] | None = None
+    fragments: list[str] = field(default_factory=list)
+    default_fragments: bool = True
+    base: str = "allnoconfig"
+    jobs: int = 0                          # make -j (0: the cores)
+    cross_compile: str | None = None
+    ccache: bool = True
+    nice: int = 0
+    logs: Path | None = None               # None: results/bisect-<time>
+    trust_ends: bool = False               # do not check that good is good and bad bad
+
+
+@dataclass(frozen=True)
+class _Plan:
+    tree: Path
+    profile: profiles.Profile
+    selector: list[str]
+    good: str                              # the ends as commits
+    bad: str
+    state: Path                            # what each step reads (LOGS/state.json)
+
+
+def main(req: Request, say: Callable[[str], None]) -> int:
+    plan = _prepare(req)
+    tree, good, bad, logs, change = plan.tree, plan.good, plan.bad, plan.state.parent, \
+        req.change
     orig_ref = git(tree, "symbolic-ref", "-q", "HEAD", check=False)
     orig = git(tree, "rev-parse", "HEAD")
     say(f"bisecting {tree} ({git(tree, 'describe', '--always', orig)}) between good "
-        f"{good[:12]} and bad {bad[:12]} for {profile.name}; logs in {logs}")
-    say(f"tests: {' '.join(selector)}" + (f"; good: {change[0]} {change[1]}, bad: "
+        f"{good[:12]} and bad {bad[:12]} for {plan.profile.name}; logs in {logs}")
+    say(f"tests: {' '.join(plan.selector)}" + (f"; good: {change[0]} {change[1]}, bad: "
                                             f"{change[2]}" if change else ""))
     result = 1
     try:
-        if not args.trust_ends:
-            for name, sha, want in (("bad", bad, BAD), ("good", good, GOOD)):
-                git(tree, "checkout", "-q", "--detach", sha)
-                got = _child([sys.executable, "-m", "harness.kernel.bisect", str(state), name],
-                             logs / "ends.log")
-                if got != want:
-                    s = _steps(logs)[-1] if _steps(logs) else {}
-                    raise BisectError(
-                        f"--{name} {getattr(args, name)} is not {name}: the step there said "
-                        f"{s.get('verdict', '?')} ({s.get('detail', '')}); see {s.get('dir', logs)}")
+        if not req.trust_ends:
+            _check_ends(req, plan)
             _restore(tree, orig_ref, orig)
         git(tree, "bisect", "start", bad, good)
         rc = _child(["git", "-C", str(tree), "bisect", "run", sys.executable, "-m",
-                     "harness.kernel.bisect", str(state)], logs / "bisect-run.log")
-        (logs / "bisect.log").write_text(git(tree, "bisect", "log", check=False) + "\n")
-        text = (logs / "bisect-run.log").read_text()
-        sha = first_bad(text)
-        _summary(logs, say)
-        if sha:
-            rec = next((s for s in reversed(_steps(logs)) if s["commit"].startswith(sha)), None)
-            say(f"first bad commit: {sha} {git(tree, 'log', '-1', '--format=%s', sha)}")
-            if rec:
-                say(f"  verdict there: {rec['verdict']}: {rec['detail']} (logs {rec['dir']})")
-            (logs / "first-bad").write_text(sha + "\n")
-            result = 0
-        elif "only 'skip'ped commits left" in text:
-            say("no single first bad commit: the candidates could not be built or tested "
-                "(skipped); they are listed in " + str(logs / "bisect-run.log"))
-        else:
-            say(f"git bisect run ended without a first bad commit (exit {rc}); see "
-                f"{logs / 'bisect-run.log'}")
-            result = 2
+                     "harness.kernel.bisect", str(plan.state)], logs / "bisect-run.log")
+        result = _conclude(tree, logs, rc, say)
     except KeyboardInterrupt:
         say("interrupted: resetting the bisect")
         result = 130
@@ -342,6 +321,81 @@ def main(args, say: Callable[[str], None]) -> int:
         say(f"tree left at {git(tree, 'describe', '--always', '--all', 'HEAD')} "
             f"({git(tree, 'rev-parse', '--short=12', 'HEAD')}), as found")
     return result
+
+
+def _prepare(req: Request) -> _Plan:
+    """Everything checked that can be before the tree is touched (the change, the
+    tests, the tree, its ends, the fragments, the toolchain), and the steps' state file
+    written."""
+    tree = Path(req.tree).expanduser().resolve()
+    profile = profiles.get(req.arch)
+    change = req.change
+    if change:
+        test, base, patched = change
+        bad_words = [o for o in (base, patched) if o not in verdicts.OUTCOMES]
+        if bad_words or base == patched:
+            raise BisectError(f"--change {test} {base} {patched}: two different outcomes of "
+                              f"{', '.join(verdicts.OUTCOMES)}")
+    selector = list(req.selector) or (selector_of(change[0]) if change else [])
+    if not selector:
+        raise BisectError("no tests: give pytest arguments after --, or --change TEST BASE "
+                          "PATCHED")
+    check_tree(tree)
+    good, bad = rev(tree, req.good), rev(tree, req.bad)
+    if good == bad:
+        raise BisectError("--good and --bad are the same commit")
+    roles = kconfig.roles(req.fragments, defaults=req.default_fragments)
+    kconfig.fragment_paths(profile.arch, roles)                 # bad fragments: now, not per step
+    build.toolchain(profile.arch, req.cross_compile, req.ccache)  # missing compiler too
+    logs = Path(req.logs or f"results/bisect-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    logs.mkdir(parents=True, exist_ok=True)
+    if (logs / "steps.jsonl").exists():
+        raise BisectError(f"{logs} holds another bisect's logs: pass a fresh --logs")
+    state = logs / "state.json"
+    state.write_text(json.dumps({
+        "tree": str(tree), "arch": profile.arch, "profile": profile.name, "roles": roles,
+        "base": req.base, "jobs": req.jobs or None, "cross_compile": req.cross_compile,
+        "ccache": req.ccache, "nice": req.nice, "selector": selector,
+        "change": list(change) if change else None,
+        "cwd": os.getcwd(), "logs": str(logs)}, indent=1))
+    return _Plan(tree, profile, selector, good, bad, state)
+
+
+def _check_ends(req: Request, plan: _Plan) -> None:
+    """BisectError unless the step says bad at --bad and good at --good."""
+    logs = plan.state.parent
+    for name, sha, want in (("bad", plan.bad, BAD), ("good", plan.good, GOOD)):
+        git(plan.tree, "checkout", "-q", "--detach", sha)
+        got = _child([sys.executable, "-m", "harness.kernel.bisect", str(plan.state), name],
+                     logs / "ends.log")
+        if got != want:
+            s = _steps(logs)[-1] if _steps(logs) else {}
+            raise BisectError(
+                f"--{name} {getattr(req, name)} is not {name}: the step there said "
+                f"{s.get('verdict', '?')} ({s.get('detail', '')}); see {s.get('dir', logs)}")
+
+
+def _conclude(tree: Path, logs: Path, rc: int, say: Callable[[str], None]) -> int:
+    """What `git bisect run` found, said and kept (LOGS/first-bad): 0 with a first bad
+    commit, 1 when only skipped commits are left, 2 when it ended without one."""
+    (logs / "bisect.log").write_text(git(tree, "bisect", "log", check=False) + "\n")
+    text = (logs / "bisect-run.log").read_text()
+    sha = first_bad(text)
+    _summary(logs, say)
+    if sha:
+        rec = next((s for s in reversed(_steps(logs)) if s["commit"].startswith(sha)), None)
+        say(f"first bad commit: {sha} {git(tree, 'log', '-1', '--format=%s', sha)}")
+        if rec:
+            say(f"  verdict there: {rec['verdict']}: {rec['detail']} (logs {rec['dir']})")
+        (logs / "first-bad").write_text(sha + "\n")
+        return 0
+    if "only 'skip'ped commits left" in text:
+        say("no single first bad commit: the candidates could not be built or tested "
+            "(skipped); they are listed in " + str(logs / "bisect-run.log"))
+        return 1
+    say(f"git bisect run ended without a first bad commit (exit {rc}); see "
+        f"{logs / 'bisect-run.log'}")
+    return 2
 
 
 def _restore(tree: Path, orig_ref: str, orig: str) -> None:

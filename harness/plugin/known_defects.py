@@ -30,7 +30,7 @@ class KnownDefect:
     accel: str | None = None           # only under this accelerator (tcg, kvm; None: any)
     doc: str = "docs/known-defects.md"
     splats: tuple[str, ...] = ()       # splat kinds that are part of the symptom: they do
-                                       # not turn this XFAIL into a FAIL (plugin.hooks)
+                                       # not turn this XFAIL into a FAIL (plugin.judging)
     # the crashing kernel's releases where the defect can be: [since, fixed); None: any
     since: tuple[int, int] | None = None
     fixed: tuple[int, int] | None = None

@@ -16,7 +16,8 @@ import pytest
 from harness import profiles
 from harness.errors import AbnormalShutdown, BootError, GuestpmError
 from harness.image import rootfs
-from harness.plugin.targets import Target, machine_dir, results_dir
+from harness.plan.targets import Target
+from harness.plugin.targets import machine_dir, results_dir
 from harness.progress import progress
 from harness.vm import snapshot
 from harness.vm.machine import Machine
@@ -209,9 +210,7 @@ class MachinePool:
             del self.machines[key]
             self._close(old)
         if key not in self.machines:
-            initrd = self.initrd if profile.modules == self.profile.modules else \
-                rootfs.initramfs(self.kernel, profile, progress)
-            m = Machine(profile, self.kernel, initrd,
+            m = Machine(profile, self.kernel, self.initrd_for(profile),
                         machine_dir(self.config, self.target, tag), append=append,
                         qemu_args=qemu_args, boot_timeout=self.config.getoption("boot_timeout"))
             self.machines[key] = m
@@ -232,6 +231,13 @@ class MachinePool:
                 raise
             self.failed.pop(key, None)
         return self.machines[key]
+
+    def initrd_for(self, profile: profiles.Profile) -> Path:
+        """The initramfs a machine of `profile` boots: the target's, or its own where
+        the profile loads other modules."""
+        if profile.modules == self.profile.modules:
+            return self.initrd
+        return rootfs.initramfs(self.kernel, profile, progress)
 
     def usable(self, m: Machine) -> bool:
         """Whether `m` may serve the next test.  Splats no test claimed were printed

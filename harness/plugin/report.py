@@ -13,7 +13,8 @@ import pytest
 from harness import profiles
 from harness.plugin import ktap, summary
 from harness.plugin.pool import read_splats
-from harness.plugin.targets import NOTES, Target, artifacts_dir_of
+from harness.plan.targets import Target
+from harness.plugin.targets import NOTES, artifacts_dir_of
 from harness.results import runs, verdicts
 from harness.vm.cmdline import describe_qemus, qemu_binary, qemu_version
 

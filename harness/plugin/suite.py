@@ -20,7 +20,7 @@ import pytest
 from harness.guest import kselftest
 from harness.kernel import kernels
 from harness.plugin import history
-from harness.plugin.hooks import attach_machine, attach_splats, flush_console, note
+from harness.plugin.judging import attach_machine, attach_splats, flush_console, note
 from harness.vm.machine import Machine
 
 

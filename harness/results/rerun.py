@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 from harness.children import stop
+from harness.errors import GuestpmError
 from harness.results import runs, verdicts
 from harness.results.compare import CompareError, Row
 
@@ -55,20 +57,20 @@ def split(rec: verdicts.Record, spec: str) -> verdicts.Record:
 class Rerunner:
     """compare.confirm's runner: each re-run is one pytest run of the changed tests on
     the kernels their records name (both sides'), into PARENT/confirm/RUN, so that the
-    results' own `latest` stays put."""
+    results' own `latest` stays put.  `check(specs, profiles)`: GuestpmError where this
+    host cannot run those kernels (the caller's pre-boot check, harness/plan/targets.py)."""
 
-    def __init__(self, parent: Path, jobs: int = 0):
-        self.parent, self.jobs = Path(parent) / "confirm", jobs
+    def __init__(self, parent: Path, jobs: int = 0,
+                 check: Callable[[list[str], list[str]], None] = lambda specs, profiles: None):
+        self.parent, self.jobs, self.check = Path(parent) / "confirm", jobs, check
 
     def __call__(self, rows: list[Row], i: int):
         ids = list(dict.fromkeys(x for r in rows for x in (r.base.nodeid, r.patched.nodeid)))
         specs = [x for r in rows for x in (r.base.kernel, r.patched.kernel)]
         profiles = list(dict.fromkeys(r.base.profile for r in rows))
         if i == 0:          # kernels the records name but this host cannot run: one line
-            from harness.errors import GuestpmError
-            from harness.plugin import targets
             try:
-                targets.check(targets.expand(list(dict.fromkeys(specs)), profiles))
+                self.check(list(dict.fromkeys(specs)), profiles)
             except GuestpmError as e:
                 raise CompareError(f"--confirm cannot re-run the records' kernels: {e}") \
                     from None

@@ -8,7 +8,7 @@ import pytest
 
 from harness.kernel import kernels
 from harness.plugin import history
-from harness.plugin.hooks import attach_machine, attach_splats
+from harness.plugin.judging import attach_machine, attach_splats
 from harness.plugin.known_defects import KNOWN, L1_VCPU_HANG, xfail_if_seen
 from harness.progress import progress
 from harness.vm import l2

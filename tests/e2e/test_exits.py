@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 
 from harness.guest import x86io
-from harness.plugin.hooks import note
+from harness.plugin.judging import note
 from harness.plugin.suite import SuiteHost
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("x86_64")]

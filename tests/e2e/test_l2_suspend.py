@@ -20,7 +20,7 @@ from harness.guest.cpio import CpioWriter
 from harness.image import fixture_modules
 from harness.kernel.kernels import release_version
 from harness.plugin import history
-from harness.plugin.hooks import note
+from harness.plugin.judging import note
 from harness.plugin.targets import ROOT
 from harness.progress import progress
 from harness.vm.l2 import L2Host, L2Run

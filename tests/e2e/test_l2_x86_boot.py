@@ -17,7 +17,7 @@ import json
 import pytest
 
 from harness.image import disks
-from harness.plugin.hooks import attach_machine, note
+from harness.plugin.judging import attach_machine, note
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("x86_64"), pytest.mark.slow]
 

@@ -23,7 +23,7 @@ from harness.guest import psci
 from harness.guest.kvm.arm64 import version_str
 from harness.kernel import kernels
 from harness.plugin import history
-from harness.plugin.hooks import note
+from harness.plugin.judging import note
 from harness.plugin.suite import SuiteHost
 from harness.vm.l2 import MODES
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -51,7 +50,7 @@ def test_a_compare_row_not_judged_or_not_run():
 
 def test_bisect_refuses_a_change_that_is_none(fake_tree):
     with pytest.raises(bisect.BisectError, match="two different outcomes"):
-        bisect.main(_args(fake_tree, selector=[], change=[CAP, "PASS", "PASSED"]), print)
+        bisect.main(_args(fake_tree, selector=[], change=(CAP, "PASS", "PASSED")), print)
     with pytest.raises(bisect.BisectError, match="no tests: give pytest arguments"):
         bisect.main(_args(fake_tree, selector=[]), print)
 
@@ -93,13 +92,11 @@ def fake_tree(tmp_path) -> Path:
     return t
 
 
-def _args(tree: Path, **kw) -> SimpleNamespace:
-    base = dict(tree=str(tree), arch="arm64", good="HEAD~1", bad="HEAD", fragment=[],
-                no_default_fragments=False, base="allnoconfig", jobs=0, cross_compile=None,
-                no_ccache=True, nice=0, logs=str(tree.parent / "logs"), trust_ends=False,
-                selector=["tests/e2e/test_psci.py"])
+def _args(tree: Path, **kw) -> bisect.Request:
+    base = dict(tree=tree, arch="arm64", good="HEAD~1", bad="HEAD", ccache=False,
+                logs=tree.parent / "logs", selector=["tests/e2e/test_psci.py"])
     base.update(kw)
-    return SimpleNamespace(**base)
+    return bisect.Request(**base)
 
 
 def _unchanged(tree: Path, head: str) -> None:

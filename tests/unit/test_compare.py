@@ -223,7 +223,7 @@ def test_cli_on_two_directories_writes_compare_md_and_exits_1(tmp_path):
 def test_the_rerunner_runs_both_kernels_in_one_run(monkeypatch, tmp_path):
     """Each re-run: one pytest run of the changed tests' ids on both kernels; its record
     split back into the two sides."""
-    from harness.plugin import targets
+    from harness.errors import GuestpmError
     from harness.results import rerun
     b, p = records()
     cmp = compare.compare(b, p)
@@ -233,14 +233,21 @@ def test_the_rerunner_runs_both_kernels_in_one_run(monkeypatch, tmp_path):
         calls.append((list(dict.fromkeys(specs)), profiles, selection, parent))
         return verdicts.Record(p.header, b.verdicts + p.verdicts)
     monkeypatch.setattr(rerun, "run_kernels", fake_run)
-    monkeypatch.setattr(targets, "check", lambda ts, host=True: None)
+    checked = []
     rows = cmp.regressions()
-    vb, vp = rerun.Rerunner(tmp_path, 2)(rows, 0)
+    vb, vp = rerun.Rerunner(tmp_path, 2, check=lambda *a: checked.append(a))(rows, 0)
+    assert checked == [(["debian:6.12", "debian:7.2"], ["arm64"])]   # before the first run
     specs, profiles, selection, parent = calls[0]
     assert specs == ["debian:6.12", "debian:7.2"] and profiles == ["arm64"]
     assert parent == tmp_path / "confirm"
     assert selection == [x for r in rows for x in (r.base.nodeid, r.patched.nodeid)]
     assert {v.kernel for v in vb} == {"debian:6.12"} and {v.kernel for v in vp} == {"debian:7.2"}
+
+    def refuse(specs, profiles):
+        raise GuestpmError("qemu-system-aarch64 not found")
+    with pytest.raises(compare.CompareError, match="--confirm cannot re-run the records' "
+                                                   "kernels: qemu-system-aarch64 not found"):
+        rerun.Rerunner(tmp_path, 2, check=refuse)(rows, 0)
 
 
 def test_cli_two_kernels_of_one_run_with_a_file_filter(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from harness.guest.vmm import l2init
 from harness.guest.vmm.__main__ import DEFAULT_APPEND
-from harness.plugin import hooks, report as report_mod
+from harness.plugin import judging, report as report_mod
 from harness.plugin.known_defects import KNOWN, xfail_if_seen
 from harness.plugin.targets import RUN_DIR
 from harness.guest.psci import floor_of
@@ -133,7 +133,7 @@ def _item(nodeid: str, tmp_path: Path, machines=()):
                                "splats": "fail", "results": str(tmp_path)}.get(o, d),
                                stash={RUN_DIR: tmp_path}))
     if machines:
-        item.stash[hooks._MACHINES] = list(machines)
+        item.stash[judging.MACHINES] = list(machines)
     return item
 
 
@@ -142,9 +142,9 @@ def test_an_l2_splat_fails_each_test_that_reads_the_run(tmp_path):
     verdicts = []
     for n in (1, 2):                         # the first reader and a later one
         item = _item(f"t.py::test_{n}", tmp_path)
-        hooks.attach_splats(SimpleNamespace(node=item), found)
+        judging.attach_splats(SimpleNamespace(node=item), found)
         rep = _report()
-        hooks._judge_splats(item, rep)
+        judging.judge_splats(item, rep)
         verdicts.append((rep.outcome, "splat_warn" in str(rep.longrepr)))
     assert verdicts == [("failed", True), ("failed", True)]
 
@@ -196,7 +196,7 @@ def test_a_splat_printed_during_a_test_but_read_after_it_is_claimed_by_it(tmp_pa
     m = _Machine(tmp_path, WARN)
     item = _item("t.py::test_late", tmp_path, machines=[m])
     rep = _report()
-    hooks._judge_splats(item, rep)
+    judging.judge_splats(item, rep)
     assert rep.outcome == "failed" and "splat_warn" in rep.longrepr, rep
     assert [p for p in item.user_properties if p[0] == "console_flush_s"]
     rec = [json.loads(ln) for ln in (tmp_path / "splats.jsonl").read_text().splitlines()]
@@ -205,20 +205,20 @@ def test_a_splat_printed_during_a_test_but_read_after_it_is_claimed_by_it(tmp_pa
 
 def test_a_machine_nothing_acted_on_since_its_last_flush_is_not_flushed_again(tmp_path):
     m = _Machine(tmp_path, "")
-    assert isinstance(hooks.flush_console(m), float)
-    assert hooks.flush_console(m) is None        # a test that only read an agent run
+    assert isinstance(judging.flush_console(m), float)
+    assert judging.flush_console(m) is None        # a test that only read an agent run
     m.act()                                      # a test that ran a command
-    assert isinstance(hooks.flush_console(m), float)
+    assert isinstance(judging.flush_console(m), float)
 
 
 def test_a_machine_that_cannot_say_is_not_flushed(tmp_path):
     m = _Machine(tmp_path, WARN)
     m._ssh = None                            # never reached over ssh
-    assert hooks.flush_console(m) is None
+    assert judging.flush_console(m) is None
     m._ssh, m.console.fatal_index = m, 3     # crashed
-    assert hooks.flush_console(m) is None
+    assert judging.flush_console(m) is None
     m.console.fatal_index, m.status = None, "suspended"
-    assert hooks.flush_console(m) is None
+    assert judging.flush_console(m) is None
 
 
 def test_a_splat_no_test_claimed_makes_the_exit_status_non_zero(tmp_path):
@@ -259,9 +259,9 @@ def test_an_agent_run_splat_fails_every_test_that_reads_the_run(tmp_path):
     for n in (1, 2):
         item = _item(f"t.py::test_{n}", tmp_path)
         host.serve(SimpleNamespace(node=item), kernel)
-        item.stash[hooks._MACHINES] = []     # judge only what the reader was given
+        item.stash[judging.MACHINES] = []     # judge only what the reader was given
         rep = _report()
-        hooks._judge_splats(item, rep)
+        judging.judge_splats(item, rep)
         verdicts.append(rep.outcome)
     assert verdicts == ["failed", "failed"]
 
