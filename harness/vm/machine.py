@@ -394,7 +394,7 @@ class Machine:
         try:
             if self._ssh:
                 self._ssh.close()
-            if graceful and self.alive() and self.qmp:
+            if graceful and self.proc is not None and self.alive() and self.qmp:
                 abnormal = process.quit_over_qmp(self.qmp, self.proc)
         finally:
             self.kill()

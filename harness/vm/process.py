@@ -58,12 +58,11 @@ def kill(proc: subprocess.Popen | None) -> None:
 def quit_over_qmp(qmp: QMP, proc: subprocess.Popen) -> str | None:
     """QMP `quit`; what went wrong, if anything (still running 10 s later, or a non-zero
     status)."""
+    error: str | None = None
     try:
         qmp.execute("quit", timeout=5)
     except Exception as e:        # QEMU may drop the connection before it replies:
         error = f"{type(e).__name__}: {e}"  # that is normal if it then exits 0
-    else:
-        error = None
     try:
         status = proc.wait(10)
     except subprocess.TimeoutExpired:
