@@ -200,12 +200,11 @@ class L2Host:
         Exit 4 from the VMM (the host KVM lacks what the policy asks) goes to
         `on_refused`, else raises VmmRefused; another failure of the VMM is VmmFailed."""
         key = (name, args, append)
-        runs = self.runs
-        if key not in runs:
-            runs[key] = self._run(name, args, append, timeout, silent, len(runs))
+        if key not in self.runs:
+            self.runs[key] = self._run(name, args, append, timeout, silent, len(self.runs))
         if self.on_read:
-            self.on_read(runs[key])
-        return runs[key]
+            self.on_read(self.runs[key])
+        return self.runs[key]
 
     def _run(self, name: str, args: tuple[str, ...], append: tuple[str, ...],
              timeout: float, silent: float, n: int) -> L2Run:
