@@ -31,7 +31,8 @@ from harness import profiles
 from harness.image import rootfs
 from harness.kernel import kernels
 from harness.vm import cmdline
-from harness.vm.machine import READY, Machine
+from harness.vm.boot import READY
+from harness.vm.machine import Machine
 from harness.vm.ssh import KeyPair
 
 

@@ -31,3 +31,10 @@ class AbnormalShutdown(BootError):
 
 class WaitTimeout(GuestpmError):
     """A bounded wait expired; the message names what was awaited."""
+
+
+class GuestMisbehaved(Exception):
+    """The guest did not do what it was asked: the message is the evidence (what was
+    expected, what came instead, where the artifacts are).  Not a GuestpmError: the
+    host and the harness are fine, the kernel under test is not; a test that meets one
+    FAILs with its message (harness/vm raises these, it never judges)."""

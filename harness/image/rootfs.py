@@ -133,11 +133,17 @@ def _pyc(source: Path, guest_path: str) -> bytes:
         return out.read_bytes()
 
 
-def modules_layer(kernel: Kernel, profile: Profile) -> bytes:
-    """Modules in load order, plus /etc/guestpm/modules naming that order."""
+def modules_layer(kernel: Kernel, names: tuple[str, ...], directories: bool = False) -> bytes:
+    """The named modules with their dependencies, in load order
+    (/lib/modules/guestpm/*.ko), plus /etc/guestpm/modules naming that order.
+    `directories`: with the directories they go in, for an initramfs that lacks them
+    (the L2 guest's busybox one, harness/vm/l2.py)."""
     buf = io.BytesIO()
     w = CpioWriter(buf)
-    order = ModuleTree(kernel.modules).closure(list(profile.modules)) if kernel.modules else []
+    if directories:
+        for d in ("lib", "lib/modules", "lib/modules/guestpm", "etc", "etc/guestpm"):
+            w.directory(d)
+    order = ModuleTree(kernel.modules).closure(list(names)) if kernel.modules and names else []
     for name, data in order:
         w.file(f"lib/modules/guestpm/{name}.ko", data)
     w.file("etc/guestpm/modules", "".join(f"{n}\n" for n, _ in order).encode())
@@ -148,7 +154,7 @@ def modules_layer(kernel: Kernel, profile: Profile) -> bytes:
 def initramfs(kernel: Kernel, profile: Profile, progress: Progress = lambda s: None) -> Path:
     """The concatenated initramfs for this kernel and profile (cached by content)."""
     base = userland(profile, progress)
-    layers = [guestpm_layer(), modules_layer(kernel, profile)]
+    layers = [guestpm_layer(), modules_layer(kernel, profile.modules)]
     key = cache.digest(base.name, *layers)[:16]
     out = cache.cache_dir() / "initramfs" / f"{profile.deb_arch}-{key}.cpio"
     if not out.exists():

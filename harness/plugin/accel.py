@@ -108,7 +108,8 @@ def kvm_profile(p: Profile) -> Profile:
 def probe(p: Profile, kernel, initrd: Path, workdir: Path, timeout: float = 180) -> str | None:
     """Boot `kernel` under the host's KVM (`p` is the KVM profile) to its ready line and
     have the guest create a VM: None when both worked, else why not (one line)."""
-    from harness.vm.machine import READY, Machine
+    from harness.vm.boot import READY
+    from harness.vm.machine import Machine
     m = Machine(p, kernel, initrd, workdir, boot_timeout=timeout)
     try:
         m.launch()

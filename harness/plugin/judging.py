@@ -61,7 +61,6 @@ def judge_splats(item: pytest.Item, report: pytest.TestReport) -> None:
     each one that is not allowed FAILs it, quoting the splat."""
     found, flushed = [], []
     for m in dict.fromkeys(item.stash.get(MACHINES, [])):
-        m.last_test = item.nodeid
         flushed.append(flush_console(m))
         mine = m.splats.claim()
         if mine:

@@ -20,6 +20,8 @@ from harness.plan.targets import Target
 from harness.plugin.targets import machine_dir, results_dir
 from harness.progress import progress
 from harness.vm import snapshot
+from harness.vm.boot import Snapshot
+from harness.vm.l2 import L2Run
 from harness.vm.machine import Machine
 
 
@@ -194,6 +196,11 @@ class MachinePool:
         self.failed: dict[tuple, list[str]] = {}     # consecutive failed boots, by key
         self.wrappers: dict = {}          # reuse(): objects built around a pool machine
         self.snapshots = Snapshots(config, target)
+        # per machine handed out: the last test it was handed to (a splat printed after
+        # that test is "between" it and the next), and the reference VMM's runs on it
+        # (harness/vm/l2.py: every L2 host on that machine shares them)
+        self.last_test: dict[Machine, str] = {}
+        self.runs: dict[Machine, dict[tuple, L2Run]] = {}
 
     def get(self, append: tuple[str, ...], tag: str, qemu_args: tuple[str, ...] = (),
             profile: profiles.Profile | None = None) -> Machine:
@@ -230,7 +237,17 @@ class MachinePool:
                 self.failed.setdefault(key, []).append(f"{CURRENT_TEST[0] or tag}: {first}")
                 raise
             self.failed.pop(key, None)
-        return self.machines[key]
+        return self.handed_out(self.machines[key])
+
+    def handed_out(self, m: Machine) -> Machine:
+        """`m`, noted as handed to the test being set up."""
+        if CURRENT_TEST[0]:
+            self.last_test[m] = CURRENT_TEST[0]
+        return m
+
+    def l2_runs(self, m: Machine) -> dict[tuple, L2Run]:
+        """The L2 runs made on `m` (vm/l2.py HostPool)."""
+        return self.runs.setdefault(m, {})
 
     def initrd_for(self, profile: profiles.Profile) -> Path:
         """The initramfs a machine of `profile` boots: the target's, or its own where
@@ -245,7 +262,7 @@ class MachinePool:
         never blamed on a test, and retire the machine."""
         between = m.splats.claim()
         if between:
-            last = getattr(m, "last_test", None)
+            last = self.last_test.get(m)
             record_splats(self.config, self.target, m, between, "between", last)
             retire_if_splatted(self.config, m, between,
                                f"a kernel splat between tests (after {last})")
@@ -257,18 +274,20 @@ class MachinePool:
         w = self.wrappers.get(key)
         if w is None or not self.usable(machine_of(w)):
             w = self.wrappers[key] = make()
+        self.handed_out(machine_of(w))
         return w
 
     def _close(self, m: Machine) -> None:
+        last = self.last_test.pop(m, None)
+        self.runs.pop(m, None)
         try:
             m.close()
         except AbnormalShutdown as e:     # no test owns a pool machine: a warning, which
             warnings.warn(GuestpmWarning(  # the run's warnings summary lists
-                f"{self.target.id}: {e} (after {getattr(m, 'last_test', None)})"))
+                f"{self.target.id}: {e} (after {last})"))
         left = m.splats.claim()           # printed after its last test, while it shut down
         if left:
-            record_splats(self.config, self.target, m, left, "between",
-                          getattr(m, "last_test", None))
+            record_splats(self.config, self.target, m, left, "between", last)
 
     def close(self) -> None:
         for m in self.machines.values():
@@ -292,7 +311,7 @@ class Snapshots:
     def __init__(self, config: pytest.Config, target: Target):
         self.config, self.target = config, target
         self.enabled = config.getoption("snapshots") == "on"
-        self.taken: dict[tuple, snapshot.Snapshot] = {}
+        self.taken: dict[tuple, Snapshot] = {}
         self.boots: dict[tuple, str] = {}       # configurations that boot, and why
         self.probed: dict[str, str | None] = {}  # profile -> why its QEMU cannot restore it
         self.dir = results_dir(config) / "snapshots" / \

@@ -23,7 +23,7 @@ from pathlib import Path
 import pexpect
 from pexpect.spawnbase import SpawnBase
 
-from harness.errors import GuestPanic, WaitTimeout
+from harness.errors import GuestMisbehaved, GuestPanic, WaitTimeout
 from harness.signals import leave_signals_to_the_main_thread
 from harness.vm.splats import Scanner, SplatLog
 from harness.wait import wait_until, within
@@ -164,6 +164,10 @@ class ConsoleSpawn(SpawnBase):
         return self.send(s + "\n")
 
 
+class CommandFailed(GuestMisbehaved):
+    """A command in the guest that had to succeed exited non-zero (`CommandResult.check`)."""
+
+
 @dataclass
 class CommandResult:
     command: str
@@ -175,8 +179,8 @@ class CommandResult:
 
     def check(self) -> "CommandResult":
         if self.status != 0:
-            raise AssertionError(f"`{self.command}` exited {self.status}:\n{self.output}"
-                                 f"{self.stderr}")
+            raise CommandFailed(f"`{self.command}` exited {self.status}:\n{self.output}"
+                                f"{self.stderr}")
         return self
 
 

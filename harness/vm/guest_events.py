@@ -9,7 +9,12 @@ import shlex
 import time
 from typing import Callable
 
+from harness.errors import GuestMisbehaved
 from harness.wait import wait_until
+
+
+class ListenerDied(GuestMisbehaved):
+    """The guest's acpi_event listener exited while its record was awaited."""
 
 
 class GuestEvents:
@@ -44,8 +49,8 @@ class GuestEvents:
         def listening() -> None:
             if self.proc.done():
                 r = self.proc.wait(1)
-                raise AssertionError(f"the guest's acpi_event listener exited {r.status}: "
-                                     f"{r.stderr.strip() or r.output.strip()}")
+                raise ListenerDied(f"the guest's acpi_event listener exited {r.status}: "
+                                   f"{r.stderr.strip() or r.output.strip()}")
         return wait_until(emitted, timeout, what, listening, interval=0.3,
                           fail=lambda: f"{what}: not in the guest's acpi_event log within "
                                        f"{timeout:.0f}s; it holds {got or 'no events'}")

@@ -10,22 +10,17 @@ under TCG; a disk is read in about a second."""
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
-import pytest
-
-from harness.errors import GuestpmError
-from harness.guest.cpio import CpioWriter
+from harness.errors import GuestMisbehaved, GuestpmError
 from harness.guest.vmm import l2init
 from harness.guest.vmm.arm64 import board
-from harness.image import disks
-from harness.image.module_tree import ModuleTree
+from harness.image import disks, rootfs
 from harness.kernel.kernels import Kernel
 from harness.vm import splats as splat_scan
 from harness.vm.console import CONTEXT_LINES, FATAL
@@ -38,27 +33,36 @@ VMM = "cd /opt/guestpm && python3 -m harness.guest.vmm"
 
 
 def modules_cpio(kernel: Kernel, names: tuple[str, ...]) -> tuple[bytes, str | None]:
-    """The named modules with their dependencies, in load order, as an initramfs layer
-    (/lib/modules/guestpm/*.ko and /etc/guestpm/modules), and why not, if they cannot be
-    had (a kernel without modules: the layer is then empty)."""
-    why = None
-    order: list[tuple[str, bytes]] = []
-    if kernel.modules:
-        try:
-            order = ModuleTree(kernel.modules).closure(list(names))
-        except GuestpmError as e:
-            why = str(e)
-    else:
-        why = f"{kernel.release} comes without a modules directory"
-    buf = io.BytesIO()
-    w = CpioWriter(buf)
-    for d in ("lib", "lib/modules", "lib/modules/guestpm", "etc", "etc/guestpm"):
-        w.directory(d)
-    for name, data in order:
-        w.file(f"lib/modules/guestpm/{name}.ko", data)
-    w.file("etc/guestpm/modules", "".join(f"{n}\n" for n, _ in order).encode())
-    w.close()
-    return buf.getvalue(), why
+    """The named modules with their dependencies as an initramfs layer for the L2
+    guest's busybox initramfs (rootfs.modules_layer, with its directories), and why
+    not, if they cannot be had (a kernel without modules: the layer is then empty)."""
+    why = None if kernel.modules else f"{kernel.release} comes without a modules directory"
+    try:
+        return rootfs.modules_layer(kernel, names, directories=True), why
+    except GuestpmError as e:
+        return rootfs.modules_layer(kernel, (), directories=True), str(e)
+
+
+class VmmRefused(Exception):
+    """The reference VMM exited 4: the host KVM lacks what the policy asks (`why`, in
+    the VMM's words).  Whether that is a SKIP or a FAIL is the tests' call (the host's
+    release may promise it: L2Host.on_refused)."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
+class VmmFailed(GuestMisbehaved):
+    """The reference VMM failed (an exit status other than 0, 3 and 4)."""
+
+
+class NoReport(GuestMisbehaved):
+    """The L2 guest never printed the report a test reads."""
+
+
+class NotShutDown(GuestMisbehaved):
+    """An L2 run that was to end in the guest's power-off ended otherwise."""
 
 
 @dataclass(frozen=True)
@@ -116,17 +120,6 @@ class L2Run:
                 out.append((run, crash))
         return out
 
-    def check_crashes(self, excuse: Callable[[str, str], None] = lambda console, where: None
-                      ) -> None:
-        """FAIL on an L2 Oops or panic, quoting it, unless `excuse(console, where)` (a
-        known defect's XFAIL) claims it first.  A crash fails every test that reads the
-        run: Debian does not set panic_on_oops, so an L2 that oopsed in a kworker can
-        still report, and a panic ends the run as a mere "reset"."""
-        for run, crash in self.crashes():
-            excuse(run.console(), run.where)
-            pytest.fail(f"the L2 kernel crashed in run {run.name} ({run.where}):\n{crash}",
-                        pytrace=False)
-
     @property
     def reports(self) -> list[str]:
         return l2init.reports(self.console_text)
@@ -143,8 +136,9 @@ class L2Run:
     def report(self, key: str) -> dict[str, str]:
         """The report line that starts with `key`, as key=value fields."""
         line = next((r for r in self.reports if re.split(r"[ =]", r, maxsplit=1)[0] == key), None)
-        assert line is not None, f"the L2 guest never reported {key!r}; it said " \
-                                 f"{self.reports}; {self.ending()}"
+        if line is None:
+            raise NoReport(f"the L2 guest never reported {key!r}; it said {self.reports}; "
+                           f"{self.ending()}")
         return parse_report(line)
 
     def ending(self) -> str:
@@ -173,37 +167,44 @@ class L2Run:
                      splats=self.splats)
 
     def assert_ended(self) -> None:
-        assert self.result["outcome"] == "shutdown", f"L2 run {self.name}: {self.ending()}"
+        """NotShutDown unless the L2 guest powered off (how the run ended, if not)."""
+        if self.result["outcome"] != "shutdown":
+            raise NotShutDown(f"L2 run {self.name}: {self.ending()}")
 
 
 @dataclass
 class L2Host:
+    """The L1 host machine with an L2 guest kernel attached.  It drives the reference
+    VMM and reports what it saw; the judges are the tests' (the three callables, set by
+    their fixture: tests/e2e/conftest.py, harness/plugin/l2_judge.py)."""
     mode: str
     machine: Machine
     guest: Kernel
     disks: GuestDisks
+    # the runs made on this machine, by (name, args, append): shared by every L2Host on
+    # it (HostPool.l2_runs), whose numbering names the VMM's output directories
+    runs: dict[tuple, L2Run] = field(default_factory=dict)
     # checked every second while the VMM runs, besides the machine's own watchdog: the
-    # tests' fixture names a known defect of the L1 host here (tests/e2e/conftest.py)
+    # tests' fixture names a known defect of the L1 host here
     watch: Callable[[], None] | None = None
     # called with every run a test reads, the cached ones included: the fixture hands
-    # its splats to that test and fails it on an L2 crash (tests/e2e/conftest.py)
+    # its splats to that test and fails it on an L2 crash
     on_read: Callable[[L2Run], None] | None = None
     # called with the VMM's reason when it exits 4 (the host KVM refused what the policy
-    # asks) before that SKIPs: the tests' fixture FAILs a refusal the release promises
+    # asks): the fixture SKIPs, or FAILs a refusal the host's release promises against
     on_refused: Callable[[str], None] | None = None
 
     def run(self, name: str, *args: str, append: tuple[str, ...] = (),
             timeout: float = 300, silent: float = 180) -> L2Run:
         """The reference VMM in L1, once per (name, args, append) on this host machine.
-        Exit 4 from the VMM (the host KVM lacks what the policy asks) SKIPs, naming it."""
+        Exit 4 from the VMM (the host KVM lacks what the policy asks) goes to
+        `on_refused`, else raises VmmRefused; another failure of the VMM is VmmFailed."""
         key = (name, args, append)
-        # the cache and the numbering live on the machine: two L2Hosts may share one
-        runs = self.machine.__dict__.setdefault("l2_runs", {})
-        if key not in runs:
-            runs[key] = self._run(name, args, append, timeout, silent, len(runs))
+        if key not in self.runs:
+            self.runs[key] = self._run(name, args, append, timeout, silent, len(self.runs))
         if self.on_read:
-            self.on_read(runs[key])
-        return runs[key]
+            self.on_read(self.runs[key])
+        return self.runs[key]
 
     def _run(self, name: str, args: tuple[str, ...], append: tuple[str, ...],
              timeout: float, silent: float, n: int) -> L2Run:
@@ -244,13 +245,13 @@ class L2Host:
         where = f"VMM exit log and L2 console: {art}"
         if r.status == 4:
             why = r.stderr.strip().removeprefix("vmm: ")
-            if self.on_refused:         # the tests' side: a refusal the host's release
-                self.on_refused(why)    # promises against is a FAIL
-            pytest.skip(why)
-        crash = crash_in((art / "console.log").read_text(errors="replace"))
-        assert r.status in (0, 3), \
-            f"the reference VMM failed (exit {r.status}): {r.stderr.strip()} ({where})" + \
-            (f"; the L2 kernel crashed:\n{crash}" if crash else "")
+            if self.on_refused:
+                self.on_refused(why)
+            raise VmmRefused(why)
+        if r.status not in (0, 3):
+            crash = crash_in((art / "console.log").read_text(errors="replace"))
+            raise VmmFailed(f"the reference VMM failed (exit {r.status}): {r.stderr.strip()} "
+                            f"({where})" + (f"; the L2 kernel crashed:\n{crash}" if crash else ""))
         result = json.loads(r.output.strip().splitlines()[-1])
         (art / "result.json").write_text(json.dumps(result, indent=1))
         console = (art / "console.log").read_text(errors="replace")
@@ -264,10 +265,20 @@ class L2Host:
                 (art / sub / f).write_text(got.output)
 
 
-def host(machine_pool, mode: str, guest: Kernel, same: bool = True) -> L2Host:
+class HostPool(Protocol):
+    """Where L1 host machines come from (the test plugin's MachinePool): a booted machine
+    per configuration, and the L2 runs made on each machine."""
+
+    def get(self, append: tuple[str, ...], tag: str,
+            qemu_args: tuple[str, ...] = ()) -> Machine: ...
+
+    def l2_runs(self, m: Machine) -> dict[tuple, L2Run]: ...
+
+
+def host(pool: HostPool, mode: str, guest: Kernel, same: bool = True) -> L2Host:
     """The L1 host machine of the L2 tests in `mode`, with `guest` attached (shared by
     every L2 test of the target that names the same guest)."""
     d = guest_disks(guest)
     tag = f"l2-{mode}" if same else f"l2-{mode}-guest-{guest.release}"
-    m = machine_pool.get(MODES[mode], tag=tag, qemu_args=d.qemu_args)
-    return L2Host(mode, m, guest, d)
+    m = pool.get(MODES[mode], tag=tag, qemu_args=d.qemu_args)
+    return L2Host(mode, m, guest, d, pool.l2_runs(m))

@@ -1,81 +1,38 @@
-"""A Machine owns one QEMU: the process, QMP, the console and ssh.
-
-Lifetime guarantees (every QEMU dies with whoever started it):
-  * QEMU gets PR_SET_PDEATHSIG=SIGKILL, so it dies even if the harness is
-    SIGKILLed (the kernel does it; nothing has to run in Python);
-  * `with Machine(...)`, `close()` and an atexit hook kill it on exceptions,
-    Ctrl-C (KeyboardInterrupt) and pytest-timeout's signal method;
-  * only our own child is ever signalled, by pid.
-"""
+"""A Machine owns one QEMU: the process (harness/vm/process.py: it dies with whoever
+started it), QMP, the console and ssh."""
 
 from __future__ import annotations
 
-import atexit
-import ctypes
 import json
 import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import time
-import weakref
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from harness.errors import AbnormalShutdown, BootError, SetupError, SilentMachine, WaitTimeout
+from harness.errors import (AbnormalShutdown, BootError, GuestMisbehaved, SetupError,
+                            SilentMachine, WaitTimeout)
 from harness.kernel.kernels import Kernel
 from harness.profiles import Profile
-from harness.vm import cmdline
-from harness.vm.console import CommandResult, Console
+from harness.vm import cmdline, process
+from harness.vm.boot import (EVERY_CPU_SLEEPS, HOSTKEY, INSMOD_FAILED, READY,
+                             RESTORED_OR_FRESH, BootInfo, Snapshot)
+from harness.vm.console import CommandFailed, CommandResult, Console
 from harness.vm.qmp import QMP
-from harness.vm.snapshot import Snapshot
 from harness.vm.splats import SplatLog
 from harness.vm.ssh import SSH, KeyPair
 from harness.wait import wait_until, within
 
 T = TypeVar("T")
 
-_LIVE: "weakref.WeakSet[Machine]" = weakref.WeakSet()
-_PR_SET_PDEATHSIG = 1
 
-
-def _die_with_parent() -> None:   # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    os.setpgid(0, 0)   # Ctrl-C on the terminal goes to the harness, which then kills us
-
-
-@atexit.register
-def _kill_all() -> None:
-    for m in list(_LIVE):
-        m.kill()
-
-
-@dataclass
-class BootInfo:
-    wall_s: float            # QEMU start -> shell ready, measured by the harness
-    guest_uptime_s: float    # the guest's /proc/uptime when it printed the ready line
-    release: str
-    insmod_failed: list[str] = field(default_factory=list)   # profile modules /init could
-                                                              # not load (guest-rootfs/init)
-    restored: bool = False   # from a snapshot: wall_s is the restore's, the rest the boot's
-
-
-# /init's lines (guest-rootfs/init `say`): kernel records, so no other record lands
-# inside one; the console mends a line that one tore all the same (console.LineMender).
-# Anchored at the line end: a line is read whole, never a prefix of it.
-READY = re.compile(r"guestpm: ready uptime=([\d.]+) release=(\S+)\r?\n")
-RESTORED_OR_FRESH = re.compile(r"(PM: hibernation: hibernation exit)\r?\n|guestpm: ready uptime=")
-INSMOD_FAILED = re.compile(r"guestpm: insmod (\S+) failed")
-HOSTKEY = re.compile(r"guestpm: hostkey (ssh-\S+ \S+)[^\n]*\n")
-# A restored guest's timers must run on every CPU (they do not on arm64 under QEMU 7.2's
-# TCG: Profile.probe_restores)
-EVERY_CPU_SLEEPS = ("for c in /sys/devices/system/cpu/cpu[0-9]*; do "
-                    "taskset -c ${c##*cpu} sleep 0.1 || exit 1; done")
+class AgentFailed(GuestMisbehaved):
+    """A guest-agent scenario failed or gave no reply; the message carries what the agent
+    said."""
 
 
 class Machine:
@@ -191,11 +148,8 @@ class Machine:
             args = cmdline.qemu_args(self.profile, spec)
             self.cmdline_file.write_text(shlex.join(args) + "\n")
             self.started_at = time.monotonic()
-            with open(self.stderr_log, "wb") as err:
-                self.proc = subprocess.Popen(
-                    args, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                    pass_fds=(qmp_theirs.fileno(), con_theirs.fileno()),
-                    preexec_fn=_die_with_parent, cwd=self.workdir)
+            self.proc = process.start(args, self.stderr_log, self.workdir,
+                                      (qmp_theirs.fileno(), con_theirs.fileno()))
         except BaseException:
             qmp_ours.close()            # QEMU never got them: nothing else will close them
             con_ours.close()
@@ -203,7 +157,6 @@ class Machine:
         finally:
             qmp_theirs.close()          # QEMU holds its own copies now
             con_theirs.close()
-        _LIVE.add(self)
         self.console = Console(con_ours, self.console_log, self.splats,
                                history=self.snapshot.console_history() if incoming else b"")
         try:
@@ -309,7 +262,7 @@ class Machine:
         try:
             self.run(f"date -s @{time.time():.0f} >/dev/null && {EVERY_CPU_SLEEPS}",
                      timeout=15).check()
-        except (WaitTimeout, AssertionError) as e:
+        except (WaitTimeout, CommandFailed) as e:
             raise BootError(f"the restored guest does not run as a booted one would: "
                             f"{e} ({self.artifacts()})") from None
         self.boot = BootInfo(time.monotonic() - self.started_at, snap.boot.guest_uptime_s,
@@ -412,29 +365,23 @@ class Machine:
     def agent(self, scenario: str, **kwargs) -> dict:
         """Run a guest-agent scenario over ssh and return its result dict.
 
-        An agent error is an AssertionError carrying the agent's own output, so the
-        failing test shows what the guest said, not a JSON decode error."""
+        An agent error is AgentFailed carrying the agent's own output, so the failing
+        test shows what the guest said, not a JSON decode error."""
         arg = shlex.quote(json.dumps(kwargs)) if kwargs else ""
         r = self.ssh.run(f"cd /opt/guestpm && python3 -m harness.guest.agent {scenario} {arg}")
         try:
             reply = json.loads(r.output.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            raise AssertionError(f"agent {scenario}: no JSON reply (exit {r.status}):\n"
-                                 f"{r.output}{r.stderr}") from None
+            raise AgentFailed(f"agent {scenario}: no JSON reply (exit {r.status}):\n"
+                              f"{r.output}{r.stderr}") from None
         if "result" not in reply:
-            raise AssertionError(f"agent {scenario} failed: {reply.get('error')}\n"
-                                 f"{reply.get('traceback', '')}")
+            raise AgentFailed(f"agent {scenario} failed: {reply.get('error')}\n"
+                              f"{reply.get('traceback', '')}")
         return reply["result"]
 
     def kill(self) -> None:
         """Kill our QEMU (by pid) now.  Safe to call more than once, from any thread."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+        process.kill(self.proc)
 
     def close(self, graceful: bool = True) -> None:
         """Quit QEMU (graceful: over QMP, else kill it) and release everything.  A QEMU
@@ -447,34 +394,16 @@ class Machine:
         try:
             if self._ssh:
                 self._ssh.close()
-            if graceful and self.alive() and self.qmp:
-                abnormal = self._quit()
+            if graceful and self.proc is not None and self.alive() and self.qmp:
+                abnormal = process.quit_over_qmp(self.qmp, self.proc)
         finally:
             self.kill()
             if self.qmp:
                 self.qmp.close()
             if self.console:
                 self.console.close()
-            _LIVE.discard(self)
         if abnormal:
             raise AbnormalShutdown(f"{abnormal}: {self._stderr_tail()} ({self.artifacts()})")
-
-    def _quit(self) -> str | None:
-        """QMP `quit`; what went wrong, if anything."""
-        try:
-            self.qmp.execute("quit", timeout=5)
-        except Exception as e:        # QEMU may drop the connection before it replies:
-            error = f"{type(e).__name__}: {e}"  # that is normal if it then exits 0
-        else:
-            error = None
-        try:
-            status = self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            return f"QEMU still ran 10 s after QMP quit ({error or 'quit acknowledged'})"
-        if status != 0:
-            return f"QEMU exited with status {status} on QMP quit" + \
-                (f" ({error})" if error else "")
-        return None
 
     def __enter__(self) -> "Machine":
         return self

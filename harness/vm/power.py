@@ -10,26 +10,26 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from harness.errors import WaitTimeout
+from harness.errors import GuestMisbehaved, WaitTimeout
 from harness.vm import debugcon
 from harness.vm.machine import Machine
 from harness.vm.ssh import Running
 from harness.wait import wait_until, within
 
 
-class NeverSuspended(AssertionError):
+class NeverSuspended(GuestMisbehaved):
     """The write to /sys/power/state returned before QEMU saw the guest suspend."""
 
 
-class NeverWoke(AssertionError):
+class NeverWoke(GuestMisbehaved):
     """QEMU saw the guest suspend, but no WAKEUP followed within the bound."""
 
 
-class WokeEarly(AssertionError):
+class WokeEarly(GuestMisbehaved):
     """The guest woke before the wake action: whatever woke it, it was not the action."""
 
 
-class EndedInReset(AssertionError):
+class EndedInReset(GuestMisbehaved):
     """The guest reset or powered off during a transition: QEMU (-no-reboot) exited."""
 
 
@@ -188,7 +188,7 @@ def console_shows_idle(m: Machine, timeout: float = 30) -> Callable[[Callable[[]
                                              "the guest's 'PM: suspend-to-idle'", watchdog)
 
 
-class NeverHibernated(AssertionError):
+class NeverHibernated(GuestMisbehaved):
     """The write of `disk` to /sys/power/state returned, and QEMU kept running."""
 
 

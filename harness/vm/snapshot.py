@@ -20,17 +20,15 @@ import datetime
 import json
 import shlex
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from harness import cache
 from harness.errors import BootError, GuestpmError
 from harness.vm import cmdline
-
-if TYPE_CHECKING:
-    from harness.vm.machine import BootInfo, Machine
-    from harness.vm.ssh import KeyPair
+from harness.vm.boot import Snapshot
+from harness.vm.console import CommandFailed
+from harness.vm.machine import Machine
 
 # QEMU's default migration bandwidth (32 MiB/s) would make a 200 MiB snapshot take 6 s;
 # the file is local, so do not limit it.
@@ -39,29 +37,6 @@ MAX_BANDWIDTH = 1 << 40
 
 class SnapshotError(BootError):
     """QEMU could not write a snapshot (a device that blocks migration, a full disk)."""
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    path: Path
-    keys: "KeyPair"          # the key the guest's /init authorised (from its command line)
-    host_key: str            # the guest's dropbear host key, as its ready line printed it
-    boot: "BootInfo"         # the boot of the machine it was taken from
-    origin: Path             # that machine's directory (its console log tells the boot)
-    console: bytes           # that machine's console up to the snapshot
-    write_s: float           # how long QEMU took to write it
-    size: int                # bytes
-
-    def incoming_args(self) -> tuple[str, ...]:
-        """QEMU arguments that load this snapshot instead of booting."""
-        return ("-incoming", f"exec:cat {shlex.quote(str(self.path))}")
-
-    def console_history(self) -> bytes:
-        """What a restored machine's console log starts with: the boot it came from, and
-        a line that says where the restore took over."""
-        return (self.console.rstrip(b"\r\n") +
-                f"\n--- guestpm: restored here from a snapshot of {self.origin} "
-                f"({self.path.name}), taken after its ready line ---\n".encode())
 
 
 def restorable(qemu_args: tuple[str, ...]) -> str | None:
@@ -75,9 +50,11 @@ def restorable(qemu_args: tuple[str, ...]) -> str | None:
     return None
 
 
-def take(m: "Machine", path: Path, timeout: float = 120) -> Snapshot:
+def take(m: Machine, path: Path, timeout: float = 120) -> Snapshot:
     """Stop `m`, write its state to `path`, resume it.  SnapshotError if QEMU could not;
     `m` runs on either way."""
+    if m.host_key is None or m.boot is None:
+        raise SnapshotError(f"a snapshot of {m.workdir}, which is not ready")
     console = m.console_log.read_bytes()
     t = time.monotonic()
     m.qmp.execute("stop")
@@ -95,7 +72,6 @@ def take(m: "Machine", path: Path, timeout: float = 120) -> Snapshot:
         path.unlink(missing_ok=True)
         raise SnapshotError(f"QEMU could not write a snapshot of {m.workdir}: {st['status']}"
                             f" ({st.get('error-desc', 'no reason given')})")
-    assert m.host_key is not None and m.boot is not None, "snapshot of a machine not ready"
     return Snapshot(path, m.keys, m.host_key, m.boot, m.workdir, console,
                     time.monotonic() - t, path.stat().st_size)
 
@@ -126,8 +102,8 @@ def restore_probe_file(profile) -> Path:
             f"restore-{profile.arch}-{cmdline.qemu_identity(profile)}.json")
 
 
-def probe_restores(profile, make: Callable[[str], "Machine"], workdir: Path,
-                   record: Callable[["Machine", str], None] = lambda m, kind: None) -> str | None:
+def probe_restores(profile, make: Callable[[str], Machine], workdir: Path,
+                   record: Callable[[Machine, str], None] = lambda m, kind: None) -> str | None:
     """Whether this QEMU restores `profile`'s machines faithfully: None, or why not.
     Measured once per QEMU binary (a small machine booted, its timers armed on every
     CPU, snapshotted, restored, a sleep on every CPU) and kept in the cache.
@@ -164,7 +140,7 @@ def _round_trip(make, workdir: Path, record) -> tuple[str | None, str]:
                 b.wait_ready()          # sleeps 0.1 s on every CPU: BootError if one hangs
                 record(b, "restore")
                 b.run(EVERY_CPU_SLEEPS_1S, timeout=30).check()
-            except (GuestpmError, AssertionError) as e:
+            except (GuestpmError, CommandFailed) as e:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 return (f"QEMU {version} lost the generic timers' deadlines in a snapshot "
                         f"round trip (restore {n + 1} of {PROBE_ROUNDS}) of a "

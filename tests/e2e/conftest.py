@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from harness.kernel import kernels
-from harness.plugin import history
+from harness.plugin import l2_judge
 from harness.plugin.judging import attach_machine, attach_splats
 from harness.plugin.known_defects import KNOWN, L1_VCPU_HANG, xfail_if_seen
 from harness.progress import progress
@@ -49,15 +49,11 @@ def l1(request, target, l2_mode, guest_spec, machine_pool, kernel, profile) -> L
         """Every test that reads a run answers for its L2 splats and crashes; a crash is
         judged against the known defects of the kernel that crashed, the L2 guest."""
         attach_splats(request, run.splats)
-        run.check_crashes(lambda console, where: xfail_if_seen(
+        l2_judge.fail_on_crash(run, lambda console, where: xfail_if_seen(
             console, "arm64", where, *KNOWN, release=host.guest.release, mode=l2_mode,
             stock=host.guest.debian is not None))
     host.on_read = read
-
-    def refused(why: str) -> None:
-        """The host KVM refused what the VMM asked: a FAIL where its release promises it."""
-        broken = history.vmm_refusal_broken(why, m.kernel.release)
-        if broken:
-            pytest.fail(broken, pytrace=False)
-    host.on_refused = refused
+    # the host KVM refused what the VMM asked: a SKIP, or a FAIL where its release
+    # promises it
+    host.on_refused = lambda why: l2_judge.refused(why, m.kernel.release)
     return host

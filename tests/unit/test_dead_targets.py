@@ -14,8 +14,9 @@ from harness.errors import BootError, SilentMachine, WaitTimeout
 from harness.kernel.kernels import Kernel
 from harness.plugin import pool
 from harness.plugin.targets import RUN_DIR, Target
+from harness.vm.boot import BootInfo
 from harness.vm.console import Console
-from harness.vm.machine import BootInfo, Machine
+from harness.vm.machine import Machine
 
 TARGET = Target("debian:bullseye", "arm64")
 NOT_READY = ("timed out after 300s waiting for the guest's 'guestpm: ready' line; console "

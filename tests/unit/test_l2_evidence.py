@@ -12,7 +12,7 @@ import pytest
 
 from harness.guest.vmm import l2init
 from harness.guest.vmm.__main__ import DEFAULT_APPEND
-from harness.plugin import judging, report as report_mod
+from harness.plugin import judging, l2_judge, report as report_mod
 from harness.plugin.known_defects import KNOWN, xfail_if_seen
 from harness.plugin.targets import RUN_DIR
 from harness.guest.psci import floor_of
@@ -91,25 +91,25 @@ def test_an_l2_oops_fails_every_reader_quoting_it():
     assert crash_in(run.console()).splitlines()[1].startswith("[   12.100000] Unable to handle")
     for _ in range(2):                       # a second reader of the same run too
         with pytest.raises(pytest.fail.Exception) as e:
-            run.check_crashes()
+            l2_judge.fail_on_crash(run)
         assert "the L2 kernel crashed in run honour" in str(e.value)
         assert "pc : some_work_fn+0x10/0x40" in str(e.value)
     assert crash_in("[ 1.0] guestpm-l2: done\n") is None
-    _run("[ 1.0] fine\n", "done").check_crashes()
+    l2_judge.fail_on_crash(_run("[ 1.0] fine\n", "done"))
 
 
 def test_an_l2_panic_is_quoted_not_only_the_reset():
     run = _run("[   3.0] Kernel panic - not syncing: Attempted to kill init!\n", "up",
                outcome="reset")
     with pytest.raises(pytest.fail.Exception, match="Kernel panic - not syncing"):
-        run.check_crashes()
+        l2_judge.fail_on_crash(run)
 
 
 def test_an_l2_crash_a_known_defect_matches_is_an_xfail():
     oops = (GOLDEN / "oops" / "trans_pgd-6.12-arm64.txt").read_text()
     run = _run("".join(f"[   20.000000] {ln}\n" for ln in oops.splitlines()))
     with pytest.raises(pytest.xfail.Exception, match="trans_pgd_create_copy"):
-        run.check_crashes(lambda console, where: xfail_if_seen(
+        l2_judge.fail_on_crash(run, lambda console, where: xfail_if_seen(
             console, "arm64", where, *KNOWN, release="6.12.48+deb13-arm64", mode="vhe"))
 
 

@@ -83,5 +83,5 @@ def test_close_reports_an_unclean_quit_after_releasing_everything(m, proc, error
     else:
         with pytest.raises(AbnormalShutdown, match=reported):
             m.close()
-    assert m.qmp.closed and m not in machine_mod._LIVE
+    assert m.qmp.closed and not m.alive()
     assert proc.killed == (not proc.quits)    # the one still running was killed

@@ -10,8 +10,9 @@ from harness import profiles
 from harness.errors import BootError
 from harness.kernel.kernels import Kernel
 from harness.vm import machine as machine_mod
-from harness.vm.machine import BootInfo, Machine
-from harness.vm.snapshot import Snapshot, restorable
+from harness.vm.boot import BootInfo, Snapshot
+from harness.vm.machine import Machine
+from harness.vm.snapshot import restorable
 from harness.vm.ssh import KeyPair
 
 GOLDEN = Path(__file__).parent / "golden" / "snapshot"

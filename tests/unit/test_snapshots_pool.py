@@ -10,7 +10,7 @@ from harness import profiles
 from harness.errors import BootError
 from harness.plugin import pool
 from harness.plugin.targets import Target
-from harness.vm.machine import BootInfo
+from harness.vm.boot import BootInfo
 
 
 class FakeMachine:
