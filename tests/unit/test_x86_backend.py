@@ -6,6 +6,7 @@ how each way a run ends reaches the core."""
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -64,8 +65,9 @@ def kvm_calls(monkeypatch):
     return calls
 
 
-def run(script, dsdt=DSDT, vcpus=2, hooks=()):
-    core = xb.make(bzimage(), INITRD, xb.APPEND, Policy(vcpus=vcpus, ram_mib=64), dsdt=dsdt)
+def run(script, dsdt=DSDT, vcpus=2, hooks=(), **kw):
+    core = xb.make(bzimage(), INITRD, xb.APPEND, Policy(vcpus=vcpus, ram_mib=64), dsdt=dsdt,
+                   **kw)
     fake = FakeVm(script)
 
     def open_vm():
@@ -122,6 +124,22 @@ def test_acpi_boot_memory_vcpus_and_an_s5_power_off(kvm_calls):
     assert regs == {"rip": img.entry64, "rsi": boot.ZERO_PAGE, "rflags": 2}
 
 
+def test_the_power_button_on_a_timer_raises_the_sci_the_guest_enabled(kvm_calls):
+    fake = []
+
+    def until_the_sci():             # the vCPU idles until the VMM's timer has fired
+        deadline = time.monotonic() + 5
+        while not fake[0].irqs and time.monotonic() < deadline:
+            time.sleep(0.01)
+    script = [("out", 0x602, 2, struct.pack("<H", pm.PWRBTN_STS)), until_the_sci,
+              ("in", 0x600, 4, 1), ("out", 0x604, 2, S5)]
+    core, vm, r = run(script, hooks=[lambda c: fake.append(c.vm)], power_button_s=0.2)
+    assert r.outcome == "shutdown" and vm.irqs == [(9, True)]
+    assert vm.vcpus[0].ins == [struct.pack("<I", pm.PWRBTN_STS << 16 | pm.PWRBTN_STS)]
+    raised = next(e for e in r.exits if e["event"] == "raise")
+    assert raised["what"] == "power-button" and raised["sci"] and raised["t"] >= 0.2
+
+
 def test_without_a_dsdt_acpi_is_off_and_the_halt_line_ends_the_run(kvm_calls):
     halt = [("out", 0x3F8, 1, bytes([c])) for c in b"reboot: System halted\n"]
     core, vm, r = run(halt, dsdt=None, vcpus=1)
@@ -159,6 +177,7 @@ def test_an_unknown_exit_ends_the_run_in_error(kvm_calls):
     ({"policy": Policy(ram_mib=64, pmem_mib=16)}, "pmem"),
     ({"policy": Policy(ram_mib=64, psci_version=(1, 0))}, "PSCI version is arm64's"),
     ({"initrd": bytes(40 << 20)}, "does not fit"),
+    ({"dsdt": None, "power_button_s": 1.0}, "power-button press needs ACPI"),
 ])
 def test_bad_input_is_refused_before_any_kvm_call(kw, why):
     args = {"kernel": bzimage(), "initrd": INITRD, "bootargs": xb.APPEND,

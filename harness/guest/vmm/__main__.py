@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
                     "bzImage; a file or a block device)")
     ap.add_argument("--dsdt", help="x86_64: the DSDT's AML (a file or the disk it came "
                     "on); ACPI tables are built around it (without it: acpi=off)")
+    ap.add_argument("--power-button", type=float, metavar="S", help="x86_64, with --dsdt: "
+                    "press the power button (ACPI fixed event) S seconds after set-up")
     ap.add_argument("--initrd", help="initramfs (default: busybox + the guestpm scenario)")
     ap.add_argument("--suspend", default="honour", choices=("honour", "hold", "deny", "off"),
                     help="SYSTEM_SUSPEND policy; off: no KVM_CAP_ARM_SYSTEM_SUSPEND")
@@ -104,12 +106,15 @@ def _append(backend) -> str:
 
 def _backend_extra(a) -> dict:
     """Arguments only some backends take: given only when asked for."""
-    if not a.dsdt:
+    if not a.dsdt and a.power_button is None:
         return {}
     if a.arch != "x86_64":
-        raise VmmError(f"--dsdt: ACPI tables are the x86_64 backend's, not {a.arch}'s")
-    with open(a.dsdt, "rb") as fh:
-        return {"dsdt": fh.read()}
+        raise VmmError(f"--dsdt, --power-button: ACPI is the x86_64 backend's, not {a.arch}'s")
+    extra: dict = {"power_button_s": a.power_button}
+    if a.dsdt:
+        with open(a.dsdt, "rb") as fh:
+            extra["dsdt"] = fh.read()
+    return extra
 
 
 def _relaunch(backend, kernel: bytes, initrd: bytes, policy: Policy, result: Result,

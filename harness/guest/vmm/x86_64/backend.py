@@ -13,6 +13,7 @@ no ACPI to power off with, the kernel's "System halted" on the console (shutdown
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from ...kvm import x86
@@ -56,7 +57,7 @@ def load_kernel(path: str) -> bytes:
 
 class X86Backend:
     def __init__(self, kernel: bytes, initrd: bytes, bootargs: str, policy: Policy,
-                 dsdt: bytes | None = None):
+                 dsdt: bytes | None = None, power_button_s: float | None = None):
         if policy.pmem_mib:
             raise VmmError("a pmem region is not on the x86_64 backend")
         if policy.psci_version:
@@ -69,6 +70,10 @@ class X86Backend:
                 if dsdt is not None else None
         except (boot.BootError, acpi.AcpiError) as e:
             raise VmmError(str(e)) from None
+        if power_button_s is not None and (dsdt is None or power_button_s < 0):
+            raise VmmError("a power-button press needs ACPI (a DSDT) and a time >= 0 s")
+        self.power_button_s = power_button_s
+        self.timer: threading.Timer | None = None
         self.initrd, self.policy = initrd, policy
         self.cmdline = bootargs if self.tables else f"{bootargs} {NO_ACPI}".strip()
         self.ram_size = policy.ram_mib * MiB
@@ -103,6 +108,10 @@ class X86Backend:
                                   on_sleep=lambda typ: self._sleep(core, typ),
                                   on_event=lambda name, **f: core.log.add(name, **f))
             core.bus.add(PIO, acpi.PM_BASE, acpi.PM_SIZE, "acpi-pm", self.pm)
+            if self.power_button_s is not None:
+                self.timer = threading.Timer(self.power_button_s, self.pm.raise_power_button)
+                self.timer.daemon = True
+                self.timer.start()
         cpuid = x86.supported_cpuid(core.kvm)
         for n in range(p.vcpus):
             x86.set_cpuid(vm.create_vcpu(n), x86.cpuid_for_vcpu(cpuid, n))
@@ -164,7 +173,8 @@ class X86Backend:
         return False
 
     def stop(self, core: Core) -> None:
-        pass
+        if self.timer:
+            self.timer.cancel()
 
     def report(self) -> dict:
         return {}
@@ -172,9 +182,12 @@ class X86Backend:
 
 def make(kernel: bytes, initrd: bytes, bootargs: str, policy: Policy,
          outdir: Path | None = None, kvm_path: str = "/dev/kvm",
-         pmem: str | None = None, dsdt: bytes | None = None) -> Core:
-    """A reference VMM for this bzImage: the core with the x86_64 backend."""
+         pmem: str | None = None, dsdt: bytes | None = None,
+         power_button_s: float | None = None) -> Core:
+    """A reference VMM for this bzImage: the core with the x86_64 backend; with a
+    DSDT, ACPI tables; with power_button_s, the power button's fixed event that many
+    seconds after set-up (an SCI once the guest has enabled it)."""
     if pmem:
         raise VmmError("a pmem region is not on the x86_64 backend")
-    return Core(X86Backend(kernel, initrd, bootargs, policy, dsdt), policy, outdir,
-                kvm_path=kvm_path)
+    return Core(X86Backend(kernel, initrd, bootargs, policy, dsdt, power_button_s), policy,
+                outdir, kvm_path=kvm_path)
