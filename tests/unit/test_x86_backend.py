@@ -201,3 +201,16 @@ def test_the_cli_refuses_in_one_line(tmp_path):
                            capture_output=True, text=True, timeout=60)
         assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
         assert why is None or why in p.stderr
+
+
+def test_an_ap_woken_before_its_sipi_is_no_exit_and_runs_again(monkeypatch):
+    """KVM_RUN on an x86 AP still waiting for its SIPI returns EAGAIN once an event
+    (its INIT) wakes it: not an error that ends the VM."""
+    from harness.guest.kvm import vm as kvm_vm
+
+    def eagain(fd, op, arg=0):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(kvm_vm.fcntl, "ioctl", eagain)
+    v = object.__new__(kvm_vm.Vcpu)
+    v.fd, v.id = -1, 1
+    assert v.run_in_thread() is None
