@@ -51,8 +51,9 @@ def test_layout_in_the_bios_area():
     assert len(xsdt) == 52
     assert t.blobs[fadt_at][:4] == b"FACP" and t.blobs[madt_at][:4] == b"APIC"
     fadt = t.blobs[fadt_at]
-    facs_at, dsdt_at = struct.unpack_from("<II", fadt, 36)
-    assert struct.unpack_from("<QQ", fadt, 132) == (facs_at, dsdt_at)
+    assert struct.unpack_from("<I", fadt, 36)[0] == 0         # FIRMWARE_CTRL: X_ only
+    facs_at, dsdt_at = struct.unpack_from("<QQ", fadt, 132)
+    assert struct.unpack_from("<I", fadt, 40)[0] == dsdt_at
     assert t.blobs[facs_at][:4] == b"FACS" and t.blobs[dsdt_at] == dsdt
     assert struct.unpack_from("<Q", t.blobs[acpi.RSDP_ADDR], 24)[0] == acpi.XSDT_ADDR
     assert madt_at + len(acpi.madt(4)) <= dsdt_at

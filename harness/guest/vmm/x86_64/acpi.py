@@ -89,14 +89,15 @@ def gas(port: int, length: int) -> bytes:
 
 def fadt(facs_addr: int, dsdt_addr: int) -> bytes:
     """Revision 6 (276 bytes): the PM blocks and the GPE0 block on port I/O, both as the
-    32-bit fields and as the X_ addresses, no SMI command port (always in ACPI mode),
+    32-bit fields and as the X_ addresses, the FACS as X_FIRMWARE_CTRL only, no SMI command port (always in ACPI mode),
     no sleep button, the power button as a fixed feature."""
     body = bytearray(FADT_LENGTH - HEADER.size)
 
     def put(fmt: str, offset: int, *values) -> None:
         struct.pack_into("<" + fmt, body, offset - HEADER.size, *values)
 
-    put("II", 36, facs_addr, dsdt_addr)
+    put("II", 36, 0, dsdt_addr)      # FIRMWARE_CTRL zero: X_FIRMWARE_CTRL says it
+                                     # (with both, ACPICA installs the FACS twice)
     put("H", 46, SCI_IRQ)
     put("IIIIIIII", 56, PM1A_EVT, 0, PM1A_CNT, 0, 0, PM_TMR, GPE0_BLK, 0)
     put("BBBBBB", 88, PM1_EVT_LEN, PM1_CNT_LEN, 0, PM_TMR_LEN, GPE0_BLK_LEN, 0)
