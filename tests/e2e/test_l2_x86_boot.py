@@ -20,6 +20,9 @@ import pytest
 
 from harness.image import aml, disks
 from harness.plugin.hooks import attach_machine, note
+from harness.vm import splats as splat_scan
+from harness.vm.console import FATAL
+from harness.vm.l2 import crash_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("x86_64"), pytest.mark.slow]
 
@@ -42,7 +45,13 @@ def test_l2_x86_linux_reaches_its_init_and_powers_off_through_acpi(request, mach
                   timeout=BOUND_S + 60)
     console = m.ssh.run("cat /tmp/l2-x86/console.log", timeout=60).output
     (m.workdir / "l2-x86-console.log").write_text(console)
-    where = f"L2 console: {m.workdir / 'l2-x86-console.log'}"
+    log = m.workdir / "l2-x86-console.log"
+    where = f"L2 console: {log}"
+    for s in splat_scan.scan(console, "L2 console", log, FATAL):   # they fail it too
+        s.own = False
+        m.splats.add(s, kernel.release)
+    crash = crash_in(console)
+    assert not crash, f"the L2 kernel crashed ({where}):\n{crash}"
     assert r.status in (0, 3) and r.output.strip(), f"the VMM failed: {r.stderr[-2000:]}"
     res = json.loads(r.output.strip().splitlines()[-1])
     events = {e["event"]: e for e in reversed(res["exits"])}     # the first of each
