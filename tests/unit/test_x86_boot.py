@@ -1,5 +1,5 @@
 """The x86 64-bit boot protocol (harness/guest/vmm/x86_64/boot.py) and the 16550 of the
-x86 L2 probe: pure, on a bzImage header made here and on a real one's golden facts."""
+x86 L2 backend: pure, on a bzImage header made here and on a real one's golden facts."""
 
 import struct
 

@@ -368,13 +368,17 @@ class Vcpu:
         the vCPU out with a signal plus kvm_run.immediate_exit, as api.rst describes,
         so a kick that lands before KVM_RUN is entered is not lost.  A STOPPED or
         SUSPENDED vCPU sleeps inside KVM_RUN; kicking it is how its state is read
-        (KVM_GET_MP_STATE waits for the vCPU's mutex, which KVM_RUN holds)."""
+        (KVM_GET_MP_STATE waits for the vCPU's mutex, which KVM_RUN holds).  An x86
+        application processor waiting for its SIPI leaves KVM_RUN with EAGAIN when an
+        event (its INIT) woke it: no exit, None too, and the caller runs it again."""
         self._thread = threading.get_ident()
         t0 = time.monotonic()
         try:
             fcntl.ioctl(self.fd, uapi.KVM_RUN, 0)
         except InterruptedError:
             self.run_page[uapi.RUN_IMMEDIATE_EXIT] = 0
+            return None
+        except BlockingIOError:
             return None
         ex = decode_run(self.run_page)
         ex.elapsed_s = time.monotonic() - t0

@@ -22,8 +22,12 @@ DEFAULT_APPEND = f"console=ttyAMA0 {l2init.CMDLINE} rdinit=/init panic=-1"
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python3 -m harness.guest.vmm", description=__doc__)
     ap.add_argument("--arch", default="arm64", help="the backend: a folder of harness/guest/vmm")
-    ap.add_argument("--kernel", required=True, help="the kernel (an arm64 Image; a file or "
-                    "a block device)")
+    ap.add_argument("--kernel", required=True, help="the kernel (an arm64 Image, an x86_64 "
+                    "bzImage; a file or a block device)")
+    ap.add_argument("--dsdt", help="x86_64: the DSDT's AML (a file or the disk it came "
+                    "on); ACPI tables are built around it (without it: acpi=off)")
+    ap.add_argument("--power-button", type=float, metavar="S", help="x86_64, with --dsdt: "
+                    "press the power button (ACPI fixed event) S seconds after set-up")
     ap.add_argument("--initrd", help="initramfs (default: busybox + the guestpm scenario)")
     ap.add_argument("--suspend", default="honour", choices=("honour", "hold", "deny", "off"),
                     help="SYSTEM_SUSPEND policy; off: no KVM_CAP_ARM_SYSTEM_SUSPEND")
@@ -76,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                 initrd += fh.read()
         if a.out:
             write_outdir(a.out)
-        vmm = backend.make(kernel, initrd, f"{DEFAULT_APPEND} {a.append}".strip(), policy,
-                           a.out, kvm_path=a.kvm, pmem=a.pmem)
+        a.extra = _backend_extra(a)
+        vmm = backend.make(kernel, initrd, f"{_append(backend)} {a.append}".strip(), policy,
+                           a.out, kvm_path=a.kvm, pmem=a.pmem, **a.extra)
         vmm.setup()
     except CapAbsent as e:
         print(f"vmm: {e}", file=sys.stderr)
@@ -94,6 +99,24 @@ def main(argv: list[str] | None = None) -> int:
     return 3 if result.outcome in ("timeout", "silent") else 0
 
 
+def _append(backend) -> str:
+    """The backend's own command line (its console), arm64's by default."""
+    return getattr(backend, "APPEND", DEFAULT_APPEND)
+
+
+def _backend_extra(a) -> dict:
+    """Arguments only some backends take: given only when asked for."""
+    if not a.dsdt and a.power_button is None:
+        return {}
+    if a.arch != "x86_64":
+        raise VmmError(f"--dsdt, --power-button: ACPI is the x86_64 backend's, not {a.arch}'s")
+    extra: dict = {"power_button_s": a.power_button}
+    if a.dsdt:
+        with open(a.dsdt, "rb") as fh:
+            extra["dsdt"] = fh.read()
+    return extra
+
+
 def _relaunch(backend, kernel: bytes, initrd: bytes, policy: Policy, result: Result,
               a) -> int | None:
     """The next VM on the same pmem; an exit status when it decides the run's."""
@@ -102,8 +125,9 @@ def _relaunch(backend, kernel: bytes, initrd: bytes, policy: Policy, result: Res
     try:
         if out:
             write_outdir(out)
-        vmm2 = backend.make(kernel, initrd, f"{DEFAULT_APPEND} {a.relaunch_append}".strip(),
-                            again, out, kvm_path=a.kvm, pmem=a.pmem)
+        vmm2 = backend.make(kernel, initrd,
+                            f"{_append(backend)} {a.relaunch_append}".strip(),
+                            again, out, kvm_path=a.kvm, pmem=a.pmem, **a.extra)
         vmm2.setup()
     except (VmmError, KvmBroken, OSError, ValueError) as e:
         print(f"vmm: relaunch: {e}", file=sys.stderr)

@@ -25,7 +25,7 @@ from typing import Callable, Protocol
 
 from ..kvm.vm import Kvm, KvmBroken, KvmUnavailable, install_kick_handler
 from . import l2init
-from .bus import MMIO, Bus
+from .bus import MMIO, PIO, Bus
 from .policy import Policy, Result, VmmError
 
 MiB = 1 << 20
@@ -132,6 +132,7 @@ class Core:
         r = self.result
         r.elapsed_s = round(time.monotonic() - self.t0, 3)
         r.mmio_exits = dict(self.bus.counts[MMIO])
+        r.pio_exits = dict(self.bus.counts[PIO])
         r.mmio_s = round(self.bus.seconds, 3)
         r.exits = list(self.log.records)
         r.console_tail = bytes(self.console[-4000:]).decode(errors="replace")

@@ -42,6 +42,7 @@ class Result:
     off2: bool | None = None            # SHUTDOWN: the PSCI_OFF2 flag in data[0]
     elapsed_s: float = 0.0
     mmio_exits: dict = field(default_factory=dict)
+    pio_exits: dict = field(default_factory=dict)   # x86: port I/O, per device
     mmio_s: float = 0.0
     exits: list = field(default_factory=list)
     console_tail: str = ""

@@ -1,2 +1,2 @@
-"""The reference VMM's x86_64 side: the 64-bit boot protocol, a 16550, and (for now) the
-feasibility probe of a Linux L2 under the L1 host's KVM."""
+"""The reference VMM's x86_64 backend (backend.py): the 64-bit boot protocol, a 16550,
+the CMOS clock, ACPI tables and their fixed hardware, on KVM's in-kernel irqchip."""

@@ -33,6 +33,7 @@ RAMDISK_IMAGE, RAMDISK_SIZE, HEAP_END_PTR, CMD_LINE_PTR = 0x218, 0x21C, 0x224, 0
 INITRD_ADDR_MAX, KERNEL_ALIGNMENT, RELOCATABLE = 0x22C, 0x230, 0x234
 XLOADFLAGS, CMDLINE_SIZE, INIT_SIZE = 0x236, 0x238, 0x260
 E820_ENTRIES, E820_TABLE, E820_MAX = 0x1E8, 0x2D0, 128
+ACPI_RSDP_ADDR = 0x070                     # boot_params.acpi_rsdp_addr (zero-page.rst)
 E820_ENTRY = struct.Struct("<QQI")
 
 LOADED_HIGH, CAN_USE_HEAP = 0x01, 0x80
@@ -113,8 +114,9 @@ def initrd_address(img: BzImage, ram_bytes: int, size: int) -> int:
 
 
 def zero_page(img: BzImage, ram_bytes: int, cmdline: str, initrd_addr: int,
-              initrd_size: int) -> bytes:
-    """struct boot_params: the image's setup header, what the loader fills in, e820."""
+              initrd_size: int, rsdp_addr: int = 0) -> bytes:
+    """struct boot_params: the image's setup header, what the loader fills in, e820,
+    and where the ACPI RSDP is (0: none given; the kernel scans the BIOS area)."""
     if len(cmdline) >= img.cmdline_size:
         raise BootError(f"command line of {len(cmdline)} bytes: the kernel takes "
                         f"{img.cmdline_size - 1} at most")
@@ -126,6 +128,7 @@ def zero_page(img: BzImage, ram_bytes: int, cmdline: str, initrd_addr: int,
     struct.pack_into("<H", zp, HEAP_END_PTR, 0xFE00)
     struct.pack_into("<I", zp, CMD_LINE_PTR, CMDLINE_ADDR)
     struct.pack_into("<II", zp, RAMDISK_IMAGE, initrd_addr, initrd_size)
+    struct.pack_into("<Q", zp, ACPI_RSDP_ADDR, rsdp_addr)
     table = e820(ram_bytes)
     zp[E820_ENTRIES] = len(table)
     for i, entry in enumerate(table):
