@@ -40,10 +40,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.results.runs import latest  # noqa: E402
-
 from harness.plugin import units as unitsmod
 from harness.plugin.targets import Target, safe_name
+from harness.results.runs import latest
 
 WATERMARK = 2          # xdist loadscope: more work when at most this many tests are left
 
@@ -180,7 +179,7 @@ def load(results: Path, root: Path = ROOT, self_tests: bool = True
     return tests, cost, wall
 
 
-def group(tests: list[Test], by: str, ids: list[str]) -> "OrderedDict[str, list[Test]]":
+def group(tests: list[Test], by: str, ids: list[str]) -> OrderedDict[str, list[Test]]:
     """Tests per work unit, in their order: `units` (harness/plugin/units.py) or
     `target` (one unit per target, the start commit's)."""
     out: OrderedDict[str, list[Test]] = OrderedDict()
@@ -198,7 +197,7 @@ def alone(unit: list[Test], cost: dict) -> float:
     return sum(t.seconds for t in unit) + sum(cost[k] for k in needs)
 
 
-def simulate(queue: "OrderedDict[str, list[Test]]", workers: int, cost: dict,
+def simulate(queue: OrderedDict[str, list[Test]], workers: int, cost: dict,
              watermark: int = WATERMARK, affinity: float = unitsmod.AFFINITY
              ) -> tuple[float, list[list[str]]]:
     """The wall time of running `queue` on `workers` workers, and each worker's units

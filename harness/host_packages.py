@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import subprocess
-from typing import Callable
+from collections.abc import Callable
 
 from harness import cache, profiles
 from harness.errors import SetupError

@@ -18,7 +18,8 @@ import json
 import os
 import sys
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from harness.errors import WaitTimeout
 

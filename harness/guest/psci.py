@@ -21,15 +21,36 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
+from typing import Self
 
 from . import kselftest
 from .kvm import arm64, uapi
 from .kvm.arm64 import (
-    AFFINITY_ON, PSCI_AFFINITY_INFO64, PSCI_CPU_ON64, PSCI_DENIED, PSCI_FEATURES,
-    PSCI_INTERNAL_FAILURE, PSCI_INVALID_PARAMS, PSCI_NOT_SUPPORTED, PSCI_OFF2_TYPE_HIBERNATE_OFF,
-    PSCI_SUCCESS, PSCI_SYSTEM_OFF, PSCI_SYSTEM_OFF2, PSCI_SYSTEM_OFF2_64, PSCI_SYSTEM_RESET,
-    PSCI_SYSTEM_RESET2_64, PSCI_SYSTEM_SUSPEND, PSCI_SYSTEM_SUSPEND64, PSCI_VERSION, Asm, hvc,
-    psci_version, ret_name, s64, str_x, version_str,
+    AFFINITY_ON,
+    PSCI_AFFINITY_INFO64,
+    PSCI_CPU_ON64,
+    PSCI_DENIED,
+    PSCI_FEATURES,
+    PSCI_INTERNAL_FAILURE,
+    PSCI_INVALID_PARAMS,
+    PSCI_NOT_SUPPORTED,
+    PSCI_OFF2_TYPE_HIBERNATE_OFF,
+    PSCI_SUCCESS,
+    PSCI_SYSTEM_OFF,
+    PSCI_SYSTEM_OFF2,
+    PSCI_SYSTEM_OFF2_64,
+    PSCI_SYSTEM_RESET,
+    PSCI_SYSTEM_RESET2_64,
+    PSCI_SYSTEM_SUSPEND,
+    PSCI_SYSTEM_SUSPEND64,
+    PSCI_VERSION,
+    Asm,
+    hvc,
+    psci_version,
+    ret_name,
+    s64,
+    str_x,
+    version_str,
 )
 from .kvm.vm import Kvm, KvmBroken, KvmUnavailable, VcpuHang
 
@@ -221,7 +242,7 @@ class PsciGuest:
         self.vm.close()
         self._close_kvm()
 
-    def __enter__(self) -> "PsciGuest":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

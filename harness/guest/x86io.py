@@ -18,6 +18,7 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Self
 
 from . import kselftest
 from .kvm import x86
@@ -99,7 +100,7 @@ class TinyGuest:
             vm.close()
         self.kvm.close()
 
-    def __enter__(self) -> "TinyGuest":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -21,8 +21,8 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from harness import cache, profiles
 from harness.children import run_logged
@@ -48,7 +48,7 @@ def kbuild_arch(deb_arch: str) -> profiles.KbuildArch | None:
 
 def module_name(src: Path) -> str:
     """The module of a single-module Kbuild file: its `obj-m := NAME.o` line."""
-    found = re.search(r"^obj-m\s*[:+]?=\s*(\S+)\.o\s*$", (src / "Kbuild").read_text(), re.M)
+    found = re.search(r"^obj-m\s*[:+]?=\s*(\S+)\.o\s*$", (src / "Kbuild").read_text(), re.MULTILINE)
     if not found:
         raise SetupError(f"{src}/Kbuild has no `obj-m := NAME.o` line")
     return found.group(1)

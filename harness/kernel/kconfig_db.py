@@ -10,7 +10,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 # ---------------------------------------------------------------- Kconfig database
 
 @dataclass
@@ -85,7 +84,7 @@ def load_kconfig(srctree: Path, srcarch: str) -> KconfigDb:
                 indent = len(line.expandtabs()) - len(line.expandtabs().lstrip())
                 if help_indent < 0:
                     help_indent = indent
-                if indent >= help_indent and help_indent > 0:
+                if indent >= help_indent > 0:
                     continue
                 help_indent = None
             text = line.split("#", 1)[0].strip() if '"' not in line else line.strip()

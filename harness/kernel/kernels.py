@@ -21,9 +21,9 @@ import json
 import re
 import subprocess
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from harness import cache
 from harness.errors import KernelError, SetupError

@@ -21,8 +21,8 @@ exactly what such a user tests.  An unmerged family (None) SKIPs on every stock 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from harness.guest.psci import floor_of
 from harness.kernel.kernels import release_version

@@ -45,13 +45,32 @@ from harness.image import rootfs
 from harness.kernel import kernels
 from harness.plugin import accel, summary, units
 from harness.plugin.known_defects import explains
-from harness.plugin.pool import (CURRENT_TEST, DeadTargets, MachineFactory, MachinePool,
-                                 as_test_failure, record_splats, retire_if_splatted,
-                                 splats_fail)
+from harness.plugin.pool import (
+    CURRENT_TEST,
+    DeadTargets,
+    MachineFactory,
+    MachinePool,
+    as_test_failure,
+    record_splats,
+    retire_if_splatted,
+    splats_fail,
+)
 from harness.plugin.report import Reporter
-from harness.plugin.targets import (NOTES, RUN_DIR, WORKER_RUN_DIR, Target, artifacts_dir_of,
-                                    check_targets, keeps_results, machine_dir, results_dir,
-                                    results_parent, runs_e2e, target_of, targets)
+from harness.plugin.targets import (
+    NOTES,
+    RUN_DIR,
+    WORKER_RUN_DIR,
+    Target,
+    artifacts_dir_of,
+    check_targets,
+    keeps_results,
+    machine_dir,
+    results_dir,
+    results_parent,
+    runs_e2e,
+    target_of,
+    targets,
+)
 from harness.progress import progress
 from harness.results import runs
 from harness.vm import cmdline
@@ -471,8 +490,7 @@ def _artifacts(request: pytest.FixtureRequest):
             fh.seek(start[0])
             (test_dir / "console.log").write_bytes(fh.read())
         with open(test_dir / "qmp-events.jsonl", "w") as fh:
-            for ev in shared.qmp.events[start[1]:]:
-                fh.write(json.dumps(ev) + "\n")
+            fh.writelines(json.dumps(ev) + "\n" for ev in shared.qmp.events[start[1]:])
     for m in machines:
         link = test_dir / f"machine-{m.workdir.name}"
         if not link.exists():
@@ -568,7 +586,7 @@ def flush_console(m: Machine) -> float | str | None:
         m.ssh.run(f"echo '<0>{token}' > /dev/kmsg", timeout=FLUSH_TIMEOUT).check()
         m.wait_until(lambda: m.console.has_line(token), FLUSH_TIMEOUT,
                      "the console flush marker", interval=0.05)
-    except Exception as e:          # noqa: BLE001 - a flush never decides a verdict
+    except Exception as e:          # a flush never decides a verdict
         return f"{m.workdir.name}: the console flush marker did not come back: " \
                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
     m.__dict__["flushed_at"] = _activity(m)

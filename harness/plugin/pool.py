@@ -141,10 +141,9 @@ def record_splats(config: pytest.Config, target: Target | None, m: Machine, foun
     path = results_dir(config) / "splats.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
-        for s in found:
-            fh.write(json.dumps({"target": target.id if target else None, "when": when,
+        fh.writelines(json.dumps({"target": target.id if target else None, "when": when,
                                  "test": test, "machine": str(m.workdir), **s.record()})
-                     + "\n")
+                     + "\n" for s in found)
 
 
 def record_boot(config: pytest.Config, target: Target, m: Machine, **more) -> None:

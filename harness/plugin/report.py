@@ -60,7 +60,7 @@ class Reporter:
         self.props: dict[str, list[tuple]] = {}             # nodeid -> user_properties
         self.worker_notes: list[str] = []
         self.record: list[verdicts.Verdict] = []
-        self.started = datetime.datetime.now(datetime.timezone.utc)
+        self.started = datetime.datetime.now(datetime.UTC)
 
     def pytest_testnodedown(self, node, error) -> None:
         """xdist: what a worker did not collect (every worker collects the same)."""

@@ -68,10 +68,10 @@ class Matrix:
     splats: list[dict] = field(default_factory=list)  # the run's splats.jsonl records
 
     @classmethod
-    def of(cls, record: list[Verdict]) -> "Matrix":
+    def of(cls, record: list[Verdict]) -> Matrix:
         """The matrix of a run's verdicts (harness.results.verdicts)."""
         m = cls()
-        order = lambda v: (v.row == SELF_TEST, v.row.startswith(STAND_IN), v.row, v.nodeid)  # noqa: E731
+        order = lambda v: (v.row == SELF_TEST, v.row.startswith(STAND_IN), v.row, v.nodeid)
         for v in sorted(record, key=order):
             m.rows.setdefault(v.row, {}).setdefault(v.family or "unit", Cell()).add(v)
             if v.row != SELF_TEST and v.release:

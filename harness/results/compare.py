@@ -27,9 +27,9 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from harness.errors import GuestpmError
 from harness.results.verdicts import Record, Verdict, headline

@@ -116,7 +116,7 @@ class ConsoleSpawn(SpawnBase):
     """pexpect over a queue of text fed by the console's reader thread (cf.
     PopenSpawn, but blocking on the queue instead of polling it)."""
 
-    def __init__(self, console: "Console", timeout: float = 30):
+    def __init__(self, console: Console, timeout: float = 30):
         super().__init__(timeout=timeout, encoding="utf-8", codec_errors="replace",
                          maxread=65536)
         self._console = console
@@ -173,7 +173,7 @@ class CommandResult:
     kernel: list[str] = field(default_factory=list)   # console only: kernel messages
                                                       # printed while it ran
 
-    def check(self) -> "CommandResult":
+    def check(self) -> CommandResult:
         if self.status != 0:
             raise AssertionError(f"`{self.command}` exited {self.status}:\n{self.output}"
                                  f"{self.stderr}")

@@ -14,9 +14,9 @@ import io
 import json
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -106,7 +106,7 @@ class L2Run:
     art: Path | None = None
     splats: list[Splat] = field(default_factory=list)
 
-    def crashes(self) -> list[tuple["L2Run", str]]:
+    def crashes(self) -> list[tuple[L2Run, str]]:
         """(run, the crash) for this run and its relaunch, where the L2 kernel oopsed or
         panicked."""
         out = []
@@ -162,7 +162,7 @@ class L2Run:
         return self.console_text
 
     @property
-    def relaunch(self) -> "L2Run | None":
+    def relaunch(self) -> L2Run | None:
         r = self.result.get("relaunch")
         if not r:
             return None

@@ -22,11 +22,18 @@ import socket
 import subprocess
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Self, TypeVar
 
-from harness.errors import AbnormalShutdown, BootError, SetupError, SilentMachine, WaitTimeout
+from harness.errors import (
+    AbnormalShutdown,
+    BootError,
+    SetupError,
+    SilentMachine,
+    WaitTimeout,
+)
 from harness.kernel.kernels import Kernel
 from harness.profiles import Profile
 from harness.vm import cmdline
@@ -39,7 +46,7 @@ from harness.wait import wait_until, within
 
 T = TypeVar("T")
 
-_LIVE: "weakref.WeakSet[Machine]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[Machine] = weakref.WeakSet()
 _PR_SET_PDEATHSIG = 1
 
 
@@ -153,7 +160,7 @@ class Machine:
         return f"artifacts in {self.workdir}"
 
     # ------------------------------------------------------------ lifecycle
-    def restore_from(self, snapshot: Snapshot) -> "Machine":
+    def restore_from(self, snapshot: Snapshot) -> Machine:
         """Make this machine's first run load `snapshot` (a machine of the same command
         line, just booted) instead of booting; a relaunch() boots as usual.  The guest's
         memory holds the snapshot's authorised key and host key, so they become ours."""
@@ -167,14 +174,14 @@ class Machine:
         """Whether the current QEMU run loads a snapshot."""
         return self.snapshot is not None and self.launches == 1
 
-    def launch(self) -> "Machine":
+    def launch(self) -> Machine:
         """Start QEMU (once: relaunch() starts it again after it exited)."""
         if self.proc is not None:
             raise BootError(f"launch() of a machine already launched ({self.artifacts()}): "
                             f"use relaunch() once its QEMU has exited")
         return self._start()
 
-    def _start(self) -> "Machine":
+    def _start(self) -> Machine:
         if self._closed:
             raise BootError(f"a closed machine cannot start again ({self.artifacts()})")
         self.launches += 1
@@ -214,7 +221,7 @@ class Machine:
                             f"({self.artifacts()})") from None
         return self
 
-    def relaunch(self) -> "Machine":
+    def relaunch(self) -> Machine:
         """Start the same command line again, once QEMU has exited (say, after the
         guest powered off to hibernate).  The keys are the same, so a guest that
         restores its memory accepts this harness again; logs of this run are *.runN.*"""
@@ -476,7 +483,7 @@ class Machine:
                 (f" ({error})" if error else "")
         return None
 
-    def __enter__(self) -> "Machine":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -17,12 +17,14 @@ shared (`restorable`).
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from harness import cache
 from harness.errors import BootError, GuestpmError
@@ -44,9 +46,9 @@ class SnapshotError(BootError):
 @dataclass(frozen=True)
 class Snapshot:
     path: Path
-    keys: "KeyPair"          # the key the guest's /init authorised (from its command line)
+    keys: KeyPair          # the key the guest's /init authorised (from its command line)
     host_key: str            # the guest's dropbear host key, as its ready line printed it
-    boot: "BootInfo"         # the boot of the machine it was taken from
+    boot: BootInfo         # the boot of the machine it was taken from
     origin: Path             # that machine's directory (its console log tells the boot)
     console: bytes           # that machine's console up to the snapshot
     write_s: float           # how long QEMU took to write it
@@ -67,7 +69,7 @@ class Snapshot:
 def restorable(qemu_args: tuple[str, ...]) -> str | None:
     """Why a machine with these extra QEMU arguments must boot instead of being restored
     from a snapshot (None: it may be restored).  Pure."""
-    for flag, value in zip(qemu_args, qemu_args[1:]):
+    for flag, value in itertools.pairwise(qemu_args):
         if flag in ("-drive", "-blockdev") and "readonly=on" not in value.split(","):
             return f"a writable disk ({flag} {value}) would be shared with the snapshot"
         if flag == "-incoming":
@@ -75,7 +77,7 @@ def restorable(qemu_args: tuple[str, ...]) -> str | None:
     return None
 
 
-def take(m: "Machine", path: Path, timeout: float = 120) -> Snapshot:
+def take(m: Machine, path: Path, timeout: float = 120) -> Snapshot:
     """Stop `m`, write its state to `path`, resume it.  SnapshotError if QEMU could not;
     `m` runs on either way."""
     console = m.console_log.read_bytes()
@@ -126,8 +128,8 @@ def restore_probe_file(profile) -> Path:
             f"restore-{profile.arch}-{cmdline.qemu_identity(profile)}.json")
 
 
-def probe_restores(profile, make: Callable[[str], "Machine"], workdir: Path,
-                   record: Callable[["Machine", str], None] = lambda m, kind: None) -> str | None:
+def probe_restores(profile, make: Callable[[str], Machine], workdir: Path,
+                   record: Callable[[Machine, str], None] = lambda m, kind: None) -> str | None:
     """Whether this QEMU restores `profile`'s machines faithfully: None, or why not.
     Measured once per QEMU binary (a small machine booted, its timers armed on every
     CPU, snapshotted, restored, a sleep on every CPU) and kept in the cache.
@@ -140,7 +142,7 @@ def probe_restores(profile, make: Callable[[str], "Machine"], workdir: Path,
         f.write_text(json.dumps({
             "qemu": cmdline.qemu_binary(profile), "version": cmdline.qemu_version(profile),
             "identity": cmdline.qemu_identity(profile), "kernel": release,
-            "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            "measured": datetime.datetime.now(datetime.UTC).isoformat(
                 timespec="seconds"), "refused": refused}, indent=1))
         return refused
 

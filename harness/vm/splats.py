@@ -88,7 +88,7 @@ class Splat:
     log: str                 # the file it was read from
     line: int                # 1-based line of the title in that file
     lines: list[str] = field(default_factory=list)    # title and what followed, as read
-    allowed: "Allowance | None" = None
+    allowed: Allowance | None = None
     own: bool = True         # printed by the machine's own kernel (not its L2 guest's)
 
     @property

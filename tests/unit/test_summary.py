@@ -93,9 +93,9 @@ class FakeMachine:
     """Launches and, like Machine.wait_ready, reports silence to on_silent."""
 
     def __init__(self, error=None):
-        from harness.vm.splats import SplatLog
         from harness import profiles
         from harness.vm.machine import BootInfo
+        from harness.vm.splats import SplatLog
         self.error, self.launched, self.on_silent, self.proc = error, 0, None, None
         self.splats = SplatLog()
         self.profile, self.workdir = profiles.get("arm64"), Path("/r/machines/fake-0")

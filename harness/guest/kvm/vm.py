@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Self
 
 from .. import kmsg
 from . import uapi
@@ -48,8 +49,8 @@ def why_no_kvm(path: str = "/dev/kvm", cpuinfo: str | None = None, log: str | No
                     cpuinfo = fh.read()
             except OSError:
                 cpuinfo = ""
-        flags = set(re.findall(r"^flags\s*:(.*)$", cpuinfo, re.M)[0].split()) \
-            if re.search(r"^flags", cpuinfo, re.M) else set()
+        flags = set(re.findall(r"^flags\s*:(.*)$", cpuinfo, re.MULTILINE)[0].split()) \
+            if re.search(r"^flags", cpuinfo, re.MULTILINE) else set()
         if flags and not flags & {"svm", "vmx"}:
             return f"no {path}: the CPU has neither svm nor vmx, so KVM cannot initialise"
     if not os.path.exists("/sys/module/kvm") and not re.search(r"\bkvm\b", log):
@@ -168,7 +169,7 @@ class Kvm:
     def check_extension(self, cap: int) -> int:
         return fcntl.ioctl(self.fd, uapi.KVM_CHECK_EXTENSION, cap)
 
-    def create_vm(self) -> "Vm":
+    def create_vm(self) -> Vm:
         return Vm(self, fcntl.ioctl(self.fd, uapi.KVM_CREATE_VM, 0))
 
     def close(self) -> None:
@@ -176,7 +177,7 @@ class Kvm:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "Kvm":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -223,7 +224,7 @@ class Vm:
             os.close(fd)
         return self._slot(slot, gpa, mem)
 
-    def create_vcpu(self, vcpu_id: int) -> "Vcpu":
+    def create_vcpu(self, vcpu_id: int) -> Vcpu:
         vcpu = Vcpu(self, vcpu_id, fcntl.ioctl(self.fd, uapi.KVM_CREATE_VCPU, vcpu_id))
         self.vcpus.append(vcpu)
         return vcpu
@@ -231,7 +232,7 @@ class Vm:
     def irq_line(self, irq: int, level: bool) -> None:
         fcntl.ioctl(self.fd, uapi.KVM_IRQ_LINE, uapi.IRQ_LEVEL.pack(irq, int(level)))
 
-    def create_device(self, dev_type: int) -> "Device":
+    def create_device(self, dev_type: int) -> Device:
         buf = bytearray(uapi.CREATE_DEVICE.pack(dev_type, 0, 0))
         fcntl.ioctl(self.fd, uapi.KVM_CREATE_DEVICE, buf)
         dev = Device(uapi.CREATE_DEVICE.unpack(buf)[1])
@@ -253,7 +254,7 @@ class Vm:
             mem.close()
         self._maps.clear()
 
-    def __enter__(self) -> "Vm":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -20,8 +20,9 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from ..kvm.vm import Kvm, KvmBroken, KvmUnavailable, install_kick_handler
 from . import l2init
@@ -34,13 +35,13 @@ MiB = 1 << 20
 class Backend(Protocol):
     """The hooks an arch folder gives the core."""
 
-    def setup(self, core: "Core") -> None:
+    def setup(self, core: Core) -> None:
         """Create core.vm (core.open_vm()), its vCPUs and devices; load the kernel."""
 
-    def handle_exit(self, core: "Core", vcpu, ex) -> bool:
+    def handle_exit(self, core: Core, vcpu, ex) -> bool:
         """A non-bus exit; False: the backend does not know it (the run ends in error)."""
 
-    def stop(self, core: "Core") -> None:
+    def stop(self, core: Core) -> None:
         """The vCPU threads have stopped: stop what else runs (device timers)."""
 
     def report(self) -> dict:

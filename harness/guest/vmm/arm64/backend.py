@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ...kvm import arm64, uapi
 from ..bus import MMIO
-from ..core import MiB, Core
+from ..core import Core, MiB
 from ..policy import CapAbsent, Policy, VmmError
 from . import board, gic, loader
 from .devices import Pl011, Pl031

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 # AMBA PrimeCell identification (offsets 0xFE0..0xFFC): amba_device_add reads them to
 # match a driver unless the device tree gives arm,primecell-periphid.

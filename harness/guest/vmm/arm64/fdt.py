@@ -53,15 +53,15 @@ def encode(value) -> bytes:
 class Node:
     name: str
     props: list[tuple[str, bytes]] = field(default_factory=list)
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
 
-    def prop(self, name: str, value=None) -> "Node":
+    def prop(self, name: str, value=None) -> Node:
         if any(n == name for n, _ in self.props):
             raise ValueError(f"{self.name or '/'}: property {name} set twice")
         self.props.append((name, encode(value)))
         return self
 
-    def child(self, name: str) -> "Node":
+    def child(self, name: str) -> Node:
         if any(c.name == name for c in self.children):
             raise ValueError(f"{self.name or '/'}: node {name} added twice")
         node = Node(name)
