@@ -458,6 +458,7 @@ def system_suspend_suspended_vcpu_waits_without_a_wakeup(t):
         t.require("SYSTEM_SUSPEND64", g.call(PSCI_SYSTEM_SUSPEND64, g.entry["resume"], ENTRY_CTX),
                   g.event("SUSPEND"))
         g.vcpu(0).set_mp_state(uapi.KVM_MP_STATE_SUSPENDED)
+        got: dict | str
         try:
             ex = g.run(timeout=1.0)
             got = g.outcome(ex)
@@ -518,7 +519,7 @@ def psci_version_register_default_and_writes(t):
                 back = g.vcpu(0).get_reg(uapi.KVM_REG_ARM_PSCI_VERSION)
                 got[version_str(v)] = "ok" if back == v else f"read back {version_str(back)}"
             except OSError as e:
-                got[version_str(v)] = errno.errorcode.get(e.errno, str(e.errno))
+                got[version_str(v)] = errno.errorcode.get(e.errno or 0, str(e.errno))
     t.expect("SET_ONE_REG(PSCI_VERSION) per version", got, want)
 
 
@@ -632,7 +633,7 @@ def spinning_guest_is_bounded(t):
 
 
 SELFTESTS = [kselftest.Case("spinning_guest_is_bounded", "harness", spinning_guest_is_bounded,
-                            spinning_guest_is_bounded.__doc__.strip(), BASE)]
+                            (spinning_guest_is_bounded.__doc__ or "").strip(), BASE)]
 
 
 # ---------------------------------------------------------------- running

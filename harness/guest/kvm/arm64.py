@@ -204,7 +204,7 @@ def vcpu_state(vcpu: Vcpu) -> dict:
             out[f"x{n}"] = hex(vcpu.get_reg(uapi.arm64_x(n)))
         out["mp_state"] = vcpu.mp_state
     except OSError as e:
-        out["error"] = errno.errorcode.get(e.errno, str(e.errno))
+        out["error"] = errno.errorcode.get(e.errno or 0, str(e.errno))
     return out
 
 

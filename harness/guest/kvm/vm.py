@@ -14,6 +14,7 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Self
 
@@ -71,7 +72,7 @@ class _Alarm(BaseException):
 
 
 def _errname(e: OSError) -> str:
-    return errno.errorcode.get(e.errno, str(e.errno))
+    return errno.errorcode.get(e.errno or 0, str(e.errno))
 
 
 @dataclass
@@ -84,13 +85,14 @@ class Exit:
     ndata: int | None = None
     data: list[int] = field(default_factory=list)
     flags: int | None = None         # SYSTEM_EVENT: the pre-5.18 `flags` (data[0]'s place)
-    phys_addr: int | None = None     # MMIO
-    is_write: bool | None = None     # MMIO, IO (direction OUT)
-    len: int | None = None           # MMIO, IO (bytes per access: kvm_run.io.size)
-    value: int | None = None         # MMIO
-    port: int | None = None          # IO
-    count: int | None = None         # IO: accesses (a string instruction makes several)
-    data_offset: int | None = None   # IO: where in the kvm_run page the data is
+    # MMIO and IO fields stay 0 on other exits: summary() shows only the reason's own
+    phys_addr: int = 0               # MMIO
+    is_write: bool = False           # MMIO, IO (direction OUT)
+    len: int = 0                     # MMIO, IO (bytes per access: kvm_run.io.size)
+    value: int = 0                   # MMIO
+    port: int = 0                    # IO
+    count: int = 0                   # IO: accesses (a string instruction makes several)
+    data_offset: int = 0             # IO: where in the kvm_run page the data is
     raw: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
@@ -298,7 +300,8 @@ class Vcpu:
         self.run_page = mmap.mmap(fd, vm.kvm.vcpu_mmap_size, mmap.MAP_SHARED,
                                   mmap.PROT_READ | mmap.PROT_WRITE)
         self._reg = ctypes.c_uint64(0)
-        self.state_hook = None      # called for the report when a run hangs
+        # called for the report when a run hangs
+        self.state_hook: Callable[[], dict] | None = None
         self._thread: int | None = None     # the thread that runs it (run_in_thread)
 
     # --------------------------------------------------------- registers

@@ -22,9 +22,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from ..kvm.vm import Kvm, KvmBroken, KvmUnavailable, install_kick_handler
+from ..kvm.vm import Kvm, KvmBroken, KvmUnavailable, Vm, install_kick_handler
 from . import l2init
 from .bus import MMIO, Bus
 from .policy import Policy, Result, VmmError
@@ -52,7 +52,8 @@ class ExitLog:
     """Timestamped records, kept in memory and appended to a JSONL file."""
 
     def __init__(self, path: Path | None, t0: float):
-        self.t0, self.records, self.lock = t0, [], threading.Lock()
+        self.t0, self.lock = t0, threading.Lock()
+        self.records: list[dict] = []
         self.fh = open(path, "a", buffering=1) if path else None
 
     def add(self, event: str, **fields) -> dict:
@@ -79,7 +80,7 @@ class Core:
         self.last_output = time.monotonic()
         self.bus = Bus()
         self.kvm: Kvm | None = None
-        self.vm = None                  # a kvm.vm.Vm (or a test's stand-in with .vcpus)
+        self.vm: Any = None             # a kvm.vm.Vm (or a test's stand-in with .vcpus)
         self.done = threading.Event()
         self.result: Result | None = None
         self.cv = threading.Condition()
@@ -88,7 +89,7 @@ class Core:
         self.snapshot_lock = threading.Lock()
 
     # ------------------------------------------------------------------ set-up
-    def open_vm(self):
+    def open_vm(self) -> Vm:
         try:
             self.kvm = Kvm(self.kvm_path)
         except (KvmUnavailable, KvmBroken) as e:
@@ -123,14 +124,15 @@ class Core:
         for t in threads:
             t.start()
         self._watch(timeout, silent_s, progress)
+        r = self.result
+        assert r is not None, "_watch returns once finish() has set the result"
         for v in self.vm.vcpus:
             v.kick()
         for t in threads:
             t.join(5)
             if t.is_alive():        # a vCPU that ignores kicks: report it, never hang
-                self.result.detail += f"; {t.name} did not stop"
+                r.detail += f"; {t.name} did not stop"
         self.backend.stop(self)
-        r = self.result
         r.elapsed_s = round(time.monotonic() - self.t0, 3)
         r.mmio_exits = dict(self.bus.counts[MMIO])
         r.mmio_s = round(self.bus.seconds, 3)

@@ -90,7 +90,7 @@ class Pl031:
     DR, MR, LR, CR, IMSC, RIS, MIS, ICR = 0x00, 0x04, 0x08, 0x0C, 0x10, 0x14, 0x18, 0x1C
 
     def __init__(self, irq: Callable[[bool], None],
-                 on_event: Callable[..., None] = lambda name, **f: None,
+                 on_event: Callable[..., object] = lambda name, **f: None,
                  clock: Callable[[], float] = time.time):
         self.irq, self.on_event, self.clock = irq, on_event, clock
         self.offset = 0.0               # guest seconds = clock() + offset

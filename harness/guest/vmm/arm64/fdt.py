@@ -14,6 +14,7 @@ against `dtc -I dtb -O dts`."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 FDT_MAGIC = 0xD00DFEED
@@ -73,7 +74,7 @@ def _pad4(b: bytes) -> bytes:
     return b + b"\0" * (-len(b) % 4)
 
 
-def to_dtb(root: Node, boot_cpuid: int = 0, reserve: list[tuple[int, int]] = ()) -> bytes:
+def to_dtb(root: Node, boot_cpuid: int = 0, reserve: Sequence[tuple[int, int]] = ()) -> bytes:
     """The blob: header, memory reservation block, structure block, strings block, in the
     order and alignment dtc uses (strings are shared by name, first use first)."""
     strings = bytearray()

@@ -73,7 +73,7 @@ def run(kernel: bytes, initrd: bytes, append: str, ram_mib: int, timeout: float,
         mem[boot.KERNEL_ADDR:boot.KERNEL_ADDR + len(img.kernel)] = img.kernel
         mem[initrd_at:initrd_at + len(initrd)] = initrd
         uart = Uart16550(emit, lambda level: vm.irq_line(COM1_IRQ, level))
-        devices = [(COM1, 8, uart), (RTC, 2, Cmos())]
+        devices: list[tuple[int, int, Uart16550 | Cmos]] = [(COM1, 8, uart), (RTC, 2, Cmos())]
         vcpu = vm.create_vcpu(0)
         x86.set_cpuid(vcpu, x86.cpuid_for_vcpu(x86.supported_cpuid(kvm), 0))
         x86.long_mode(vcpu, boot.PML4, boot.GDT_ADDR, len(gdt) - 1, boot.CODE64, boot.DATA)
