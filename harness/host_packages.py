@@ -41,6 +41,7 @@ def run_packages(archs: list[profiles.Profile]) -> dict[str, str]:
         need[qemu_binary(p)] = p.qemu_package
         for variant in profiles.PROFILES.values():
             if variant.arch == p.arch and variant.firmware:
+                assert variant.firmware_package, f"{variant.firmware}: no package named"
                 need[variant.firmware] = variant.firmware_package
     return need
 
@@ -132,10 +133,10 @@ def plan_qemu_fetch(packages: list[str], depends: Callable[[str], str],
             if name in unpack or name in system:
                 continue
             have = installed(name)
-            if have is not None and (op is None or satisfies(have, op, ver)):
+            if have is not None and (op is None or ver is None or satisfies(have, op, ver)):
                 continue
             there = in_suite(name)
-            if there is not None and (op is None or satisfies(there, op, ver)) \
+            if there is not None and (op is None or ver is None or satisfies(there, op, ver)) \
                     and not name.startswith("lib"):
                 unpack.append(name)
                 todo.append(name)

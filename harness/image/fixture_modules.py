@@ -161,6 +161,7 @@ def _mmdebstrap(name: str, sources: list[Path], release: str, suite: str, versio
     make = f"make -C /usr/src/{headers} M=/build"
     if cross:      # the headers' gcc-N-for-host:ARCH is the cross compiler
         ka = kbuild_arch(deb_arch)
+        assert ka is not None, "build() refused an arch without Kbuild facts"
         make += f" ARCH={ka.arch} CROSS_COMPILE={ka.cross_prefix}"
     hooks = [
         'mkdir -p "$1/build"',

@@ -301,8 +301,8 @@ def main(args, say: Callable[[str], None]) -> int:
     result = 1
     try:
         if not args.trust_ends:
-            for name, sha, want in (("bad", bad, BAD), ("good", good, GOOD)):
-                git(tree, "checkout", "-q", "--detach", sha)
+            for name, commit, want in (("bad", bad, BAD), ("good", good, GOOD)):
+                git(tree, "checkout", "-q", "--detach", commit)
                 got = _child([sys.executable, "-m", "harness.kernel.bisect", str(state), name],
                              logs / "ends.log")
                 if got != want:

@@ -9,6 +9,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # ---------------------------------------------------------------- Kconfig database
 
@@ -182,6 +183,8 @@ def evaluate(expr: str, config: dict[str, str]) -> int:
         if peek() in ("=", "!=", "<", ">", "<=", ">="):
             op, rhs = take(), value(take())
             lhs = value(tok)
+            a: Any      # both ints or both strings: Kconfig compares numbers as numbers
+            b: Any
             try:
                 a, b = int(lhs, 0), int(rhs, 0)
             except ValueError:

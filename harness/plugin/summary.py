@@ -127,7 +127,7 @@ class Matrix:
             where = {"test": f"during {r.get('test')}",
                      "between": f"between tests (after {r.get('test') or 'boot'}, machine "
                                 f"{r.get('machine')})",
-                     "boot": f"during boot (machine {r.get('machine')})"}.get(r.get("when"), "")
+                     "boot": f"during boot (machine {r.get('machine')})"}.get(r.get("when") or "", "")
             head = "warning: allowed splat" if r.get("allowed") else "kernel splat"
             line = (f"{head} in {r.get('target')} {where}: ({r.get('kind')}) {r.get('title')} "
                     f"[{r.get('log')}:{r.get('line')}]")

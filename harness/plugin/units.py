@@ -134,11 +134,11 @@ def pick(workqueue: dict, current: str | None = None, affinity: float = AFFINITY
     longest, whatever the target)."""
     est = {u: estimate(list(workqueue[u])) for u in workqueue}
     if held_s > BUSY_S:
-        return min(est, key=est.get)
-    top = max(est, key=est.get)
+        return min(est, key=est.__getitem__)
+    top = max(est, key=est.__getitem__)
     mine = [u for u in est if affinity and current is not None and target_of_unit(u) == current]
     if mine:
-        best = max(mine, key=est.get)
+        best = max(mine, key=est.__getitem__)
         if est[best] >= affinity * est[top]:
             return best
     return top

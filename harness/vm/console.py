@@ -266,14 +266,14 @@ class Console:
         """The panic/oops lines if one was seen (waits briefly for the rest of the trace)."""
         if self.fatal_index is None:
             return None
+        at = self.fatal_index
 
         def complete() -> bool:
             with self._lock:
-                return self.closed.is_set() or \
-                    len(self._lines) - self.fatal_index >= CONTEXT_LINES
+                return self.closed.is_set() or len(self._lines) - at >= CONTEXT_LINES
         within(complete, 2, what="the rest of the crash's console lines")
         with self._lock:
-            return "\n".join(self._lines[self.fatal_index:self.fatal_index + CONTEXT_LINES])
+            return "\n".join(self._lines[at:at + CONTEXT_LINES])
 
     def check_fatal(self) -> None:
         text = self.fatal()

@@ -110,8 +110,8 @@ class L2Run:
         """(run, the crash) for this run and its relaunch, where the L2 kernel oopsed or
         panicked."""
         out = []
-        for run in (self, self.relaunch):
-            crash = crash_in(run.console()) if run is not None else None
+        for run in (r for r in (self, self.relaunch) if r is not None):
+            crash = crash_in(run.console())
             if crash:
                 out.append((run, crash))
         return out

@@ -108,10 +108,12 @@ class Machine:
         self.ssh_connect_timeout = 60.0
         self.started_at = 0.0
         self.launches = 0            # QEMU runs of this machine (relaunch() adds one)
-        self.on_silent = None        # called with the SilentMachine error (the test plugin
-                                     # marks the target dead: its kernel never starts)
-        self.on_ready = None         # called once the guest is ready, booted or restored
-                                     # (the test plugin records that the target boots)
+        # called with the SilentMachine error (the test plugin marks the target dead: its
+        # kernel never starts)
+        self.on_silent: Callable[[Exception], None] | None = None
+        # called once the guest is ready, booted or restored (the test plugin records
+        # that the target boots)
+        self.on_ready: Callable[[], None] | None = None
         # kernel splats from every log read from this machine (its consoles, dmesg over
         # ssh, its L2 guests' consoles); the test plugin claims them per test
         self.splats = SplatLog(kernel.release or "", profile.name, cmdline=" ".join(append),

@@ -68,7 +68,8 @@ class QMP:
         return self._call(self._client.execute(cmd, args or None), timeout, f"QMP {cmd}")
 
     def hmp(self, command_line: str) -> str:
-        return self.execute("human-monitor-command", **{"command-line": command_line})
+        args: dict[str, Any] = {"command-line": command_line}     # not a Python name
+        return self.execute("human-monitor-command", **args)
 
     def wait_event(self, name: str, after: float, timeout: float,
                    watchdog: Callable[[], None]) -> dict[str, Any]:

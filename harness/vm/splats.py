@@ -185,6 +185,7 @@ class Scanner:
                 self._extend(line, m.group(2) if m else line)
             return None
         kind, title = found
+        assert m is not None, "classify() found a splat in the record's message"
         if self._open is not None and self._continues(kind):
             self._extend(line, m.group(2))
             return None
@@ -195,11 +196,13 @@ class Scanner:
     def _continues(self, kind: str) -> bool:
         """A DEBUG_LOCKS_WARN_ON() message is followed by its own WARNING line: one splat."""
         s = self._open
+        assert s is not None
         return s.kind == "lockdep" and s.title.startswith("DEBUG_LOCKS_WARN_ON(") \
             and kind == "warning" and len(s.lines) <= 2
 
     def _extend(self, line: str, message: str) -> None:
         s = self._open
+        assert s is not None
         s.lines.append(line)
         if END_TRACE.search(message) or len(s.lines) >= MAX_LINES or \
                 (BANNER.match(message.strip()) and len(s.lines) > 3):
