@@ -2,7 +2,7 @@
 # The two commands of the README.  Each does all set-up on a fresh Debian machine
 # (as root; elsewhere apt-get needs sudo) and is cheap to repeat:
 #   ./guestpm.sh run [guestpm run options]   the suite on the default kernels (6 targets)
-#   ./guestpm.sh test [pytest options]       unit tests + the suite: what CI runs
+#   ./guestpm.sh test [pytest options]       ruff, mypy, unit tests + the suite: what CI runs
 #   ./guestpm.sh setup [guestpm setup options]   only the set-up (CI pipelines, ci/)
 set -eu
 cd "$(dirname "$0")"
@@ -19,10 +19,13 @@ python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || {
     echo "guestpm.sh: python3 >= 3.11 is needed (Debian bookworm or later)" >&2; exit 2; }
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 
-if [ ! -x "$VENV/bin/guestpm" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
+# test also installs the dev extras: the checks it runs before the tests (ruff, mypy)
+spec=. stamp="$VENV/.installed"
+[ "${1:-}" = test ] && spec=".[dev]" stamp="$VENV/.installed-dev"
+if [ ! -x "$VENV/bin/guestpm" ] || [ pyproject.toml -nt "$stamp" ]; then
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e .
-    touch "$VENV/.installed"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e "$spec"
+    touch "$stamp"
 fi
 
 what=${1:-}
@@ -33,6 +36,9 @@ case "$what" in
     setup)
         exec "$VENV/bin/guestpm" setup "$@" ;;
     test)
+        # the contributor's checks first: a lint or type error fails the run in seconds
+        "$VENV/bin/ruff" check .
+        "$VENV/bin/mypy"
         # --build-tools: the bisect tests build an arm64 kernel
         "$VENV/bin/guestpm" setup --build-tools
         exec "$VENV/bin/python" -m pytest tests -p no:cacheprovider -q -rfEs --self-test \
