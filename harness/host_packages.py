@@ -53,7 +53,7 @@ def host_packages(archs: list[profiles.Profile]) -> dict[str, str]:
 
 
 def missing(need: dict[str, str]) -> dict[str, str]:
-    return {what: pkg for what, pkg in need.items() if not _present(what)}
+    return {what: pkg for what, pkg in need.items() if not present(what)}
 
 
 def check_host(archs: list[profiles.Profile]) -> None:
@@ -67,7 +67,8 @@ def check_host(archs: list[profiles.Profile]) -> None:
                          + f": run `guestpm setup` as root or `apt-get install {pkgs}`")
 
 
-def _present(what: str) -> bool:
+def present(what: str) -> bool:
+    """Whether `what` (a path, or a command on PATH) is on this machine."""
     return os.path.exists(what) if what.startswith("/") else shutil.which(what) is not None
 
 
@@ -152,7 +153,8 @@ def _installed_version(name: str) -> str | None:
     return words[-1] if proc.returncode == 0 and "installed" in words[:3] else None
 
 
-def _satisfies(have: str, op: str, ver: str) -> bool:
+def version_satisfies(have: str, op: str, ver: str) -> bool:
+    """Whether Debian version `have` is `op` (>=, <=, >>, <<, =) `ver`, in dpkg's order."""
     ops = {">=": "ge", "<=": "le", ">>": "gt", "<<": "lt", "=": "eq"}
     return subprocess.run(["dpkg", "--compare-versions", have, ops[op], ver]).returncode == 0
 
@@ -183,7 +185,7 @@ def qemu_dir(spec: str | None) -> str | None:
                 return {}
         unpack, system = plan_qemu_fetch(
             wanted + list(QEMU_PACKAGES), lambda n: show(n).get("Depends", ""),
-            _installed_version, lambda n: show(n).get("Version"), _satisfies)
+            _installed_version, lambda n: show(n).get("Version"), version_satisfies)
         if system:
             _apt_install(sorted(system), f"QEMU from Debian {suite}")
         with cache.staging_dir(dest) as tmp:

@@ -81,7 +81,8 @@ def build(src: Path, kernel: Kernel, deb_arch: str, progress: Progress = lambda 
         if ko.exists():
             return ko
         with cache.staging_dir(out) as tmp:
-            _mmdebstrap(name, sources, kernel.release, suite, version, deb_arch, tmp, progress)
+            build_in_chroot(name, sources, kernel.release, suite, version, deb_arch, tmp,
+                            progress)
     return ko
 
 
@@ -145,8 +146,10 @@ def chroot_suites(suite: str) -> list[str]:
     return [base, suite] if sep else [suite]
 
 
-def _mmdebstrap(name: str, sources: list[Path], release: str, suite: str, version: str,
-                deb_arch: str, dest: Path, progress: Progress) -> None:
+def build_in_chroot(name: str, sources: list[Path], release: str, suite: str, version: str,
+                    deb_arch: str, dest: Path, progress: Progress) -> None:
+    """Build module `name` from `sources` into `dest` in an mmdebstrap chroot holding
+    the headers of `release` (package version `version` from `suite`) for `deb_arch`."""
     if not shutil.which("mmdebstrap"):
         raise SetupError("mmdebstrap not found: apt-get install mmdebstrap (or guestpm setup)")
     if os.geteuid() == 0 and not shutil.which("mount"):
