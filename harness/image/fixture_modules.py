@@ -32,7 +32,7 @@ from harness.kernel import build as kbuild
 from harness.kernel.kernels import Kernel
 
 Progress = Callable[[str], None]
-BUILD_TIMEOUT = 900      # s; measured 50-80 s per kernel, cold
+BUILD_TIMEOUT = 900      # s; a cold build takes about a tenth of it (docs/figures.md)
 
 
 class Unbuildable(Exception):

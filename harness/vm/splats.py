@@ -242,15 +242,13 @@ class Allowance:
             and self.accel in (None, accel)
 
 
-# Measured: the consoles of four full default runs (CI and fresh-clone `run`, 367
-# machines, the six default targets plus the L2 guests) held no splat apart from the
-# trans_pgd crash's own aftermath (see Scanner.crashed).  An entry needs the evidence:
-# the run, the symptom, and the write-up in docs/known-defects.md.
+# Short because default runs' consoles hold no other splat (docs/splats.md, "The allowlist").
+# An entry needs the evidence: the run, the symptom, and the write-up in
+# docs/known-defects.md.
 ALLOWED: tuple[Allowance, ...] = (
-    # CI, 2026-12-01 (one run in six): the debian:6.12 arm64 L1 host, booted with
-    # kvm-arm.mode=nvhe under TCG, WARNs while its reference-VMM vCPU thread is inside
-    # KVM_RUN because kvm_get_running_vcpu() reads NULL there.  The L2 guest and every
-    # verdict about it were right; the host's KVM or QEMU's EL2 emulation is wrong.
+    # The debian:6.12 arm64 L1 host in nVHE mode under TCG WARNs inside KVM_RUN
+    # (docs/known-defects.md, "Debian 6.12 arm64 KVM in nVHE mode under TCG"): the L2
+    # verdicts stay right; the host's KVM or QEMU's EL2 emulation is wrong.
     Allowance(
         kind="warning",
         title=r" at arch/arm64/kvm/\S+ (mark_page_dirty_in_slot|kvm_arch_timer_get_input_level)\+",
