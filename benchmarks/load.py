@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from vdiff import verdicts
+from vdiff import verdicts  # the one junit id -> outcome reader
 
 from harness.results.runs import latest
 
