@@ -2,8 +2,8 @@
 # The two commands of the README.  Each does all set-up on a fresh Debian machine
 # (as root; elsewhere apt-get needs sudo) and is cheap to repeat:
 #   ./guestpm.sh run [guestpm run options]   the suite on the default kernels (6 targets)
-#   ./guestpm.sh test [pytest options]       unit tests + the suite, then its QEMU-sensitive
-#                                            families with a second QEMU: what CI runs
+#   ./guestpm.sh test [pytest options]       ruff, mypy, unit tests + the suite, then its
+#                                            QEMU-sensitive families with a second QEMU: what CI runs
 #   ./guestpm.sh setup [guestpm setup options]   only the set-up (CI pipelines, ci/)
 set -eu
 cd "$(dirname "$0")"
@@ -20,10 +20,13 @@ python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || {
     echo "guestpm.sh: python3 >= 3.11 is needed (Debian bookworm or later)" >&2; exit 2; }
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 
-if [ ! -x "$VENV/bin/guestpm" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
+# test also installs the dev extras: the checks it runs before the tests (ruff, mypy)
+spec=. stamp="$VENV/.installed"
+[ "${1:-}" = test ] && spec=".[dev]" stamp="$VENV/.installed-dev"
+if [ ! -x "$VENV/bin/guestpm" ] || [ pyproject.toml -nt "$stamp" ]; then
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e .
-    touch "$VENV/.installed"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e "$spec"
+    touch "$stamp"
 fi
 
 # The second QEMU of `test`: bookworm's system QEMU is 7.2, its backports carry 10;
@@ -46,6 +49,9 @@ case "$what" in
     setup)
         exec "$VENV/bin/guestpm" setup "$@" ;;
     test)
+        # the contributor's checks first: a lint or type error fails the run in seconds
+        "$VENV/bin/ruff" check .
+        "$VENV/bin/mypy"
         # --build-tools: the bisect tests build an arm64 kernel
         "$VENV/bin/guestpm" setup --build-tools
         rc=0

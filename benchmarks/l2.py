@@ -42,11 +42,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.results.runs import latest  # noqa: E402
-
 from harness import profiles
 from harness.image import rootfs
 from harness.kernel import kernels
+from harness.results.runs import latest
 from harness.vm import l2
 from harness.vm.machine import Machine
 

@@ -33,8 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from harness.results.runs import latest  # noqa: E402
-from vdiff import verdicts  # noqa: E402  the one junit id -> outcome reader
+from vdiff import verdicts  # the one junit id -> outcome reader
+
+from harness.results.runs import latest
+
 RUNS = ("idle", "loaded")
 
 

@@ -28,8 +28,16 @@ from harness import profiles
 from harness.image import disks, rootfs
 from harness.kernel import kernels
 from harness.vm.machine import Machine
-from harness.vm.power import (HIBERNATE_APPEND, PM_DEBUG, arm_s2idle_wake, console_shows_idle,
-                              hibernate, s2idle_machine_args, suspend_to_idle, suspend_to_ram)
+from harness.vm.power import (
+    HIBERNATE_APPEND,
+    PM_DEBUG,
+    arm_s2idle_wake,
+    console_shows_idle,
+    hibernate,
+    s2idle_machine_args,
+    suspend_to_idle,
+    suspend_to_ram,
+)
 
 
 def _boot(profile, kernel, initrd, workdir: Path, **kw) -> Machine:

@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import cache, profiles
-from harness.errors import SetupError  # noqa: E402
+from harness.errors import SetupError
 from harness.image import rootfs
 from harness.kernel import aptrepo, kernels
 from harness.vm.machine import Machine

@@ -180,7 +180,7 @@ def load(results: Path, root: Path = ROOT, self_tests: bool = True
     return tests, cost, wall
 
 
-def group(tests: list[Test], by: str, ids: list[str]) -> "OrderedDict[str, list[Test]]":
+def group(tests: list[Test], by: str, ids: list[str]) -> OrderedDict[str, list[Test]]:
     """Tests per work unit, in their order: `units` (harness/plugin/units.py) or
     `target` (one unit per target, the start commit's)."""
     out: OrderedDict[str, list[Test]] = OrderedDict()
@@ -198,7 +198,7 @@ def alone(unit: list[Test], cost: dict) -> float:
     return sum(t.seconds for t in unit) + sum(cost[k] for k in needs)
 
 
-def simulate(queue: "OrderedDict[str, list[Test]]", workers: int, cost: dict,
+def simulate(queue: OrderedDict[str, list[Test]], workers: int, cost: dict,
              watermark: int = WATERMARK, affinity: float = unitsmod.AFFINITY
              ) -> tuple[float, list[list[str]]]:
     """The wall time of running `queue` on `workers` workers, and each worker's units

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def run_logged(cmd: list[str], log: Path, cwd: Path | None = None, env: dict | None = None,

@@ -28,15 +28,18 @@ from pathlib import Path
 
 from harness import profiles
 from harness.errors import GuestpmError, SetupError
-from harness.host_packages import install_build_packages, install_host_packages, qemu_dir
+from harness.host_packages import (
+    install_build_packages,
+    install_host_packages,
+    qemu_dir,
+)
 from harness.image import rootfs
 from harness.kernel import build, kconfig, kernels
 from harness.plan import options, targets
 from harness.progress import progress
 from harness.signals import install_signal_handlers
-from harness.vm import cmdline
+from harness.vm import cmdline, terminal
 from harness.vm import l2 as l2mod
-from harness.vm import terminal
 from harness.vm.machine import Machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,6 +181,7 @@ def _record(side):
 
 def cmd_compare(args) -> int:
     import time
+
     from harness.results import compare, rerun, verdicts
     t0 = time.monotonic()
     parent = Path(args.results)

@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import subprocess
-from typing import Callable
+from collections.abc import Callable
 
 from harness import cache, profiles
 from harness.errors import SetupError
@@ -41,6 +41,7 @@ def run_packages(archs: list[profiles.Profile]) -> dict[str, str]:
         need[qemu_binary(p)] = p.qemu_package
         for variant in profiles.PROFILES.values():
             if variant.arch == p.arch and variant.firmware:
+                assert variant.firmware_package, f"{variant.firmware}: no package named"
                 need[variant.firmware] = variant.firmware_package
     return need
 
@@ -52,7 +53,7 @@ def host_packages(archs: list[profiles.Profile]) -> dict[str, str]:
 
 
 def missing(need: dict[str, str]) -> dict[str, str]:
-    return {what: pkg for what, pkg in need.items() if not _present(what)}
+    return {what: pkg for what, pkg in need.items() if not present(what)}
 
 
 def check_host(archs: list[profiles.Profile]) -> None:
@@ -77,7 +78,8 @@ def check_qemu(profile: profiles.Profile) -> None:
                          f"apt-get install {profile.firmware_package} (or run `guestpm setup`)")
 
 
-def _present(what: str) -> bool:
+def present(what: str) -> bool:
+    """Whether `what` (a path, or a command on PATH) is on this machine."""
     return os.path.exists(what) if what.startswith("/") else shutil.which(what) is not None
 
 
@@ -143,10 +145,10 @@ def plan_qemu_fetch(packages: list[str], depends: Callable[[str], str],
             if name in unpack or name in system:
                 continue
             have = installed(name)
-            if have is not None and (op is None or satisfies(have, op, ver)):
+            if have is not None and (op is None or ver is None or satisfies(have, op, ver)):
                 continue
             there = in_suite(name)
-            if there is not None and (op is None or satisfies(there, op, ver)) \
+            if there is not None and (op is None or ver is None or satisfies(there, op, ver)) \
                     and not name.startswith("lib"):
                 unpack.append(name)
                 todo.append(name)
@@ -162,7 +164,8 @@ def _installed_version(name: str) -> str | None:
     return words[-1] if proc.returncode == 0 and "installed" in words[:3] else None
 
 
-def _satisfies(have: str, op: str, ver: str) -> bool:
+def version_satisfies(have: str, op: str, ver: str) -> bool:
+    """Whether Debian version `have` is `op` (>=, <=, >>, <<, =) `ver`, in dpkg's order."""
     ops = {">=": "ge", "<=": "le", ">>": "gt", "<<": "lt", "=": "eq"}
     return subprocess.run(["dpkg", "--compare-versions", have, ops[op], ver]).returncode == 0
 
@@ -193,7 +196,7 @@ def qemu_dir(spec: str | None) -> str | None:
                 return {}
         unpack, system = plan_qemu_fetch(
             wanted + list(QEMU_PACKAGES), lambda n: show(n).get("Depends", ""),
-            _installed_version, lambda n: show(n).get("Version"), _satisfies)
+            _installed_version, lambda n: show(n).get("Version"), version_satisfies)
         if system:
             _apt_install(sorted(system), f"QEMU from Debian {suite}")
         with cache.staging_dir(dest) as tmp:

@@ -62,8 +62,8 @@ class Profile:
     # QEMU arguments under which a root port's slots are not in the ACPI tables, so a
     # device hot-added behind it after boot has no companion on any QEMU (QEMU 8 and
     # later describe the devices a root port had at boot, 7.2 did not).  None:
-    # root-bus devices have no companion (arm64 virt's DSDT lists none: measured on
-    # 6.1 arm64-uefi), and the cases do not apply.
+    # root-bus devices have no companion (arm64 virt's DSDT lists none), and the cases
+    # do not apply.
     acpi_pci_slot: str | None = None
     acpi_unlisted_bridge_args: tuple[str, ...] = ()
     # Firmware QEMU boots first (-bios), and the Debian package that ships it.  None:

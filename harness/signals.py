@@ -12,8 +12,8 @@ def leave_signals_to_the_main_thread() -> None:
     """Call first in a helper thread: block SIGINT and SIGTERM there, so the kernel
     delivers them to the main thread.  Python runs handlers only in the main thread,
     and a signal that lands on a helper thread does not interrupt the main thread's
-    sleep: a SIGTERM'd harness slept on (seen in CI under load: "did not exit within
-    30 s of SIGTERM" with its main thread still in time.sleep)."""
+    sleep: a SIGTERM'd harness would sleep on (docs/figures.md, "Figures behind code
+    comments")."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
 

@@ -18,7 +18,9 @@ import json
 import os
 import sys
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from types import FrameType
+from typing import TypeVar
 
 from harness.errors import WaitTimeout
 
@@ -45,7 +47,7 @@ _PASSING_ON = {"wait_until", "within", "expect", "wait_event", "wait_output", "w
 
 def _caller() -> str:
     """Where the wait was asked for: the first frame that does not just pass it on."""
-    f = sys._getframe(1)
+    f: FrameType | None = sys._getframe(1)
     while f is not None and (f.f_code.co_filename == __file__ or
                              f.f_code.co_name in _PASSING_ON):
         f = f.f_back
@@ -68,7 +70,7 @@ def _record(what: str | None, used: float, timeout: float, met: bool) -> None:
         pass                                # a missing results dir must not fail a wait
 
 
-def _poll(predicate: Callable[[], T], timeout: float, watchdog: Callable[[], None] | None,
+def _poll(predicate: Callable[[], T | None], timeout: float, watchdog: Callable[[], None] | None,
           interval: float, sleep: Callable[[float], object] | None,
           what: str | None = None) -> T | None:
     start = time.monotonic()
@@ -98,7 +100,7 @@ def within(predicate: Callable[[], T], timeout: float, watchdog: Callable[[], No
     return _poll(predicate, timeout, watchdog, interval, sleep, what)
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, what: str,
+def wait_until(predicate: Callable[[], T | None], timeout: float, what: str,
                watchdog: Callable[[], None] | None = None, interval: float = 0.1,
                sleep: Callable[[float], object] | None = None,
                fail: Callable[[], str] | None = None) -> T:

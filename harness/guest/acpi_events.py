@@ -134,10 +134,10 @@ def input_nodes(names: list[str]) -> dict[str, str]:
 
 def listen(out_path: str, inputs: list[str]) -> None:
     sock = subscribe()
-    fds = {sock.fileno(): ("netlink", None)}
+    fds: dict[int, tuple[str, str | None]] = {sock.fileno(): ("netlink", None)}
     nodes = input_nodes(inputs)
-    for path, name in nodes.items():
-        fds[os.open(path, os.O_RDONLY)] = ("input", name)
+    for path, node in nodes.items():
+        fds[os.open(path, os.O_RDONLY)] = ("input", node)
     with open(out_path, "a") as out:
         def emit(rec: dict) -> None:
             out.write(json.dumps({"t": round(time.time(), 3), **rec}) + "\n")

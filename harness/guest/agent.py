@@ -13,7 +13,7 @@ import os
 import platform
 import sys
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 from . import kmsg, kvm
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 PATH = "/dev/kmsg"
 MAX_READS = 100_000     # well above the records of a large log_buf_len; a reader that

@@ -15,8 +15,9 @@ import json
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 class Skip(Exception):
@@ -31,7 +32,7 @@ class Stop(Exception):
 class Case:
     name: str
     family: str
-    fn: Callable[["T"], None]
+    fn: Callable[[T], None]
     doc: str
     requires: tuple[Callable[[Any], str | None], ...] = ()
 
@@ -87,7 +88,7 @@ def run_case(case: Case, env: Any) -> dict:
             res.update(status="skip", reason=str(e))
     except Stop as e:
         res.update(status="fail", reason=f"required check failed: {e}")
-    except Exception as e:  # noqa: BLE001 - reported with its traceback
+    except Exception as e:  # reported with its traceback
         state = getattr(e, "state", None)
         res.update(status="fail", reason=f"{type(e).__name__}: {e}",
                    traceback=traceback.format_exc())

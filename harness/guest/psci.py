@@ -21,15 +21,36 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
+from typing import Self
 
 from . import kselftest
 from .kvm import arm64, uapi
 from .kvm.arm64 import (
-    AFFINITY_ON, PSCI_AFFINITY_INFO64, PSCI_CPU_ON64, PSCI_DENIED, PSCI_FEATURES,
-    PSCI_INTERNAL_FAILURE, PSCI_INVALID_PARAMS, PSCI_NOT_SUPPORTED, PSCI_OFF2_TYPE_HIBERNATE_OFF,
-    PSCI_SUCCESS, PSCI_SYSTEM_OFF, PSCI_SYSTEM_OFF2, PSCI_SYSTEM_OFF2_64, PSCI_SYSTEM_RESET,
-    PSCI_SYSTEM_RESET2_64, PSCI_SYSTEM_SUSPEND, PSCI_SYSTEM_SUSPEND64, PSCI_VERSION, Asm, hvc,
-    psci_version, ret_name, s64, str_x, version_str,
+    AFFINITY_ON,
+    PSCI_AFFINITY_INFO64,
+    PSCI_CPU_ON64,
+    PSCI_DENIED,
+    PSCI_FEATURES,
+    PSCI_INTERNAL_FAILURE,
+    PSCI_INVALID_PARAMS,
+    PSCI_NOT_SUPPORTED,
+    PSCI_OFF2_TYPE_HIBERNATE_OFF,
+    PSCI_SUCCESS,
+    PSCI_SYSTEM_OFF,
+    PSCI_SYSTEM_OFF2,
+    PSCI_SYSTEM_OFF2_64,
+    PSCI_SYSTEM_RESET,
+    PSCI_SYSTEM_RESET2_64,
+    PSCI_SYSTEM_SUSPEND,
+    PSCI_SYSTEM_SUSPEND64,
+    PSCI_VERSION,
+    Asm,
+    hvc,
+    psci_version,
+    ret_name,
+    s64,
+    str_x,
+    version_str,
 )
 from .kvm.vm import Kvm, KvmBroken, KvmUnavailable, VcpuHang
 
@@ -221,7 +242,7 @@ class PsciGuest:
         self.vm.close()
         self._close_kvm()
 
-    def __enter__(self) -> "PsciGuest":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -437,6 +458,7 @@ def system_suspend_suspended_vcpu_waits_without_a_wakeup(t):
         t.require("SYSTEM_SUSPEND64", g.call(PSCI_SYSTEM_SUSPEND64, g.entry["resume"], ENTRY_CTX),
                   g.event("SUSPEND"))
         g.vcpu(0).set_mp_state(uapi.KVM_MP_STATE_SUSPENDED)
+        got: dict | str
         try:
             ex = g.run(timeout=1.0)
             got = g.outcome(ex)
@@ -497,7 +519,7 @@ def psci_version_register_default_and_writes(t):
                 back = g.vcpu(0).get_reg(uapi.KVM_REG_ARM_PSCI_VERSION)
                 got[version_str(v)] = "ok" if back == v else f"read back {version_str(back)}"
             except OSError as e:
-                got[version_str(v)] = errno.errorcode.get(e.errno, str(e.errno))
+                got[version_str(v)] = errno.errorcode.get(e.errno or 0, str(e.errno))
     t.expect("SET_ONE_REG(PSCI_VERSION) per version", got, want)
 
 
@@ -611,7 +633,7 @@ def spinning_guest_is_bounded(t):
 
 
 SELFTESTS = [kselftest.Case("spinning_guest_is_bounded", "harness", spinning_guest_is_bounded,
-                            spinning_guest_is_bounded.__doc__.strip(), BASE)]
+                            (spinning_guest_is_bounded.__doc__ or "").strip(), BASE)]
 
 
 # ---------------------------------------------------------------- running

@@ -33,16 +33,29 @@ import struct
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 from . import kmsg, kselftest
 from .vfio_device import D0, D3HOT, PciDevice, VfioDevice, eventfd_value
-from .vfio_uapi import (ACPI_NOTIFY_DEVICE_CHECK, FEATURE_NAMES, LOW_POWER_ENTRY,
-                        LOW_POWER_ENTRY_WITH_WAKEUP, LOW_POWER_EXIT, UNKNOWN_FEATURE,
-                        VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_PROBE,
-                        VFIO_DEVICE_FEATURE_SET, VFIO_IRQ_INFO_EVENTFD,
-                        VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_BOOL,
-                        VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE,
-                        VFIO_PCI_ACPI_IRQ_INDEX, feature, wakeup_payload)
+from .vfio_uapi import (
+    ACPI_NOTIFY_DEVICE_CHECK,
+    FEATURE_NAMES,
+    LOW_POWER_ENTRY,
+    LOW_POWER_ENTRY_WITH_WAKEUP,
+    LOW_POWER_EXIT,
+    UNKNOWN_FEATURE,
+    VFIO_DEVICE_FEATURE_GET,
+    VFIO_DEVICE_FEATURE_PROBE,
+    VFIO_DEVICE_FEATURE_SET,
+    VFIO_IRQ_INFO_EVENTFD,
+    VFIO_IRQ_SET_ACTION_TRIGGER,
+    VFIO_IRQ_SET_DATA_BOOL,
+    VFIO_IRQ_SET_DATA_EVENTFD,
+    VFIO_IRQ_SET_DATA_NONE,
+    VFIO_PCI_ACPI_IRQ_INDEX,
+    feature,
+    wakeup_payload,
+)
 
 # the stand-in for the ACPI-notify series and guestpm's firmware (vfio_notify.asl)
 STANDIN_DRIVER = "guestpm_vfio_acpi_standin"
@@ -293,7 +306,7 @@ class Notify:
         self.t, self.d = t, d
         self.efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
-    def __enter__(self) -> "Notify":
+    def __enter__(self) -> Self:
         self.t.require("SET_IRQS(5) eventfd", self.register(self.efd), "0")
         return self
 

@@ -13,12 +13,29 @@ from pathlib import Path
 
 from . import kselftest
 from .vfio_uapi import (
-    DEVICE_INFO, GROUP_STATUS, IRQ_INFO, IRQ_SET, PCI_D_STATES, REGION_INFO, VFIO_API_VERSION,
-    VFIO_CHECK_EXTENSION, VFIO_DEVICE_GET_INFO, VFIO_DEVICE_GET_IRQ_INFO,
-    VFIO_DEVICE_GET_REGION_INFO, VFIO_DEVICE_SET_IRQS, VFIO_GET_API_VERSION,
-    VFIO_GROUP_FLAGS_VIABLE, VFIO_GROUP_GET_DEVICE_FD, VFIO_GROUP_GET_STATUS,
-    VFIO_GROUP_SET_CONTAINER, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_SET_IOMMU, VFIO_TYPE1_IOMMU,
-    VFIO_TYPE1v2_IOMMU, errname, ioctl,
+    DEVICE_INFO,
+    GROUP_STATUS,
+    IRQ_INFO,
+    IRQ_SET,
+    PCI_D_STATES,
+    REGION_INFO,
+    VFIO_API_VERSION,
+    VFIO_CHECK_EXTENSION,
+    VFIO_DEVICE_GET_INFO,
+    VFIO_DEVICE_GET_IRQ_INFO,
+    VFIO_DEVICE_GET_REGION_INFO,
+    VFIO_DEVICE_SET_IRQS,
+    VFIO_GET_API_VERSION,
+    VFIO_GROUP_FLAGS_VIABLE,
+    VFIO_GROUP_GET_DEVICE_FD,
+    VFIO_GROUP_GET_STATUS,
+    VFIO_GROUP_SET_CONTAINER,
+    VFIO_PCI_CONFIG_REGION_INDEX,
+    VFIO_SET_IOMMU,
+    VFIO_TYPE1_IOMMU,
+    VFIO_TYPE1v2_IOMMU,
+    errname,
+    ioctl,
 )
 
 
@@ -120,7 +137,7 @@ def bind(dev: PciDevice, driver: str = "vfio-pci") -> None:
     try:
         Path("/sys/bus/pci/drivers_probe").write_text(dev.bdf)
     except OSError as e:
-        error = os.strerror(e.errno)
+        error = os.strerror(e.errno) if e.errno is not None else str(e)
     if dev.driver != driver:
         if dev.iommu_group is None:       # vfio-pci's probe refuses a device without one
             raise kselftest.Skip(no_group_reason(dev))
@@ -152,10 +169,11 @@ class VfioDevice:
             raise OSError(errno.EPROTO, f"VFIO_GET_API_VERSION says {version}, "
                                         f"this client speaks {VFIO_API_VERSION}")
         self.group = os.open(f"/dev/vfio/{self.dev.iommu_group}", os.O_RDWR)
-        _, out = ioctl(self.group, VFIO_GROUP_GET_STATUS, GROUP_STATUS.pack(GROUP_STATUS.size, 0))
+        out = self._read(self.group, VFIO_GROUP_GET_STATUS,
+                         GROUP_STATUS.pack(GROUP_STATUS.size, 0), "GROUP_GET_STATUS")
         if not GROUP_STATUS.unpack(out)[1] & VFIO_GROUP_FLAGS_VIABLE:
             others = sorted(p.name for p in (Path("/sys/kernel/iommu_groups")
-                                             / self.dev.iommu_group / "devices").iterdir())
+                                             / str(self.dev.iommu_group) / "devices").iterdir())
             raise kselftest.Skip(f"IOMMU group {self.dev.iommu_group} is not viable: its other "
                              f"devices must be bound to vfio-pci too ({', '.join(others)})")
         self._check(ioctl(self.group, VFIO_GROUP_SET_CONTAINER,
@@ -166,16 +184,26 @@ class VfioDevice:
         fd, _ = ioctl(self.group, VFIO_GROUP_GET_DEVICE_FD, bdf.encode() + b"\0")
         self._check(fd, "GROUP_GET_DEVICE_FD")
         self.fd = fd
-        _, out = ioctl(self.fd, VFIO_DEVICE_GET_INFO, DEVICE_INFO.pack(DEVICE_INFO.size, 0, 0, 0))
+        out = self._read(self.fd, VFIO_DEVICE_GET_INFO,
+                         DEVICE_INFO.pack(DEVICE_INFO.size, 0, 0, 0), "DEVICE_GET_INFO")
         _, _, self.num_regions, self.num_irqs = DEVICE_INFO.unpack(out)
-        _, out = ioctl(self.fd, VFIO_DEVICE_GET_REGION_INFO,
-                       REGION_INFO.pack(REGION_INFO.size, 0, VFIO_PCI_CONFIG_REGION_INDEX, 0, 0, 0))
+        out = self._read(self.fd, VFIO_DEVICE_GET_REGION_INFO,
+                         REGION_INFO.pack(REGION_INFO.size, 0, VFIO_PCI_CONFIG_REGION_INDEX,
+                                          0, 0, 0), "DEVICE_GET_REGION_INFO")
         self.config_offset = REGION_INFO.unpack(out)[5]
 
     @staticmethod
     def _check(rc: int, what: str) -> None:
         if rc < 0:
             raise OSError(-rc, f"VFIO_{what}: {os.strerror(-rc)}")
+
+    @classmethod
+    def _read(cls, fd: int, request: int, arg: bytes, what: str) -> bytes:
+        """The kernel's copy of `arg`; a failed ioctl raises, naming it."""
+        rc, out = ioctl(fd, request, arg)
+        cls._check(rc, what)
+        assert out is not None, "a bytes argument always comes back"
+        return out
 
     def touch(self) -> int:
         """Read the vendor/device id through the device fd: a user access, which resumes
@@ -184,7 +212,7 @@ class VfioDevice:
 
     def irq_info(self, index: int) -> tuple[str, dict | None]:
         rc, out = ioctl(self.fd, VFIO_DEVICE_GET_IRQ_INFO, IRQ_INFO.pack(IRQ_INFO.size, 0, index, 0))
-        if rc < 0:
+        if rc < 0 or out is None:
             return errname(rc), None
         _, flags, idx, count = IRQ_INFO.unpack(out)
         return "0", {"flags": flags, "index": idx, "count": count}

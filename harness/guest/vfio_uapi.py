@@ -71,7 +71,7 @@ def ioctl(fd: int, request: int, arg) -> tuple[int, bytes | None]:
         r = fcntl.ioctl(fd, request, buf, True) if isinstance(buf, bytearray) \
             else fcntl.ioctl(fd, request, buf)
     except OSError as e:
-        return -e.errno, None
+        return -(e.errno or errno.EIO), None
     return r, bytes(buf) if isinstance(buf, bytearray) else None
 
 

@@ -18,10 +18,11 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Self
 
 from . import kselftest
 from .kvm import x86
-from .kvm.vm import Kvm, KvmBroken, KvmUnavailable
+from .kvm.vm import Exit, Kvm, KvmBroken, KvmUnavailable
 
 CODE_GPA = 0x1000          # the code's page, inside the one memory slot
 RAM_SIZE = 0x4000          # slot 0: guest physical 0..16 KiB
@@ -65,7 +66,7 @@ class TinyGuest:
 
     def __init__(self, code: bytes, run_timeout: float = 10.0):
         self.run_timeout = run_timeout
-        self.last = None                # the last exit, for completing an IN
+        self.last: Exit | None = None   # the last exit, for completing an IN
         self.kvm = Kvm()
         try:
             self.vm = self.kvm.create_vm()
@@ -83,7 +84,7 @@ class TinyGuest:
         """KVM_RUN once; the exit as the tests compare it."""
         ex = self.last = self.vcpu.run(self.run_timeout)
         if ex.reason == "IO":
-            out = {"exit": "IO", "direction": "out" if ex.is_write else "in", "size": ex.len,
+            out: dict = {"exit": "IO", "direction": "out" if ex.is_write else "in", "size": ex.len,
                    "port": ex.port, "count": ex.count}
             if ex.is_write:
                 out["data"] = x86.out_values(self.vcpu, ex)
@@ -99,7 +100,7 @@ class TinyGuest:
             vm.close()
         self.kvm.close()
 
-    def __enter__(self) -> "TinyGuest":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

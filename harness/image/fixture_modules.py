@@ -21,8 +21,8 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from harness import cache, profiles
 from harness.children import run_logged
@@ -32,7 +32,7 @@ from harness.kernel import build as kbuild
 from harness.kernel.kernels import Kernel
 
 Progress = Callable[[str], None]
-BUILD_TIMEOUT = 900      # s; measured 50-80 s per kernel, cold
+BUILD_TIMEOUT = 900      # s; a cold build takes about a tenth of it (docs/figures.md)
 
 
 class Unbuildable(Exception):
@@ -48,7 +48,7 @@ def kbuild_arch(deb_arch: str) -> profiles.KbuildArch | None:
 
 def module_name(src: Path) -> str:
     """The module of a single-module Kbuild file: its `obj-m := NAME.o` line."""
-    found = re.search(r"^obj-m\s*[:+]?=\s*(\S+)\.o\s*$", (src / "Kbuild").read_text(), re.M)
+    found = re.search(r"^obj-m\s*[:+]?=\s*(\S+)\.o\s*$", (src / "Kbuild").read_text(), re.MULTILINE)
     if not found:
         raise SetupError(f"{src}/Kbuild has no `obj-m := NAME.o` line")
     return found.group(1)
@@ -81,7 +81,8 @@ def build(src: Path, kernel: Kernel, deb_arch: str, progress: Progress = lambda 
         if ko.exists():
             return ko
         with cache.staging_dir(out) as tmp:
-            _mmdebstrap(name, sources, kernel.release, suite, version, deb_arch, tmp, progress)
+            build_in_chroot(name, sources, kernel.release, suite, version, deb_arch, tmp,
+                            progress)
     return ko
 
 
@@ -145,8 +146,10 @@ def chroot_suites(suite: str) -> list[str]:
     return [base, suite] if sep else [suite]
 
 
-def _mmdebstrap(name: str, sources: list[Path], release: str, suite: str, version: str,
-                deb_arch: str, dest: Path, progress: Progress) -> None:
+def build_in_chroot(name: str, sources: list[Path], release: str, suite: str, version: str,
+                    deb_arch: str, dest: Path, progress: Progress) -> None:
+    """Build module `name` from `sources` into `dest` in an mmdebstrap chroot holding
+    the headers of `release` (package version `version` from `suite`) for `deb_arch`."""
     if not shutil.which("mmdebstrap"):
         raise SetupError("mmdebstrap not found: apt-get install mmdebstrap (or guestpm setup)")
     if os.geteuid() == 0 and not shutil.which("mount"):
@@ -161,6 +164,7 @@ def _mmdebstrap(name: str, sources: list[Path], release: str, suite: str, versio
     make = f"make -C /usr/src/{headers} M=/build"
     if cross:      # the headers' gcc-N-for-host:ARCH is the cross compiler
         ka = kbuild_arch(deb_arch)
+        assert ka is not None, "build() refused an arch without Kbuild facts"
         make += f" ARCH={ka.arch} CROSS_COMPILE={ka.cross_prefix}"
     hooks = [
         'mkdir -p "$1/build"',

@@ -72,7 +72,7 @@ def userland(profile: Profile, progress: Progress = lambda s: None) -> Path:
             for pattern in _TRIM:
                 for path in root.glob(pattern):
                     shutil.rmtree(path)
-            _compile_stdlib(root)
+            compile_stdlib(root)
             buf = io.BytesIO()
             w = CpioWriter(buf)
             w.tree(root)
@@ -81,7 +81,7 @@ def userland(profile: Profile, progress: Progress = lambda s: None) -> Path:
     return out
 
 
-def _compile_stdlib(root: Path) -> None:
+def compile_stdlib(root: Path) -> None:
     """Bytecode for the guest's Python standard library, compiled here.  Debian ships
     none (python3's maintainer script compiles it; `--variant=extract` runs none), so
     the first `python3` of every fresh guest compiled each module it imported under TCG

@@ -9,8 +9,8 @@ from __future__ import annotations
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from harness import cache
 from harness.errors import SetupError

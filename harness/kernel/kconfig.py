@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import GuestpmError
-from harness.kernel.kconfig_db import Definition, KconfigDb, evaluate, symbols_in, tristate
+from harness.kernel.kconfig_db import (
+    Definition,
+    KconfigDb,
+    evaluate,
+    symbols_in,
+    tristate,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "kernel-configs"
 ROLES = ("base", "kvm-host", "guest-pm", "acpi", "vfio", "debug", "kasan")

@@ -9,7 +9,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-
+from typing import Any
 
 # ---------------------------------------------------------------- Kconfig database
 
@@ -85,7 +85,7 @@ def load_kconfig(srctree: Path, srcarch: str) -> KconfigDb:
                 indent = len(line.expandtabs()) - len(line.expandtabs().lstrip())
                 if help_indent < 0:
                     help_indent = indent
-                if indent >= help_indent and help_indent > 0:
+                if indent >= help_indent > 0:
                     continue
                 help_indent = None
             text = line.split("#", 1)[0].strip() if '"' not in line else line.strip()
@@ -183,6 +183,8 @@ def evaluate(expr: str, config: dict[str, str]) -> int:
         if peek() in ("=", "!=", "<", ">", "<=", ">="):
             op, rhs = take(), value(take())
             lhs = value(tok)
+            a: Any      # both ints or both strings: Kconfig compares numbers as numbers
+            b: Any
             try:
                 a, b = int(lhs, 0), int(rhs, 0)
             except ValueError:

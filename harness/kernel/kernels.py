@@ -21,9 +21,9 @@ import json
 import re
 import subprocess
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from harness import cache
 from harness.errors import KernelError, SetupError
@@ -185,7 +185,7 @@ def check_image(path: Path, profile: Profile) -> ImageInfo:
 
 # ---------------------------------------------------------------- resolution
 
-def _debian_kind(value: str) -> str:
+def debian_kind(value: str) -> str:
     """'label' (a default, no look-up), 'suite' (a Debian suite name) or 'version'."""
     if value in DEBIAN_LABELS:
         return "label"
@@ -206,7 +206,7 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
         raise KernelError(f"unknown kernel {spec!r}: use one of "
                           f"{', '.join(DEFAULT_KERNELS)} or {' / '.join(SCHEMES)}")
     if scheme == "debian":
-        _debian_kind(rest)
+        debian_kind(rest)
         return scheme, rest, {}
     if scheme == "build":
         if not rest:
@@ -233,9 +233,9 @@ def check_spec(spec: str, profile: Profile) -> None:
     scheme, value, _ = parse_spec(spec)
     if scheme in ("path", "build"):
         resolve(spec, profile)
-    elif scheme == "debian" and _debian_kind(value) == "version" and \
+    elif scheme == "debian" and debian_kind(value) == "version" and \
             not _cached_version(value, profile):
-        _suite_for(value, profile, lambda s: None)
+        suite_for(value, profile, lambda s: None)
 
 
 def _cached_version(version: str, profile: Profile) -> bool:
@@ -342,7 +342,9 @@ def _repo(suite: str) -> aptrepo.AptRepo:
     return aptrepo.AptRepo(cache.cache_dir() / "apt" / suite, suite, aptrepo.system_mirror())
 
 
-def _updated(suite: str, why: str) -> aptrepo.AptRepo:
+def updated_repo(suite: str, why: str) -> aptrepo.AptRepo:
+    """`suite`'s package index, updated under the cache lock (`why` names it in an
+    error)."""
     repo = _repo(suite)
     try:
         with cache.locked(repo.root):
@@ -352,7 +354,7 @@ def _updated(suite: str, why: str) -> aptrepo.AptRepo:
     return repo
 
 
-def _suite_for(version: str, profile: Profile, progress: Progress) -> str:
+def suite_for(version: str, profile: Profile, progress: Progress) -> str:
     """The first suite of SEARCH_SUITES whose kernel for the arch is `version`.x."""
     arch, seen = profile.deb_arch, []
     for suite in SEARCH_SUITES:
@@ -362,7 +364,7 @@ def _suite_for(version: str, profile: Profile, progress: Progress) -> str:
             # configuration makes apt rebuild its cache, seconds per suite
             repo = _repo(suite)
             if not repo.conf.exists() or not repo._has_lists():
-                repo = _updated(suite, f"Debian {suite}")
+                repo = updated_repo(suite, f"Debian {suite}")
             have = repo.show(f"linux-image-{arch}", arch).get("Version", "?")
         except SetupError:
             seen.append(f"{suite}: not on the mirror")
@@ -375,10 +377,10 @@ def _suite_for(version: str, profile: Profile, progress: Progress) -> str:
 
 
 def _debian(spec: str, value: str, profile: Profile, progress: Progress) -> Kernel:
-    kind = _debian_kind(value)
+    kind = debian_kind(value)
     version = None if kind == "suite" else value
     suite = value if kind == "suite" else \
-        DEBIAN_LABELS.get(value) or _suite_for(value, profile, progress)
+        DEBIAN_LABELS.get(value) or suite_for(value, profile, progress)
     dest = cache.cache_dir() / "kernels" / f"debian-{suite}-{profile.deb_arch}"
     meta_path = dest / "kernel.json"
     if not meta_path.exists():
@@ -399,7 +401,7 @@ def _debian(spec: str, value: str, profile: Profile, progress: Progress) -> Kern
 def _fetch(spec: str, suite: str, profile: Profile, dest: Path, progress: Progress) -> None:
     arch = profile.deb_arch
     progress(f"{spec} {arch}: reading Debian {suite} package lists")
-    repo = _updated(suite, f"{spec} for {arch}")
+    repo = updated_repo(suite, f"{spec} for {arch}")
     packages = kernel_packages(lambda n: repo.show(n, arch), arch)
     versions = {p: repo.show(p, arch).get("Version", "?") for p in packages}
     progress(f"{spec} {arch}: downloading {', '.join(packages)} from Debian {suite}")

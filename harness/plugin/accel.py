@@ -86,8 +86,8 @@ def host_facts(p: Profile) -> tuple[bool, tuple[int, int] | None, set[str], str 
         pass
     mode = None
     try:
-        mode = re.search(r"kvm-arm\.mode=(\S+)", open("/proc/cmdline").read())
-        mode = mode.group(1) if mode else None
+        found = re.search(r"kvm-arm\.mode=(\S+)", open("/proc/cmdline").read())
+        mode = found.group(1) if found else None
     except OSError:
         pass
     return dev, qemu_version(p.qemu_binary), flags, mode
@@ -121,6 +121,7 @@ def probe(p: Profile, kernel, initrd: Path, workdir: Path, timeout: float = 180)
                 if m.stderr_log.exists() else None
             if err:
                 return f"QEMU under KVM: {err.group(0).strip()}"
+            assert m.qmp is not None, "asked only of a launched machine"
             status = m.qmp.execute("query-status")["status"]
             if status in ("internal-error", "guest-panicked", "shutdown", "io-error"):
                 return f"QEMU under KVM stopped the guest ({status}): {last_line(m.stderr_log)}"

@@ -21,8 +21,8 @@ exactly what such a user tests.  An unmerged family (None) SKIPs on every stock 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from harness.guest.psci import floor_of
 from harness.kernel.kernels import release_version
@@ -183,7 +183,8 @@ def differences(merged: Mapping[str, Version | None], version: Version,
         g = got.get(fam, "absent")
         if g == w:
             continue
-        when = f"merged in {dotted(merged[fam])}" if merged[fam] else "unmerged"
+        at = merged[fam]
+        when = f"merged in {dotted(at)}" if at else "unmerged"
         guess = "" if g != "ran" else " backported?" if merged[fam] else " the series applied?"
         out.append(f"{fam} {g} on {dotted(version)} ({when}), expected "
                    f"{w}:{guess}".rstrip(":"))
@@ -226,7 +227,9 @@ def vmm_refusal_broken(why: str, host_release: str | None) -> str | None:
     version = release_version(host_release)
     if "KVM_CAP_ARM_SYSTEM_SUSPEND absent" in why and \
             promised("l2_suspend", version):
-        return f"host {host_release} is >= {dotted(FEATURES['l2_suspend'].merged)}" \
+        at = FEATURES["l2_suspend"].merged
+        assert at is not None, "promised() holds only for a merged feature"
+        return f"host {host_release} is >= {dotted(at)}" \
                f", where KVM_CAP_ARM_SYSTEM_SUSPEND was merged, but KVM_CHECK_EXTENSION " \
                f"said absent (the reference VMM: {why})"
     m = re.search(r"refuses PSCI version (\d+)\.(\d+)", why)

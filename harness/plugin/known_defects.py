@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -71,11 +71,10 @@ def _dotted(v: tuple[int, int]) -> str:
     return ".".join(map(str, v))
 
 
-# Debian 5.10.223 amd64 (1 S3 cycle in 3 runs) and 6.1.176 amd64 (1 CI run): IPv6's DAD
-# work transmits through virtio-net while the suspend has already frozen the device,
-# and the transmit faults in the virtqueue code.  5.10 takes a general protection fault
-# in virtqueue_enable_cb_delayed, 6.1 a NULL dereference in virtqueue_get_buf.  A race:
-# tests that can meet it treat it as a non-strict xfail.
+# IPv6's DAD work transmits through virtio-net after the suspend froze it, and the
+# transmit faults in the virtqueue code (5.10: a general protection fault, 6.1: a NULL
+# dereference; docs/known-defects.md, "S3 suspend oopses when IPv6 DAD transmits through
+# a frozen virtio-net").  A race: tests that can meet it treat it as a non-strict xfail.
 VIRTIO_NET_FROZEN_XMIT = KnownDefect(
     name="virtio-net transmit after freeze",
     symptom=re.compile(
@@ -88,12 +87,10 @@ VIRTIO_NET_FROZEN_XMIT = KnownDefect(
             "transmit faults in the virtqueue code",
     arch="x86_64")
 
-# Debian 6.1.176 amd64 (1 fresh-clone run, 2026-12-01): at S3 resume virtio-net's
-# restore allocates its virtqueues and the slab allocator hands out an object whose
-# address is not even aligned (…001) in a read-only page: a corrupted freelist, met by
-# the memset that zeroes the new object.  Who wrote into freed memory is not shown; the
-# frozen-device transmit above writes into torn-down virtqueues, which would do it, but
-# that is a suspicion, not a finding, so it is a defect of its own.  A race: non-strict.
+# At S3 resume virtio-net's restore meets a corrupted slab freelist (docs/known-defects.md,
+# "S3 resume meets a corrupted slab in virtio-net's restore").  The frozen-device transmit
+# above would explain it, but that is a suspicion, not a finding, so it is a defect of its
+# own.  A race: non-strict.
 VIRTIO_NET_RESTORE_SLAB = KnownDefect(
     name="corrupted slab met by virtio-net restore",
     symptom=re.compile(
@@ -145,14 +142,13 @@ def crash_text(excerpt: str, console_log: str | Path | None) -> str:
     return excerpt
 
 
-# The debian:7.2 arm64 L1 host in VHE mode under TCG (1 CI run, 2026-12-01): while it
-# ran the reference VMM's first L2 guest, its vCPU 1 stopped answering for good: the
-# buddy watchdog's hard LOCKUP report every 24 s, "these CPUS still haven't responded to
-# the NMI", then RCU stalls, for 10 minutes.  The L2 test can observe nothing more.
-# Debian's arm64 config has no pseudo-NMI, so an unanswered NMI is what any CPU stuck
-# with interrupts masked shows, a hang in KVM's world switch (the code under test)
-# included: the XFAIL is tied to where it was seen (a stock 7.2 host, VHE), and it
-# excuses only the lockup and RCU-stall reports of the CPU that hung.
+# An arm64 L1 host's vCPU that runs the L2 guest stops answering for good: hard LOCKUP
+# and RCU-stall reports until the test's bound (docs/known-defects.md, "arm64 L1 host
+# under TCG: a vCPU that runs the L2 guest stops answering").  Debian's arm64 config has
+# no pseudo-NMI, so an unanswered NMI is what any CPU stuck with interrupts masked shows,
+# a hang in KVM's world switch (the code under test) included: the XFAIL is tied to where
+# it was seen (a stock 7.2 host, VHE), and it excuses only the lockup and RCU-stall
+# reports of the CPU that hung.
 def _the_hung_cpus_splat(splat, reason: str) -> bool:
     m = re.search(r"\(hung CPU (\d+)\)", reason)
     if not m:

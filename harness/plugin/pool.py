@@ -144,10 +144,9 @@ def record_splats(config: pytest.Config, target: Target | None, m: Machine, foun
     path = results_dir(config) / "splats.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
-        for s in found:
-            fh.write(json.dumps({"target": target.id if target else None, "when": when,
+        fh.writelines(json.dumps({"target": target.id if target else None, "when": when,
                                  "test": test, "machine": str(m.workdir), **s.record()})
-                     + "\n")
+                     + "\n" for s in found)
 
 
 def record_boot(config: pytest.Config, target: Target, m: Machine, **more) -> None:
@@ -156,9 +155,11 @@ def record_boot(config: pytest.Config, target: Target, m: Machine, **more) -> No
     (its subject: `machine_factory(...)`, `relaunch`) has no line."""
     path = results_dir(config) / "boots.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
+    boot = m.boot
+    assert boot is not None, "logged once the machine is ready"
     rec = {"target": target.id, "profile": m.profile.name, "machine": m.workdir.name,
-           "test": CURRENT_TEST[0], "kind": "restore" if m.boot.restored else "boot",
-           "wall_s": round(m.boot.wall_s, 3), **more}
+           "test": CURRENT_TEST[0], "kind": "restore" if boot.restored else "boot",
+           "wall_s": round(boot.wall_s, 3), **more}
     with open(path, "a") as fh:
         fh.write(json.dumps(rec) + "\n")
 
@@ -378,14 +379,16 @@ class Snapshots:
         try:
             self._start(m, m.launch)
         except GuestpmError as e:
-            if m.console.fatal_index is not None:
+            if m.console is not None and m.console.fatal_index is not None:
                 raise                           # the restored guest crashed
             self._boot_from_now_on(key, f"a restore failed ({e})")
             m.kill()
             return False
         boot_s = self.taken[key].boot.wall_s
-        if m.boot.wall_s >= boot_s:             # restore only where it wins
-            self._boot_from_now_on(key, f"a restore took {m.boot.wall_s:.1f} s, "
+        assert m.boot is not None, "_start returns a ready machine"
+        restore_s = m.boot.wall_s
+        if restore_s >= boot_s:                 # restore only where it wins
+            self._boot_from_now_on(key, f"a restore took {restore_s:.1f} s, "
                                         f"its boot {boot_s:.1f} s")
         return True
 

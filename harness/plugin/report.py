@@ -16,6 +16,7 @@ from harness.plugin.pool import read_splats
 from harness.plan.targets import Target
 from harness.plugin.targets import NOTES, artifacts_dir_of
 from harness.results import runs, verdicts
+from harness.results.verdicts import Header, Verdict
 from harness.vm.cmdline import describe_qemus, qemu_binary, qemu_version
 
 
@@ -60,8 +61,8 @@ class Reporter:
         self.durations: dict[str, float] = {}
         self.props: dict[str, list[tuple]] = {}             # nodeid -> user_properties
         self.worker_notes: list[str] = []
-        self.record: list[verdicts.Verdict] = []
-        self.started = datetime.datetime.now(datetime.timezone.utc)
+        self.record: list[Verdict] = []
+        self.started = datetime.datetime.now(datetime.UTC)
 
     def pytest_testnodedown(self, node, error) -> None:
         """xdist: what a worker did not collect (every worker collects the same)."""
@@ -96,9 +97,15 @@ class Reporter:
         elif report.when == "teardown" and report.failed and prev is not None:
             self.outcomes[nodeid] = ("ERROR", "teardown: " + reason_of(report))
 
-    def verdicts(self) -> list[verdicts.Verdict]:
+    @property
+    def run_dir(self) -> Path:
+        """`res` where a run keeps results (a record exists only then)."""
+        assert self.res is not None, "a run that keeps no results has no record"
+        return self.res
+
+    def verdicts(self) -> list[Verdict]:
         splats: dict[str, list[dict]] = {}
-        for s in read_splats(self.res):
+        for s in read_splats(self.run_dir):
             if s.get("test"):
                 splats.setdefault(s["test"], []).append(
                     {k: s.get(k) for k in ("kind", "title", "when", "allowed")})
@@ -117,12 +124,12 @@ class Reporter:
                 profile=profile, guest=props.get("guest"), accel=props.get("accel", ""),
                 family=props.get("family") or "unit",
                 kind=kind, reason=reason, splats=tuple(splats.get(nodeid, ())),
-                artifacts=str(art.relative_to(self.res)) if art.exists() else None,
+                artifacts=str(art.relative_to(self.run_dir)) if art.exists() else None,
                 duration=round(self.durations.get(nodeid, 0.0), 3),
                 info=tuple(v for k, v in self.props.get(nodeid, []) if k == "info")))
         return out
 
-    def _header(self, record: list[verdicts.Verdict]) -> verdicts.Header:
+    def _header(self, record: list[Verdict]) -> Header:
         used = [profiles.get(p) for p in dict.fromkeys(v.profile for v in record)
                 if p in profiles.PROFILES]
         return runs.header({qemu_binary(p): qemu_version(p) for p in used},
@@ -146,7 +153,7 @@ class Reporter:
 
     def matrix(self) -> summary.Matrix:
         m = summary.Matrix.of(self.record)
-        m.splats = read_splats(self.res)
+        m.splats = read_splats(self.run_dir)
         return m
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
@@ -175,6 +182,7 @@ class Reporter:
             tr.write_line(f"exit status 1: a kernel splat no test claimed, in {r.get('target')} "
                           f"after {r.get('test') or 'boot'}: ({r.get('kind')}) {r.get('title')} "
                           f"[{r.get('log')}:{r.get('line')}]")
-        tr.write_line(f"verdicts: {self.res / verdicts.FILE}   KTAP: {self.res / 'guestpm.ktap'}"
+        res = self.run_dir
+        tr.write_line(f"verdicts: {res / verdicts.FILE}   KTAP: {res / 'guestpm.ktap'}"
                       f"   JUnit: {getattr(self.config.option, 'xmlpath', None)}   "
-                      f"summary: {self.res / 'summary.md'}   artifacts: {self.res}")
+                      f"summary: {res / 'summary.md'}   artifacts: {res}")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 import pytest
 
@@ -97,7 +98,7 @@ class SuiteHost:
         return next(r for r in (run or self.run)["results"] if r["name"] == name)
 
     def serve(self, request: pytest.FixtureRequest, kernel: kernels.Kernel,
-              prefix: str = "") -> "SuiteHost":
+              prefix: str = "") -> SuiteHost:
         """For a test: name this machine's artifacts in its report, remember where the
         kernel's config comes from (read only when a promise is at stake) and, once per
         machine, note what a developer's kernel ran before its merge (information)."""

@@ -68,10 +68,10 @@ class Matrix:
     splats: list[dict] = field(default_factory=list)  # the run's splats.jsonl records
 
     @classmethod
-    def of(cls, record: list[Verdict]) -> "Matrix":
+    def of(cls, record: list[Verdict]) -> Matrix:
         """The matrix of a run's verdicts (harness.results.verdicts)."""
         m = cls()
-        order = lambda v: (v.row == SELF_TEST, v.row.startswith(STAND_IN), v.row, v.nodeid)  # noqa: E731
+        order = lambda v: (v.row == SELF_TEST, v.row.startswith(STAND_IN), v.row, v.nodeid)
         for v in sorted(record, key=order):
             m.rows.setdefault(v.row, {}).setdefault(v.family or "unit", Cell()).add(v)
             if v.row != SELF_TEST and v.release:
@@ -127,7 +127,7 @@ class Matrix:
             where = {"test": f"during {r.get('test')}",
                      "between": f"between tests (after {r.get('test') or 'boot'}, machine "
                                 f"{r.get('machine')})",
-                     "boot": f"during boot (machine {r.get('machine')})"}.get(r.get("when"), "")
+                     "boot": f"during boot (machine {r.get('machine')})"}.get(r.get("when") or "", "")
             head = "warning: allowed splat" if r.get("allowed") else "kernel splat"
             line = (f"{head} in {r.get('target')} {where}: ({r.get('kind')}) {r.get('title')} "
                     f"[{r.get('log')}:{r.get('line')}]")

@@ -74,6 +74,7 @@ def machine_dir(config: pytest.Config, target: Target, tag: str) -> Path:
 
 
 def target_of(item: pytest.Item) -> Target | None:
-    t = getattr(item, "callspec", None) and item.callspec.params.get("target")
+    callspec = getattr(item, "callspec", None)
+    t = callspec and callspec.params.get("target")
     return t if isinstance(t, Target) else None
 

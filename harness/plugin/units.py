@@ -61,8 +61,8 @@ MODES = ("vhe", "nvhe")
 # (the longest units first, so that no long unit starts last); a file not named costs
 # DEFAULT_S per test.
 SECONDS_PER_TEST: dict[str, float] = {
-    # means per test of the start commit's CI run (2026-12-03, a loaded machine), the L2
-    # hibernation round trip as cut since
+    # means per test of a default run (where from: docs/figures.md, "Figures behind code
+    # comments")
     "test_l2_hibernate.py": 110, "test_l2_suspend.py": 28, "test_bisect.py": 290,
     "test_build_psci.py": 600, "test_hibernate.py": 40, "test_s2idle.py": 27,
     "test_splats.py": 60, "test_accel_fallback.py": 65, "test_snapshots.py": 19,
@@ -134,11 +134,11 @@ def pick(workqueue: dict, current: str | None = None, affinity: float = AFFINITY
     longest, whatever the target)."""
     est = {u: estimate(list(workqueue[u])) for u in workqueue}
     if held_s > BUSY_S:
-        return min(est, key=est.get)
-    top = max(est, key=est.get)
+        return min(est, key=est.__getitem__)
+    top = max(est, key=est.__getitem__)
     mine = [u for u in est if affinity and current is not None and target_of_unit(u) == current]
     if mine:
-        best = max(mine, key=est.get)
+        best = max(mine, key=est.__getitem__)
         if est[best] >= affinity * est[top]:
             return best
     return top

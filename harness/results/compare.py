@@ -27,9 +27,9 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from harness.errors import GuestpmError
 from harness.results.verdicts import Record, Verdict, headline
@@ -70,6 +70,11 @@ class Row:
     splats: list[dict] = field(default_factory=list)    # new on the patched side
     status: str = ""                  # after --confirm: confirmed | flaky
     counts: str = ""
+
+    def sides(self) -> tuple[Verdict, Verdict]:
+        """(base, patched) of a change: every group but ONE_SIDE has both."""
+        assert self.base is not None and self.patched is not None, self.group
+        return self.base, self.patched
 
 
 @dataclass
@@ -175,12 +180,13 @@ def confirm(cmp: Comparison, runner: Runner, n: int) -> None:
         b = {_key(v, with_kernel): v.outcome for v in vb}
         p = {_key(v, with_kernel): v.outcome for v in vp}
         for r in rows:
-            key = _key(r.base, with_kernel)
+            was_b, was_p = r.sides()
+            key = _key(was_b, with_kernel)
             ob, op = b.get(key, "missing"), p.get(key, "missing")
             cb, cp, held = seen[id(r)]
             cb[ob] += 1
             cp[op] += 1
-            seen[id(r)] = (cb, cp, held + (ob == r.base.outcome and op == r.patched.outcome))
+            seen[id(r)] = (cb, cp, held + (ob == was_b.outcome and op == was_p.outcome))
     for r in rows:
         cb, cp, held = seen[id(r)]
         r.status = "confirmed" if held == n else "flaky"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_kernels(specs: list[str], profiles: list[str], selection: list[str], parent: Path,
-                jobs: int = 0, extra: list[str] = ()) -> verdicts.Record:
+                jobs: int = 0, extra: Sequence[str] = ()) -> verdicts.Record:
     """Run `selection` (pytest arguments; default tests/e2e) on every spec x profile in
     one pytest run into a new run directory under `parent`; its record."""
     parent = Path(parent).resolve()
@@ -65,9 +66,10 @@ class Rerunner:
         self.parent, self.jobs, self.check = Path(parent) / "confirm", jobs, check
 
     def __call__(self, rows: list[Row], i: int):
-        ids = list(dict.fromkeys(x for r in rows for x in (r.base.nodeid, r.patched.nodeid)))
-        specs = [x for r in rows for x in (r.base.kernel, r.patched.kernel)]
-        profiles = list(dict.fromkeys(r.base.profile for r in rows))
+        pairs = [r.sides() for r in rows]
+        ids = list(dict.fromkeys(v.nodeid for pair in pairs for v in pair))
+        specs = [v.kernel for pair in pairs for v in pair]
+        profiles = list(dict.fromkeys(b.profile for b, _ in pairs))
         if i == 0:          # kernels the records name but this host cannot run: one line
             try:
                 self.check(list(dict.fromkeys(specs)), profiles)
@@ -77,7 +79,7 @@ class Rerunner:
         print(f"guestpm compare: re-run {i + 1}: {len(rows)} changed verdict(s) on "
               f"{', '.join(dict.fromkeys(specs))}", file=sys.stderr, flush=True)
         rec = run_kernels(specs, profiles, ids, self.parent, self.jobs)
-        base, patched = {r.base.kernel for r in rows}, {r.patched.kernel for r in rows}
+        base, patched = {b.kernel for b, _ in pairs}, {p.kernel for _, p in pairs}
         if base == patched:
             return rec.verdicts, rec.verdicts       # the same kernels on both sides
         return ([v for v in rec.verdicts if v.kernel in base],

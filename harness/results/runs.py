@@ -26,7 +26,7 @@ def new_run(parent: Path, now: datetime.datetime | None = None) -> Path:
     `latest` at it."""
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
-    stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    stamp = (now or datetime.datetime.now(datetime.UTC)).strftime("%Y%m%d-%H%M%S")
     for n in range(1, 1000):
         run = parent / (stamp if n == 1 else f"{stamp}-{n}")
         try:
@@ -96,5 +96,5 @@ def header(qemus: dict[str, str], accels: list[str],
         accel=",".join(sorted({a.split(",")[0] for a in accels})) or "tcg",
         host=f"{platform.node()} ({platform.system()} {platform.release()} "
              f"{platform.machine()}, {os.cpu_count()} cpus)",
-        started=(started or datetime.datetime.now(datetime.timezone.utc))
+        started=(started or datetime.datetime.now(datetime.UTC))
         .isoformat(timespec="seconds"))

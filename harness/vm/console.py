@@ -116,7 +116,7 @@ class ConsoleSpawn(SpawnBase):
     """pexpect over a queue of text fed by the console's reader thread (cf.
     PopenSpawn, but blocking on the queue instead of polling it)."""
 
-    def __init__(self, console: "Console", timeout: float = 30):
+    def __init__(self, console: Console, timeout: float = 30):
         super().__init__(timeout=timeout, encoding="utf-8", codec_errors="replace",
                          maxread=65536)
         self._console = console
@@ -177,7 +177,7 @@ class CommandResult:
     kernel: list[str] = field(default_factory=list)   # console only: kernel messages
                                                       # printed while it ran
 
-    def check(self) -> "CommandResult":
+    def check(self) -> CommandResult:
         if self.status != 0:
             raise CommandFailed(f"`{self.command}` exited {self.status}:\n{self.output}"
                                 f"{self.stderr}")
@@ -270,14 +270,14 @@ class Console:
         """The panic/oops lines if one was seen (waits briefly for the rest of the trace)."""
         if self.fatal_index is None:
             return None
+        at = self.fatal_index
 
         def complete() -> bool:
             with self._lock:
-                return self.closed.is_set() or \
-                    len(self._lines) - self.fatal_index >= CONTEXT_LINES
+                return self.closed.is_set() or len(self._lines) - at >= CONTEXT_LINES
         within(complete, 2, what="the rest of the crash's console lines")
         with self._lock:
-            return "\n".join(self._lines[self.fatal_index:self.fatal_index + CONTEXT_LINES])
+            return "\n".join(self._lines[at:at + CONTEXT_LINES])
 
     def check_fatal(self) -> None:
         text = self.fatal()

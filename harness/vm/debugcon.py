@@ -7,9 +7,9 @@ arrive, stamped with the host time it first saw them."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from harness.image.aml import ASL_DIR, compile_asl
 from harness.wait import wait_until

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from harness.errors import GuestMisbehaved
 from harness.wait import wait_until
@@ -56,7 +56,7 @@ class GuestEvents:
                                        f"{timeout:.0f}s; it holds {got or 'no events'}")
 
 
-def press_power_button(m, ev: "GuestEvents", timeout: float = 30) -> tuple[list, list]:
+def press_power_button(m, ev: GuestEvents, timeout: float = 30) -> tuple[list, list]:
     """`system_powerdown` (QEMU acknowledges it with POWERDOWN), then what the guest's
     drivers emitted for it: the acpi_event triples (class, bus id, type) and the
     (code, value) input events of the listener's input devices."""

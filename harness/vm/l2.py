@@ -13,6 +13,7 @@ import gzip
 import json
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -110,12 +111,12 @@ class L2Run:
     art: Path | None = None
     splats: list[Splat] = field(default_factory=list)
 
-    def crashes(self) -> list[tuple["L2Run", str]]:
+    def crashes(self) -> list[tuple[L2Run, str]]:
         """(run, the crash) for this run and its relaunch, where the L2 kernel oopsed or
         panicked."""
         out = []
-        for run in (self, self.relaunch):
-            crash = crash_in(run.console()) if run is not None else None
+        for run in (r for r in (self, self.relaunch) if r is not None):
+            crash = crash_in(run.console())
             if crash:
                 out.append((run, crash))
         return out
@@ -156,7 +157,7 @@ class L2Run:
         return self.console_text
 
     @property
-    def relaunch(self) -> "L2Run | None":
+    def relaunch(self) -> L2Run | None:
         r = self.result.get("relaunch")
         if not r:
             return None

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Self, TypeVar
 
 from harness.errors import (AbnormalShutdown, BootError, GuestMisbehaved, SetupError,
                             SilentMachine, WaitTimeout)
@@ -58,10 +58,12 @@ class Machine:
         self.ssh_connect_timeout = 60.0
         self.started_at = 0.0
         self.launches = 0            # QEMU runs of this machine (relaunch() adds one)
-        self.on_silent = None        # called with the SilentMachine error (the test plugin
-                                     # marks the target dead: its kernel never starts)
-        self.on_ready = None         # called once the guest is ready, booted or restored
-                                     # (the test plugin records that the target boots)
+        # called with the SilentMachine error (the test plugin marks the target dead: its
+        # kernel never starts)
+        self.on_silent: Callable[[Exception], None] | None = None
+        # called once the guest is ready, booted or restored (the test plugin records
+        # that the target boots)
+        self.on_ready: Callable[[], None] | None = None
         # kernel splats from every log read from this machine (its consoles, dmesg over
         # ssh, its L2 guests' consoles); the test plugin claims them per test
         self.splats = SplatLog(kernel.release or "", profile.name, cmdline=" ".join(append),
@@ -110,7 +112,7 @@ class Machine:
         return f"artifacts in {self.workdir}"
 
     # ------------------------------------------------------------ lifecycle
-    def restore_from(self, snapshot: Snapshot) -> "Machine":
+    def restore_from(self, snapshot: Snapshot) -> Machine:
         """Make this machine's first run load `snapshot` (a machine of the same command
         line, just booted) instead of booting; a relaunch() boots as usual.  The guest's
         memory holds the snapshot's authorised key and host key, so they become ours."""
@@ -124,14 +126,14 @@ class Machine:
         """Whether the current QEMU run loads a snapshot."""
         return self.snapshot is not None and self.launches == 1
 
-    def launch(self) -> "Machine":
+    def launch(self) -> Machine:
         """Start QEMU (once: relaunch() starts it again after it exited)."""
         if self.proc is not None:
             raise BootError(f"launch() of a machine already launched ({self.artifacts()}): "
                             f"use relaunch() once its QEMU has exited")
         return self._start()
 
-    def _start(self) -> "Machine":
+    def _start(self) -> Machine:
         if self._closed:
             raise BootError(f"a closed machine cannot start again ({self.artifacts()})")
         self.launches += 1
@@ -167,7 +169,7 @@ class Machine:
                             f"({self.artifacts()})") from None
         return self
 
-    def relaunch(self) -> "Machine":
+    def relaunch(self) -> Machine:
         """Start the same command line again, once QEMU has exited (say, after the
         guest powered off to hibernate).  The keys are the same, so a guest that
         restores its memory accepts this harness again; logs of this run are *.runN.*"""

@@ -7,8 +7,8 @@ timestamps, and the guest's kernel log afterwards."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from harness.errors import GuestMisbehaved, WaitTimeout
 from harness.vm import debugcon

@@ -9,12 +9,14 @@ timestamp, which is how verdicts tie evidence to the action that caused it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from qemu.qmp import QMPClient
 
@@ -66,7 +68,8 @@ class QMP:
         return self._call(self._client.execute(cmd, args or None), timeout, f"QMP {cmd}")
 
     def hmp(self, command_line: str) -> str:
-        return self.execute("human-monitor-command", **{"command-line": command_line})
+        args: dict[str, Any] = {"command-line": command_line}     # not a Python name
+        return self.execute("human-monitor-command", **args)
 
     def wait_event(self, name: str, after: float, timeout: float,
                    watchdog: Callable[[], None]) -> dict[str, Any]:
@@ -101,10 +104,9 @@ class QMP:
         await self._client.disconnect()
 
     def close(self) -> None:
-        try:
+        # a QEMU that already exited has dropped the socket: nothing left to disconnect
+        with contextlib.suppress(Exception):
             self._call(self._shutdown(), timeout=5, what="QMP disconnect")
-        except Exception:
-            pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._log.close()

@@ -17,6 +17,7 @@ shared (`restorable`).
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import shlex
 import time
@@ -42,7 +43,7 @@ class SnapshotError(BootError):
 def restorable(qemu_args: tuple[str, ...]) -> str | None:
     """Why a machine with these extra QEMU arguments must boot instead of being restored
     from a snapshot (None: it may be restored).  Pure."""
-    for flag, value in zip(qemu_args, qemu_args[1:]):
+    for flag, value in itertools.pairwise(qemu_args):
         if flag in ("-drive", "-blockdev") and "readonly=on" not in value.split(","):
             return f"a writable disk ({flag} {value}) would be shared with the snapshot"
         if flag == "-incoming":
@@ -116,7 +117,7 @@ def probe_restores(profile, make: Callable[[str], Machine], workdir: Path,
         f.write_text(json.dumps({
             "qemu": cmdline.qemu_binary(profile), "version": cmdline.qemu_version(profile),
             "identity": cmdline.qemu_identity(profile), "kernel": release,
-            "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            "measured": datetime.datetime.now(datetime.UTC).isoformat(
                 timespec="seconds"), "refused": refused}, indent=1))
         return refused
 

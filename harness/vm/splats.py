@@ -88,7 +88,7 @@ class Splat:
     log: str                 # the file it was read from
     line: int                # 1-based line of the title in that file
     lines: list[str] = field(default_factory=list)    # title and what followed, as read
-    allowed: "Allowance | None" = None
+    allowed: Allowance | None = None
     own: bool = True         # printed by the machine's own kernel (not its L2 guest's)
 
     @property
@@ -185,6 +185,7 @@ class Scanner:
                 self._extend(line, m.group(2) if m else line)
             return None
         kind, title = found
+        assert m is not None, "classify() found a splat in the record's message"
         if self._open is not None and self._continues(kind):
             self._extend(line, m.group(2))
             return None
@@ -195,11 +196,13 @@ class Scanner:
     def _continues(self, kind: str) -> bool:
         """A DEBUG_LOCKS_WARN_ON() message is followed by its own WARNING line: one splat."""
         s = self._open
+        assert s is not None
         return s.kind == "lockdep" and s.title.startswith("DEBUG_LOCKS_WARN_ON(") \
             and kind == "warning" and len(s.lines) <= 2
 
     def _extend(self, line: str, message: str) -> None:
         s = self._open
+        assert s is not None
         s.lines.append(line)
         if END_TRACE.search(message) or len(s.lines) >= MAX_LINES or \
                 (BANNER.match(message.strip()) and len(s.lines) > 3):
@@ -239,15 +242,13 @@ class Allowance:
             and self.accel in (None, accel)
 
 
-# Measured: the consoles of four full default runs (CI and fresh-clone `run`, 367
-# machines, the six default targets plus the L2 guests) held no splat apart from the
-# trans_pgd crash's own aftermath (see Scanner.crashed).  An entry needs the evidence:
-# the run, the symptom, and the write-up in docs/known-defects.md.
+# Short because default runs' consoles hold no other splat (docs/splats.md, "The allowlist").
+# An entry needs the evidence: the run, the symptom, and the write-up in
+# docs/known-defects.md.
 ALLOWED: tuple[Allowance, ...] = (
-    # CI, 2026-12-01 (one run in six): the debian:6.12 arm64 L1 host, booted with
-    # kvm-arm.mode=nvhe under TCG, WARNs while its reference-VMM vCPU thread is inside
-    # KVM_RUN because kvm_get_running_vcpu() reads NULL there.  The L2 guest and every
-    # verdict about it were right; the host's KVM or QEMU's EL2 emulation is wrong.
+    # The debian:6.12 arm64 L1 host in nVHE mode under TCG WARNs inside KVM_RUN
+    # (docs/known-defects.md, "Debian 6.12 arm64 KVM in nVHE mode under TCG"): the L2
+    # verdicts stay right; the host's KVM or QEMU's EL2 emulation is wrong.
     Allowance(
         kind="warning",
         title=r" at arch/arm64/kvm/\S+ (mark_page_dirty_in_slot|kvm_arch_timer_get_input_level)\+",

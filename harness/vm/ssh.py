@@ -24,7 +24,7 @@ class KeyPair:
     key: paramiko.PKey
 
     @classmethod
-    def generate(cls) -> "KeyPair":
+    def generate(cls) -> KeyPair:
         return cls(paramiko.ECDSAKey.generate(bits=256))
 
     @property
@@ -68,7 +68,7 @@ class SSH:
                    fail=lambda: f"ssh to root@{self.host}:{self.port} did not come up within "
                                 f"{timeout:.0f}s (last error: {last!r})")
 
-    def start(self, command: str, stdin: bytes = b"") -> "Running":
+    def start(self, command: str, stdin: bytes = b"") -> Running:
         """Start a command (stdin, if given, is sent and closed) without waiting for it:
         for commands that only return after the host acts, like `echo mem`."""
         chan = self.client.get_transport().open_session(timeout=10)

@@ -15,7 +15,9 @@ from harness.vm.machine import Machine
 def attach(m: Machine) -> None:
     """Bridge the terminal to the guest console until Ctrl-] or QEMU exits."""
     stop = threading.Event()
-    screen = m.console.raw_spawn()      # unmended: the prompt shows before its newline
+    console = m.console
+    assert console is not None, "a launched machine has its console"
+    screen = console.raw_spawn()      # unmended: the prompt shows before its newline
 
     def pump() -> None:
         while not stop.is_set():
@@ -27,7 +29,7 @@ def attach(m: Machine) -> None:
                     stop.set()
     t = threading.Thread(target=pump, daemon=True)
     t.start()
-    m.console.write(b"\n")
+    console.write(b"\n")
     fd = sys.stdin.fileno()
     old = termios.tcgetattr(fd) if os.isatty(fd) else None
     try:
@@ -37,7 +39,7 @@ def attach(m: Machine) -> None:
             data = os.read(fd, 1024)
             if not data or b"\x1d" in data:
                 break
-            m.console.write(data.replace(b"\r", b"\n") if not old else data)
+            console.write(data.replace(b"\r", b"\n") if not old else data)
     finally:
         stop.set()
         if old:

@@ -15,8 +15,12 @@ import re
 import pytest
 
 from harness.image import disks
-from harness.plugin.known_defects import (TRANS_PGD_RESTORE, VIRTIO_NET_FROZEN_XMIT,
-                                          VIRTIO_NET_RESTORE_SLAB, xfail_on)
+from harness.plugin.known_defects import (
+    TRANS_PGD_RESTORE,
+    VIRTIO_NET_FROZEN_XMIT,
+    VIRTIO_NET_RESTORE_SLAB,
+    xfail_on,
+)
 from harness.vm.power import HIBERNATE_APPEND, NeverHibernated, hibernate
 
 pytestmark = [pytest.mark.e2e]

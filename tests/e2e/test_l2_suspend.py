@@ -27,8 +27,8 @@ from harness.vm.l2 import L2Host, L2Run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("arm64")]
 
-# long enough for a loaded host: in CI, 2 s of alarm left when `echo mem` began ran out
-# before the SUSPEND call, and the pending wakeup aborted the suspend (EBUSY)
+# long enough for a loaded host: an alarm that fires before the SUSPEND call aborts the
+# suspend (EBUSY; docs/figures.md, "Figures behind code comments")
 ALARM_S = 10
 RAM = 0x4000_0000
 FIXTURE = ROOT / "tests" / "fixtures" / "splat"

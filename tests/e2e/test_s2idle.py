@@ -16,12 +16,24 @@ import pytest
 
 from harness.image import fixture_modules, module_tree
 from harness.kernel import kernels
-from harness.plugin.known_defects import VIRTIO_NET_FROZEN_XMIT, VIRTIO_NET_RESTORE_SLAB, xfail_on
+from harness.plugin.known_defects import (
+    VIRTIO_NET_FROZEN_XMIT,
+    VIRTIO_NET_RESTORE_SLAB,
+    xfail_on,
+)
 from harness.progress import progress
 from harness.vm.debugcon import DEBUGCON_LOG, DebugconTap, s2idle_qemu_args
-from harness.vm.power import (IdleCycle, NeverSuspended, NeverWoke, arm_s2idle_wake,
-                              console_shows_idle, lps0_unobservable, pm_debug_on,
-                              s2idle_machine_args, suspend_to_idle)
+from harness.vm.power import (
+    IdleCycle,
+    NeverSuspended,
+    NeverWoke,
+    arm_s2idle_wake,
+    console_shows_idle,
+    lps0_unobservable,
+    pm_debug_on,
+    s2idle_machine_args,
+    suspend_to_idle,
+)
 
 pytestmark = [pytest.mark.e2e]
 

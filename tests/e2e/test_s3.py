@@ -16,7 +16,11 @@ from dataclasses import dataclass
 import pytest
 
 from harness import profiles
-from harness.plugin.known_defects import VIRTIO_NET_FROZEN_XMIT, VIRTIO_NET_RESTORE_SLAB, xfail_on
+from harness.plugin.known_defects import (
+    VIRTIO_NET_FROZEN_XMIT,
+    VIRTIO_NET_RESTORE_SLAB,
+    xfail_on,
+)
 from harness.vm.power import Cycle, NeverSuspended, suspend_to_ram
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("x86_64")]

@@ -16,6 +16,6 @@ def values(c_file: Path, compiler: str, word: str) -> dict[str, int]:
         asm = subprocess.run([compiler, "-S", "-o", "-", str(c_file)],
                              check=True, capture_output=True, text=True).stdout
         found = {m[1]: int(m[2] or 0)      # a zero is emitted as ".zero 8"
-                 for m in re.finditer(rf"^v_(\w+):\n\s+\.(?:{word}\s+(\d+)|zero\s+8)", asm, re.M)}
+                 for m in re.finditer(rf"^v_(\w+):\n\s+\.(?:{word}\s+(\d+)|zero\s+8)", asm, re.MULTILINE)}
         path.write_text(json.dumps(found, indent=1) + "\n")
     return json.loads(path.read_text())

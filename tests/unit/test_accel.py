@@ -23,7 +23,7 @@ def test_tcg_is_the_default_and_kvm_applies_to_the_hosts_arch_only(monkeypatch, 
     assert profiles.DEFAULT_ACCEL == "tcg"
     monkeypatch.setattr(accel, "host_arch", lambda: "x86_64")
     monkeypatch.setattr(profiles, "host_cpu_vendor", lambda cpuinfo=None: "GenuineIntel")
-    never = lambda p: pytest.fail("no probe")  # noqa: E731
+    never = lambda p: pytest.fail("no probe")
     assert accel.choose("tcg", X86, tmp_path / "s", never) == (X86, None)
     p, why = accel.choose("kvm", X86, tmp_path / "s", never)
     assert (p.accelerator, p.kvm_module, why) == ("kvm", "kvm_intel", None)

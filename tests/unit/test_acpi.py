@@ -112,8 +112,8 @@ def test_a_standin_build_that_hangs_is_killed_and_reported(tmp_path, monkeypatch
     monkeypatch.setattr(subprocess, "run", hang)
     with pytest.raises(SetupError, match=r"(?s)failed \(mmdebstrap exit none: killed after "
                                          r"900 s\); log .*-failed\.log:\n.*downloading"):
-        fixture_modules._mmdebstrap("m", [], "7.2.0-amd64", "sid", "7.2-1", "amd64", tmp_path,
-                                    print)
+        fixture_modules.build_in_chroot("m", [], "7.2.0-amd64", "sid", "7.2-1", "amd64",
+                                        tmp_path, print)
 
 
 def _fake_mmdebstrap(tmp_path, monkeypatch) -> list:
@@ -135,8 +135,8 @@ def test_a_fixture_for_another_arch_is_built_with_debian_s_cross_compiler(tmp_pa
     """arm64 headers on an amd64 host: a multiarch chroot whose headers package pulls
     gcc-N-for-host:arm64 (the cross compiler); make gets ARCH and CROSS_COMPILE."""
     seen = _fake_mmdebstrap(tmp_path, monkeypatch)
-    fixture_modules._mmdebstrap("m", [], "7.2.13+deb14-arm64", "sid", "7.2.13-1", "arm64",
-                                tmp_path, print)
+    fixture_modules.build_in_chroot("m", [], "7.2.13+deb14-arm64", "sid", "7.2.13-1", "arm64",
+                                    tmp_path, print)
     (cmd,) = seen
     assert "--architectures=amd64,arm64" in cmd
     assert "--include=make,binutils,linux-headers-7.2.13+deb14-arm64:arm64=7.2.13-1" in cmd
@@ -148,8 +148,8 @@ def test_a_backports_kernels_fixture_builds_with_its_base_suite_too(tmp_path, mo
     """trixie-backports' headers need make and gcc from trixie: the chroot has both
     suites, the base one first (mmdebstrap's SUITE), the headers pinned to the version."""
     seen = _fake_mmdebstrap(tmp_path, monkeypatch)
-    fixture_modules._mmdebstrap("m", [], "7.3.4+bpo-amd64", "trixie-backports", "7.3.4-1~bpo13+1",
-                                "amd64", tmp_path, print)
+    fixture_modules.build_in_chroot("m", [], "7.3.4+bpo-amd64", "trixie-backports",
+                                    "7.3.4-1~bpo13+1", "amd64", tmp_path, print)
     (cmd,) = seen
     i = cmd.index("/dev/null")
     assert cmd[i - 1] == "trixie"
@@ -163,8 +163,8 @@ def test_a_root_build_without_mount_stops_naming_the_package(tmp_path, monkeypat
     monkeypatch.setattr(shutil, "which", lambda cmd: None if cmd == "mount" else f"/usr/bin/{cmd}")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     with pytest.raises(SetupError, match=r"mount not found .*apt-get install mount"):
-        fixture_modules._mmdebstrap("m", [], "7.2.0-amd64", "sid", "7.2-1", "amd64", tmp_path,
-                                    print)
+        fixture_modules.build_in_chroot("m", [], "7.2.0-amd64", "sid", "7.2-1", "amd64",
+                                        tmp_path, print)
 
 
 @needs_iasl

@@ -9,8 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from harness.guest.kvm.arm64 import (NOP, WFI, Asm, b, hvc, ldr_x, mov_imm64, mov_reg, movk,
-                                     movz, smc, str_x)
+from harness.guest.kvm.arm64 import (
+    NOP,
+    WFI,
+    Asm,
+    b,
+    hvc,
+    ldr_x,
+    mov_imm64,
+    mov_reg,
+    movk,
+    movz,
+    smc,
+    str_x,
+)
 
 GOLDEN = Path(__file__).parent / "golden" / "arm64-asm.txt"
 

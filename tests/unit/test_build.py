@@ -31,7 +31,7 @@ def test_arm64_on_x86_uses_debians_cross_compiler():
 
 
 def test_ccache_wraps_the_compiler_when_present():
-    which = lambda t: f"/usr/bin/{t}" if t in ALL | {"ccache"} else None  # noqa: E731
+    which = lambda t: f"/usr/bin/{t}" if t in ALL | {"ccache"} else None
     tc = build.toolchain("arm64", which=which, host_machine="x86_64")
     assert tc.make_vars()[-1] == "CC=/usr/bin/ccache aarch64-linux-gnu-gcc"
     assert tc.env()["CCACHE_DEPEND"] == "1"

@@ -39,11 +39,11 @@ def test_information_only_for_a_developers_kernel():
 # takes (tests/e2e/test_psci.py, test_vfio.py): a SKIP of a family that the kernel's
 # release promises is a FAIL, unless the kernel's config turns it off.
 
-import pytest                                       # noqa: E402
-from _pytest.outcomes import Failed, Skipped        # noqa: E402
+import pytest
+from _pytest.outcomes import Failed, Skipped
 
-from harness.kernel.kernels import Kernel           # noqa: E402
-from harness.plugin.suite import SuiteHost          # noqa: E402
+from harness.kernel.kernels import Kernel
+from harness.plugin.suite import SuiteHost
 
 CAP_ZERO = ("KVM_CHECK_EXTENSION(KVM_CAP_ARM_SYSTEM_SUSPEND=216) is 0: "
             "SYSTEM_SUSPEND exits absent")

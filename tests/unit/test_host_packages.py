@@ -51,7 +51,7 @@ def test_the_harness_execs_nothing_setup_does_not_provide():
 
 
 def test_a_missing_command_fails_in_one_line_naming_the_package(monkeypatch):
-    monkeypatch.setattr(host_packages, "_present", lambda what: what not in ("mount", "iasl"))
+    monkeypatch.setattr(host_packages, "present", lambda what: what not in ("mount", "iasl"))
     with pytest.raises(SetupError) as e:
         host_packages.check_host([profiles.X86_64_Q35])
     msg = str(e.value)
@@ -61,5 +61,5 @@ def test_a_missing_command_fails_in_one_line_naming_the_package(monkeypatch):
 
 
 def test_nothing_missing_passes(monkeypatch):
-    monkeypatch.setattr(host_packages, "_present", lambda what: True)
+    monkeypatch.setattr(host_packages, "present", lambda what: True)
     host_packages.check_host([profiles.X86_64_Q35, profiles.ARM64_VIRT])

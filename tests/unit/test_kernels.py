@@ -158,7 +158,7 @@ def test_boot_layout_finds_config_and_modules(tmp_path):
 @pytest.mark.parametrize("value,kind", [("6.1", "label"), ("5.10", "version"),
                                         ("bullseye", "suite"), ("bookworm-backports", "suite")])
 def test_debian_spec_kinds(value, kind):
-    assert kernels._debian_kind(value) == kind
+    assert kernels.debian_kind(value) == kind
 
 
 def test_version_lookup_prefers_a_main_suite(monkeypatch, tmp_path):
@@ -175,10 +175,10 @@ def test_version_lookup_prefers_a_main_suite(monkeypatch, tmp_path):
             if self.suite not in have:
                 raise kernels.SetupError("no such suite")
             return {"Version": have[self.suite]}
-    monkeypatch.setattr(kernels, "_updated", lambda suite, why: Repo(suite))
-    assert kernels._suite_for("6.12", profiles.get("arm64"), print) == "trixie"
-    assert kernels._suite_for("5.10", profiles.get("arm64"), print) == "bullseye"
+    monkeypatch.setattr(kernels, "updated_repo", lambda suite, why: Repo(suite))
+    assert kernels.suite_for("6.12", profiles.get("arm64"), print) == "trixie"
+    assert kernels.suite_for("5.10", profiles.get("arm64"), print) == "bullseye"
     have["bookworm-backports"] = "6.16.3-1~bpo12+1"
-    assert kernels._suite_for("6.16", profiles.get("arm64"), print) == "bookworm-backports"
+    assert kernels.suite_for("6.16", profiles.get("arm64"), print) == "bookworm-backports"
     with pytest.raises(KernelError, match="no Debian suite on this mirror has a 4.19 kernel"):
-        kernels._suite_for("4.19", profiles.get("arm64"), lambda s: None)
+        kernels.suite_for("4.19", profiles.get("arm64"), lambda s: None)

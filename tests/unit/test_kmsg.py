@@ -41,6 +41,5 @@ def test_the_read_is_bounded_even_when_records_keep_coming(monkeypatch):
 
 def test_no_readable_kmsg_is_an_empty_log(tmp_path):
     assert kmsg.log(str(tmp_path / "absent")) == []
-    with pytest.raises(OSError):
-        with kmsg.opened(path=str(tmp_path / "absent")):
-            pass
+    with pytest.raises(OSError), kmsg.opened(path=str(tmp_path / "absent")):
+        pass

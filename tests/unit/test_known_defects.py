@@ -61,16 +61,16 @@ def _e2e(name: str):
 
 
 @pytest.mark.parametrize("defect,record,near_misses", [
-    # debian:bullseye x86_64 (5.10.223), S3 on q35, 2026-11-30
+    # debian:bullseye x86_64 (5.10.223), S3 on q35
     ("VIRTIO_NET_FROZEN_XMIT", "virtio-net-s3-5.10-amd64.txt",
      [("addrconf_dad_work", "other_work"), ("start_xmit+", "virtnet_poll+")]),
-    # CI, debian:6.1 x86_64 (6.1.176), S3 on pc, 2026-11-30: the same race as a NULL
-    # dereference in virtqueue_get_buf
+    # debian:6.1 x86_64 (6.1.176), S3 on pc: the same race as a NULL dereference in
+    # virtqueue_get_buf
     ("VIRTIO_NET_FROZEN_XMIT", "virtio-net-s3-6.1-amd64.txt",
      [("addrconf_dad_work", "other_work"), ("[virtio_ring]", "[other]"),
       ("NULL pointer dereference", "something else")]),
-    # debian:6.1 x86_64 (6.1.176), S3 on pc, second cycle, 2026-12-01: a write fault in
-    # the allocator's memset under virtnet_restore
+    # debian:6.1 x86_64 (6.1.176), S3 on pc, second cycle: a write fault in the
+    # allocator's memset under virtnet_restore
     ("VIRTIO_NET_RESTORE_SLAB", "virtio-net-restore-6.1-amd64.txt",
      [("virtnet_restore+", "virtnet_probe+"),
       ("supervisor write access", "supervisor read access"),
@@ -140,8 +140,8 @@ def test_xfail_on_reads_a_deep_trace_past_the_excerpt_from_the_console(tmp_path)
 
 
 def test_the_l1_vcpu_hang_is_the_unanswered_nmi_of_the_cpu_the_watchdog_named():
-    """Recorded by a local CI run (2026-12-01) on the debian:7.2 arm64 L1 host in VHE:
-    the L1 console while its reference VMM ran the first L2 guest."""
+    """The debian:7.2 arm64 L1 host in VHE: its console while its reference VMM ran
+    the first L2 guest (docs/known-defects.md)."""
     text = (GOLDEN / "l1-vcpu-hang-7.2-arm64.txt").read_text()
     d = known_defects.L1_VCPU_HANG
     assert d.matches(text, "arm64") and not d.matches(text, "x86_64")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 
 def test_an_l2_round_trip_breaks_down_into_its_phases():
-    """Recorded: the debian:7.2 arm64 VHE host's first hibernation round trip (CI run,
-    2026-12-03), read by benchmarks/l2.py --results."""
+    """The debian:7.2 arm64 VHE host's first hibernation round trip, as a run records
+    it, read by benchmarks/l2.py --results."""
     spec = importlib.util.spec_from_file_location(
         "bench_l2", Path(__file__).parents[2] / "benchmarks" / "l2.py")
     mod = importlib.util.module_from_spec(spec)

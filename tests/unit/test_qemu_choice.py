@@ -30,7 +30,7 @@ IN_SUITE = {"qemu-system-common": "1:10.0.2+ds-2~bpo12+1", "qemu-system-data":
 def test_the_suite_gives_what_the_system_lacks_or_has_too_old():
     unpack, system = host_packages.plan_qemu_fetch(
         ["qemu-system-arm", "qemu-system-x86"], DEPENDS.__getitem__, INSTALLED.get,
-        IN_SUITE.get, host_packages._satisfies)   # dpkg's ordering
+        IN_SUITE.get, host_packages.version_satisfies)   # dpkg's ordering
     # seabios 1.16.2 is too old for QEMU 10's x86 machines: the suite's comes along
     assert unpack == ["qemu-system-arm", "qemu-system-x86", "qemu-system-common",
                       "qemu-system-data", "seabios"]

@@ -16,7 +16,7 @@ def test_the_guests_stdlib_gets_unchecked_bytecode_with_guest_paths(tmp_path):
     other.mkdir()
     (other / "old.py").write_text("X = 1\n")
 
-    rootfs._compile_stdlib(tmp_path)
+    rootfs.compile_stdlib(tmp_path)
 
     pyc = lib / "json" / "__pycache__" / f"__init__.{sys.implementation.cache_tag}.pyc"
     data = pyc.read_bytes()

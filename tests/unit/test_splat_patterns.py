@@ -72,7 +72,7 @@ def test_every_allowance_names_its_written_up_defect():
 
 
 def test_the_6_12_nvhe_kvm_warnings_are_allowed_only_on_that_host():
-    """Recorded by CI (2026-12-01) on the debian:6.12 arm64 L1 host in nVHE mode."""
+    """The debian:6.12 arm64 L1 host in nVHE mode (docs/known-defects.md)."""
     text = (GOLDEN / "kvm-nvhe-6.12-arm64.txt").read_text()
     nvhe = splats.SplatLog("6.12.117+deb13-arm64", "arm64", cmdline="kvm-arm.mode=nvhe")
     got = nvhe.scan(text, "console", "x")

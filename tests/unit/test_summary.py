@@ -93,7 +93,6 @@ class FakeMachine:
     """Launches and, like Machine.wait_ready, reports silence to on_silent."""
 
     def __init__(self, error=None):
-        from harness.vm.splats import SplatLog
         from harness import profiles
         from harness.vm.boot import BootInfo
         self.error, self.launched, self.on_silent, self.proc = error, 0, None, None

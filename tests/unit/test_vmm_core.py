@@ -8,8 +8,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 import vmm_x86_stub
+
 from harness.guest.vmm.bus import MMIO, PIO, Bus
 
 STUB = Path(vmm_x86_stub.__file__)

@@ -46,11 +46,11 @@ def test_pl031_counts_from_the_loaded_time_and_fires_its_alarm_once():
     assert r.read(Pl031.DR) == 5002
     r.write(Pl031.IMSC, 1)
     r.write(Pl031.MR, 5001)                       # in the past: never fires
-    assert r._timer is None and r.ris == 0
+    assert r.timer is None and r.ris == 0
     r.write(Pl031.MR, 5003)
     assert events[-1] == ("rtc-alarm-set", {"alarm": 5003, "now": 5002, "in_s": 1})
-    r._timer.cancel()
-    r._match()                                    # what the timer does when it expires
+    r.timer.cancel()
+    r.match()                                    # what the timer does when it expires
     assert r.ris == 1 and lines == [True] and r.fired.is_set()
     assert events[-1][0] == "rtc-alarm-fired"
     assert order == [len(events)], "the match is logged before the line wakes a vCPU"

@@ -15,11 +15,11 @@ from pathlib import Path
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from harness.guest.kvm import uapi                      # noqa: E402
-from harness.guest.kvm.vm import decode_run             # noqa: E402
-from harness.guest.vmm.bus import PIO                   # noqa: E402
-from harness.guest.vmm.core import Core                 # noqa: E402
-from harness.guest.vmm.policy import Policy             # noqa: E402
+from harness.guest.kvm import uapi
+from harness.guest.kvm.vm import decode_run
+from harness.guest.vmm.bus import PIO
+from harness.guest.vmm.core import Core
+from harness.guest.vmm.policy import Policy
 
 EXIT_HLT = next(code for code, name in uapi.KVM_EXIT_NAMES.items() if name == "HLT")
 COM1 = 0x3F8

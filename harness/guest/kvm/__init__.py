@@ -22,7 +22,7 @@ def probe(path: str = "/dev/kvm") -> dict:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except OSError as e:
-        out["open_errno"] = errno.errorcode.get(e.errno, e.errno)
+        out["open_errno"] = errno.errorcode.get(e.errno or 0, e.errno)
         return out
     try:
         out["api_version"] = fcntl.ioctl(fd, uapi.KVM_GET_API_VERSION)
@@ -31,7 +31,7 @@ def probe(path: str = "/dev/kvm") -> dict:
             os.close(vm)
             out["create_vm"] = "ok"
         except OSError as e:
-            out["create_vm"] = errno.errorcode.get(e.errno, str(e.errno))
+            out["create_vm"] = errno.errorcode.get(e.errno or 0, str(e.errno))
     finally:
         os.close(fd)
     return out

@@ -153,14 +153,14 @@ class Asm:
         self.labels[name] = self.here()
         return self.labels[name]
 
-    def emit(self, *words: int) -> "Asm":
+    def emit(self, *words: int) -> Asm:
         self.words.extend(words)
         return self
 
-    def mov(self, rd: int, value: int) -> "Asm":
+    def mov(self, rd: int, value: int) -> Asm:
         return self.emit(*mov_imm64(rd, value))
 
-    def b(self, label: str) -> "Asm":
+    def b(self, label: str) -> Asm:
         self.words.append(("b", label))
         return self
 
@@ -180,13 +180,13 @@ class Asm:
 
 
 # ---------------------------------------------------------------- KVM calls
-def preferred_target(vm: "Vm") -> int:
+def preferred_target(vm: Vm) -> int:
     buf = bytearray(uapi.VCPU_INIT.size)
     fcntl.ioctl(vm.fd, uapi.KVM_ARM_PREFERRED_TARGET, buf)
     return uapi.VCPU_INIT.unpack(buf)[0]
 
 
-def vcpu_init(vcpu: "Vcpu", *features: int) -> None:
+def vcpu_init(vcpu: Vcpu, *features: int) -> None:
     """KVM_ARM_VCPU_INIT with these feature bits: also how a vCPU is reset."""
     words = [0] * 7
     for f in features:
@@ -195,7 +195,7 @@ def vcpu_init(vcpu: "Vcpu", *features: int) -> None:
                 uapi.VCPU_INIT.pack(preferred_target(vcpu.vm), *words))
 
 
-def vcpu_state(vcpu: "Vcpu") -> dict:
+def vcpu_state(vcpu: Vcpu) -> dict:
     """pc, x0..x3 and MP_STATE: what a report of a stuck vCPU shows."""
     out: dict = {"vcpu": vcpu.id}
     try:
@@ -204,16 +204,16 @@ def vcpu_state(vcpu: "Vcpu") -> dict:
             out[f"x{n}"] = hex(vcpu.get_reg(uapi.arm64_x(n)))
         out["mp_state"] = vcpu.mp_state
     except OSError as e:
-        out["error"] = errno.errorcode.get(e.errno, str(e.errno))
+        out["error"] = errno.errorcode.get(e.errno or 0, str(e.errno))
     return out
 
 
-def spi(vm: "Vm", intid: int, level: bool) -> None:
+def spi(vm: Vm, intid: int, level: bool) -> None:
     """Drive a shared peripheral interrupt of the in-kernel vGIC (INTID 32..1019)."""
     vm.irq_line((uapi.KVM_ARM_IRQ_TYPE_SPI << uapi.KVM_ARM_IRQ_TYPE_SHIFT) | intid, level)
 
 
-def cpu_irq(vm: "Vm", vcpu_id: int, level: bool, fiq: bool = False) -> None:
+def cpu_irq(vm: Vm, vcpu_id: int, level: bool, fiq: bool = False) -> None:
     """Drive a vCPU's IRQ (or FIQ) input: the userspace-irqchip path, no vGIC."""
     irq = ((uapi.KVM_ARM_IRQ_TYPE_CPU << uapi.KVM_ARM_IRQ_TYPE_SHIFT)
            | ((vcpu_id & 0xFF) << uapi.KVM_ARM_IRQ_VCPU_SHIFT)

@@ -14,7 +14,9 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Self
 
 from .. import kmsg
 from . import uapi
@@ -48,8 +50,8 @@ def why_no_kvm(path: str = "/dev/kvm", cpuinfo: str | None = None, log: str | No
                     cpuinfo = fh.read()
             except OSError:
                 cpuinfo = ""
-        flags = set(re.findall(r"^flags\s*:(.*)$", cpuinfo, re.M)[0].split()) \
-            if re.search(r"^flags", cpuinfo, re.M) else set()
+        flags = set(re.findall(r"^flags\s*:(.*)$", cpuinfo, re.MULTILINE)[0].split()) \
+            if re.search(r"^flags", cpuinfo, re.MULTILINE) else set()
         if flags and not flags & {"svm", "vmx"}:
             return f"no {path}: the CPU has neither svm nor vmx, so KVM cannot initialise"
     if not os.path.exists("/sys/module/kvm") and not re.search(r"\bkvm\b", log):
@@ -70,7 +72,7 @@ class _Alarm(BaseException):
 
 
 def _errname(e: OSError) -> str:
-    return errno.errorcode.get(e.errno, str(e.errno))
+    return errno.errorcode.get(e.errno or 0, str(e.errno))
 
 
 @dataclass
@@ -83,13 +85,14 @@ class Exit:
     ndata: int | None = None
     data: list[int] = field(default_factory=list)
     flags: int | None = None         # SYSTEM_EVENT: the pre-5.18 `flags` (data[0]'s place)
-    phys_addr: int | None = None     # MMIO
-    is_write: bool | None = None     # MMIO, IO (direction OUT)
-    len: int | None = None           # MMIO, IO (bytes per access: kvm_run.io.size)
-    value: int | None = None         # MMIO
-    port: int | None = None          # IO
-    count: int | None = None         # IO: accesses (a string instruction makes several)
-    data_offset: int | None = None   # IO: where in the kvm_run page the data is
+    # MMIO and IO fields stay 0 on other exits: summary() shows only the reason's own
+    phys_addr: int = 0               # MMIO
+    is_write: bool = False           # MMIO, IO (direction OUT)
+    len: int = 0                     # MMIO, IO (bytes per access: kvm_run.io.size)
+    value: int = 0                   # MMIO
+    port: int = 0                    # IO
+    count: int = 0                   # IO: accesses (a string instruction makes several)
+    data_offset: int = 0             # IO: where in the kvm_run page the data is
     raw: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
@@ -168,7 +171,7 @@ class Kvm:
     def check_extension(self, cap: int) -> int:
         return fcntl.ioctl(self.fd, uapi.KVM_CHECK_EXTENSION, cap)
 
-    def create_vm(self) -> "Vm":
+    def create_vm(self) -> Vm:
         return Vm(self, fcntl.ioctl(self.fd, uapi.KVM_CREATE_VM, 0))
 
     def close(self) -> None:
@@ -176,7 +179,7 @@ class Kvm:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "Kvm":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -223,7 +226,7 @@ class Vm:
             os.close(fd)
         return self._slot(slot, gpa, mem)
 
-    def create_vcpu(self, vcpu_id: int) -> "Vcpu":
+    def create_vcpu(self, vcpu_id: int) -> Vcpu:
         vcpu = Vcpu(self, vcpu_id, fcntl.ioctl(self.fd, uapi.KVM_CREATE_VCPU, vcpu_id))
         self.vcpus.append(vcpu)
         return vcpu
@@ -231,7 +234,7 @@ class Vm:
     def irq_line(self, irq: int, level: bool) -> None:
         fcntl.ioctl(self.fd, uapi.KVM_IRQ_LINE, uapi.IRQ_LEVEL.pack(irq, int(level)))
 
-    def create_device(self, dev_type: int) -> "Device":
+    def create_device(self, dev_type: int) -> Device:
         buf = bytearray(uapi.CREATE_DEVICE.pack(dev_type, 0, 0))
         fcntl.ioctl(self.fd, uapi.KVM_CREATE_DEVICE, buf)
         dev = Device(uapi.CREATE_DEVICE.unpack(buf)[1])
@@ -253,7 +256,7 @@ class Vm:
             mem.close()
         self._maps.clear()
 
-    def __enter__(self) -> "Vm":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -297,7 +300,8 @@ class Vcpu:
         self.run_page = mmap.mmap(fd, vm.kvm.vcpu_mmap_size, mmap.MAP_SHARED,
                                   mmap.PROT_READ | mmap.PROT_WRITE)
         self._reg = ctypes.c_uint64(0)
-        self.state_hook = None      # called for the report when a run hangs
+        # called for the report when a run hangs
+        self.state_hook: Callable[[], dict] | None = None
         self._thread: int | None = None     # the thread that runs it (run_in_thread)
 
     # --------------------------------------------------------- registers

@@ -73,7 +73,7 @@ def real_mode_at(vcpu, address: int) -> None:
         raise ValueError(f"{address:#x}: real mode with CS 0 reaches the first 64 KiB only")
     sregs = bytearray(SREGS_SIZE)
     fcntl.ioctl(vcpu.fd, KVM_GET_SREGS, sregs)
-    base, limit, _selector, *attrs = SEGMENT.unpack_from(sregs, CS_OFFSET)
+    _base, limit, _selector, *attrs = SEGMENT.unpack_from(sregs, CS_OFFSET)
     SEGMENT.pack_into(sregs, CS_OFFSET, 0, limit, 0, *attrs)
     fcntl.ioctl(vcpu.fd, KVM_SET_SREGS, bytes(sregs))
     set_regs(vcpu, rip=address, rflags=0x2)
@@ -102,7 +102,7 @@ class Code16:
         self.code = bytearray()
         self.labels: dict[str, int] = {}
 
-    def _emit(self, *parts: bytes) -> "Code16":
+    def _emit(self, *parts: bytes) -> Code16:
         for p in parts:
             self.code += p
         return self
@@ -111,47 +111,47 @@ class Code16:
     def _w(v: int) -> bytes:
         return (v & 0xFFFF).to_bytes(2, "little")
 
-    def label(self, name: str) -> "Code16":
+    def label(self, name: str) -> Code16:
         self.labels[name] = len(self.code)
         return self
 
-    def mov_dx(self, imm: int) -> "Code16":
+    def mov_dx(self, imm: int) -> Code16:
         return self._emit(b"\xba", self._w(imm))
 
-    def mov_cx(self, imm: int) -> "Code16":
+    def mov_cx(self, imm: int) -> Code16:
         return self._emit(b"\xb9", self._w(imm))
 
-    def mov_a(self, size: int, imm: int) -> "Code16":
+    def mov_a(self, size: int, imm: int) -> Code16:
         """mov al|ax|eax, imm"""
         return self._emit({1: b"\xb0" + bytes([imm & 0xFF]), 2: b"\xb8" + self._w(imm),
                            4: b"\x66\xb8" + (imm & 0xFFFF_FFFF).to_bytes(4, "little")}[size])
 
-    def out_dx(self, size: int) -> "Code16":
+    def out_dx(self, size: int) -> Code16:
         """out dx, al|ax|eax"""
         return self._emit({1: b"\xee", 2: b"\xef", 4: b"\x66\xef"}[size])
 
-    def in_dx(self, size: int) -> "Code16":
+    def in_dx(self, size: int) -> Code16:
         """in al|ax|eax, dx"""
         return self._emit({1: b"\xec", 2: b"\xed", 4: b"\x66\xed"}[size])
 
-    def store(self, size: int, addr: int, imm: int) -> "Code16":
+    def store(self, size: int, addr: int, imm: int) -> Code16:
         """mov byte|word [addr], imm"""
         op = {1: b"\xc6\x06", 2: b"\xc7\x06"}[size]
         return self._emit(op, self._w(addr), (imm & ((1 << (8 * size)) - 1))
                           .to_bytes(size, "little"))
 
-    def load_a(self, size: int, addr: int) -> "Code16":
+    def load_a(self, size: int, addr: int) -> Code16:
         """mov al|ax, [addr]"""
         return self._emit({1: b"\xa0", 2: b"\xa1"}[size], self._w(addr))
 
-    def loop(self, label: str) -> "Code16":
+    def loop(self, label: str) -> Code16:
         """loop label (dec cx; jnz): the target lies within 128 bytes back"""
         rel = self.labels[label] - (len(self.code) + 2)
         if not -128 <= rel < 0:
             raise ValueError(f"loop to {label}: {rel} bytes is out of reach")
         return self._emit(b"\xe2", bytes([rel & 0xFF]))
 
-    def hlt(self) -> "Code16":
+    def hlt(self) -> Code16:
         return self._emit(b"\xf4")
 
     def assemble(self) -> bytes:

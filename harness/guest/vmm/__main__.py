@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vmm: no backend {a.arch!r} in harness/guest/vmm", file=sys.stderr)
         return 2
     try:
-        version = tuple(int(x) for x in a.psci_version.split(".")) if a.psci_version else None
+        major, _, minor = (a.psci_version or "").partition(".")
+        version = (int(major), int(minor)) if a.psci_version else None
         policy = Policy(system_suspend_cap=a.suspend != "off",
                         on_suspend="honour" if a.suspend == "off" else a.suspend,
                         psci_version=version, vcpus=a.vcpus, ram_mib=a.ram_mib,

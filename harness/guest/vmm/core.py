@@ -20,10 +20,11 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Protocol
 
-from ..kvm.vm import Kvm, KvmBroken, KvmUnavailable, install_kick_handler
+from ..kvm.vm import Kvm, KvmBroken, KvmUnavailable, Vm, install_kick_handler
 from . import l2init
 from .bus import MMIO, PIO, Bus
 from .policy import Policy, Result, VmmError
@@ -34,13 +35,13 @@ MiB = 1 << 20
 class Backend(Protocol):
     """The hooks an arch folder gives the core."""
 
-    def setup(self, core: "Core") -> None:
+    def setup(self, core: Core) -> None:
         """Create core.vm (core.open_vm()), its vCPUs and devices; load the kernel."""
 
-    def handle_exit(self, core: "Core", vcpu, ex) -> bool:
+    def handle_exit(self, core: Core, vcpu, ex) -> bool:
         """A non-bus exit; False: the backend does not know it (the run ends in error)."""
 
-    def stop(self, core: "Core") -> None:
+    def stop(self, core: Core) -> None:
         """The vCPU threads have stopped: stop what else runs (device timers)."""
 
     def report(self) -> dict:
@@ -51,7 +52,8 @@ class ExitLog:
     """Timestamped records, kept in memory and appended to a JSONL file."""
 
     def __init__(self, path: Path | None, t0: float):
-        self.t0, self.records, self.lock = t0, [], threading.Lock()
+        self.t0, self.lock = t0, threading.Lock()
+        self.records: list[dict] = []
         self.fh = open(path, "a", buffering=1) if path else None
 
     def add(self, event: str, **fields) -> dict:
@@ -78,7 +80,7 @@ class Core:
         self.last_output = time.monotonic()
         self.bus = Bus()
         self.kvm: Kvm | None = None
-        self.vm = None                  # a kvm.vm.Vm (or a test's stand-in with .vcpus)
+        self.vm: Any = None             # a kvm.vm.Vm (or a test's stand-in with .vcpus)
         self.done = threading.Event()
         self.result: Result | None = None
         self.cv = threading.Condition()
@@ -87,7 +89,7 @@ class Core:
         self.snapshot_lock = threading.Lock()
 
     # ------------------------------------------------------------------ set-up
-    def open_vm(self):
+    def open_vm(self) -> Vm:
         try:
             self.kvm = Kvm(self.kvm_path)
         except (KvmUnavailable, KvmBroken) as e:
@@ -122,14 +124,15 @@ class Core:
         for t in threads:
             t.start()
         self._watch(timeout, silent_s, progress)
+        r = self.result
+        assert r is not None, "_watch returns once finish() has set the result"
         for v in self.vm.vcpus:
             v.kick()
         for t in threads:
             t.join(5)
             if t.is_alive():        # a vCPU that ignores kicks: report it, never hang
-                self.result.detail += f"; {t.name} did not stop"
+                r.detail += f"; {t.name} did not stop"
         self.backend.stop(self)
-        r = self.result
         r.elapsed_s = round(time.monotonic() - self.t0, 3)
         r.mmio_exits = dict(self.bus.counts[MMIO])
         r.pio_exits = dict(self.bus.counts[PIO])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ...kvm import arm64, uapi
 from ..bus import MMIO
-from ..core import MiB, Core
+from ..core import Core, MiB
 from ..policy import CapAbsent, Policy, VmmError
 from . import board, gic, loader
 from .devices import Pl011, Pl031
@@ -40,6 +40,7 @@ class Arm64Backend:
         vm = core.open_vm()
         self.ram = vm.add_memory(0, board.RAM, self.ram_size)
         if p.pmem_mib:
+            assert self.pmem, "__init__ refused pmem_mib without a file"
             vm.add_file_memory(1, board.PMEM, self.pmem, p.pmem_mib * MiB)
         self.uart = Pl011(core.console_out, lambda level: arm64.spi(vm, board.UART.intid, level))
         self.rtc = Pl031(lambda level: arm64.spi(vm, board.RTC.intid, level),
@@ -65,7 +66,7 @@ class Arm64Backend:
                          features, self.rtc)
         core.log.add("setup", vcpus=p.vcpus, ram_mib=p.ram_mib, psci_version=self.psci_version,
                      system_suspend_cap=p.system_suspend_cap, host_has_cap=has_cap,
-                     on_suspend=p.on_suspend, system_event_data=core.kvm.system_event_data,
+                     on_suspend=p.on_suspend, system_event_data=vm.kvm.system_event_data,
                      pmem_mib=p.pmem_mib, pmem=self.pmem)
 
     def _psci_version(self, boot) -> None:
@@ -76,7 +77,7 @@ class Arm64Backend:
                 boot.set_reg(uapi.KVM_REG_ARM_PSCI_VERSION, want)
             except OSError as e:
                 raise CapAbsent(f"this host KVM refuses PSCI version {arm64.version_str(want)} "
-                                f"({errno.errorcode.get(e.errno, e.errno)}); its PSCI version "
+                                f"({errno.errorcode.get(e.errno or 0, e.errno)}); its PSCI version "
                                 f"is {arm64.version_str(default)}") from None
         self.psci_version = arm64.version_str(boot.get_reg(uapi.KVM_REG_ARM_PSCI_VERSION))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 # AMBA PrimeCell identification (offsets 0xFE0..0xFFC): amba_device_add reads them to
 # match a driver unless the device tree gives arm,primecell-periphid.
@@ -90,7 +90,7 @@ class Pl031:
     DR, MR, LR, CR, IMSC, RIS, MIS, ICR = 0x00, 0x04, 0x08, 0x0C, 0x10, 0x14, 0x18, 0x1C
 
     def __init__(self, irq: Callable[[bool], None],
-                 on_event: Callable[..., None] = lambda name, **f: None,
+                 on_event: Callable[..., object] = lambda name, **f: None,
                  clock: Callable[[], float] = time.time):
         self.irq, self.on_event, self.clock = irq, on_event, clock
         self.offset = 0.0               # guest seconds = clock() + offset
@@ -101,7 +101,7 @@ class Pl031:
         self.level = False
         self.lock = threading.Lock()
         self.fired = threading.Event()  # set each time the alarm matches
-        self._timer: threading.Timer | None = None
+        self.timer: threading.Timer | None = None
 
     def now(self) -> int:
         return int(self.clock() + self.offset) & 0xFFFFFFFF
@@ -113,17 +113,19 @@ class Pl031:
             self.irq(level)
 
     def _arm(self) -> None:
-        if self._timer:
-            self._timer.cancel()
-            self._timer = None
+        if self.timer:
+            self.timer.cancel()
+            self.timer = None
         delay = self.mr - (self.clock() + self.offset)
         if self.mr <= self.now():
             return                      # a match in the past does not fire (DDI 0224)
-        self._timer = threading.Timer(delay, self._match)
-        self._timer.daemon = True
-        self._timer.start()
+        self.timer = threading.Timer(delay, self.match)
+        self.timer.daemon = True
+        self.timer.start()
 
-    def _match(self) -> None:
+    def match(self) -> None:
+        """The match time came (the armed timer calls this): latch the interrupt, which
+        raises the line when unmasked."""
         with self.lock:
             # Stamped before the line goes up: the vCPU it wakes logs its own exit from
             # another thread, and that record must not precede the match that caused it.
@@ -160,5 +162,5 @@ class Pl031:
             self._update()
 
     def close(self) -> None:
-        if self._timer:
-            self._timer.cancel()
+        if self.timer:
+            self.timer.cancel()

@@ -14,6 +14,7 @@ against `dtc -I dtb -O dts`."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 FDT_MAGIC = 0xD00DFEED
@@ -53,15 +54,15 @@ def encode(value) -> bytes:
 class Node:
     name: str
     props: list[tuple[str, bytes]] = field(default_factory=list)
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
 
-    def prop(self, name: str, value=None) -> "Node":
+    def prop(self, name: str, value=None) -> Node:
         if any(n == name for n, _ in self.props):
             raise ValueError(f"{self.name or '/'}: property {name} set twice")
         self.props.append((name, encode(value)))
         return self
 
-    def child(self, name: str) -> "Node":
+    def child(self, name: str) -> Node:
         if any(c.name == name for c in self.children):
             raise ValueError(f"{self.name or '/'}: node {name} added twice")
         node = Node(name)
@@ -73,7 +74,7 @@ def _pad4(b: bytes) -> bytes:
     return b + b"\0" * (-len(b) % 4)
 
 
-def to_dtb(root: Node, boot_cpuid: int = 0, reserve: list[tuple[int, int]] = ()) -> bytes:
+def to_dtb(root: Node, boot_cpuid: int = 0, reserve: Sequence[tuple[int, int]] = ()) -> bytes:
     """The blob: header, memory reservation block, structure block, strings block, in the
     order and alignment dtc uses (strings are shared by name, first use first)."""
     strings = bytearray()

@@ -4,7 +4,7 @@ its probe, FIFOs reported, and the transmit-empty interrupt the tty layer waits 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 THR, IER, IIR, LCR, MCR, LSR, MSR, SCR = range(8)
 IER_THRI = 0x02
