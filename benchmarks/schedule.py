@@ -40,10 +40,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.results.runs import latest  # noqa: E402
-
 from harness.plan.targets import Target, safe_name
 from harness.plugin import units as unitsmod
+from harness.results.runs import latest
 
 WATERMARK = 2          # xdist loadscope: more work when at most this many tests are left
 

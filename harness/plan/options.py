@@ -4,8 +4,9 @@ what it parsed to pytest through `pytest_argv`: a new option is one row here."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from harness import profiles
 from harness.kernel import kernels

@@ -17,8 +17,7 @@ from harness.kernel import kernels
 from harness.plan.targets import Target
 from harness.plugin import accel
 from harness.plugin.judging import ARTIFACTS, MACHINES, note
-from harness.plugin.pool import (CURRENT_TEST, MachineFactory, MachinePool, record_splats,
-                                 watch)
+from harness.plugin.pool import CURRENT_TEST, MachineFactory, MachinePool, record_splats, watch
 from harness.plugin.targets import artifacts_dir_of, machine_dir, results_dir, target_of
 from harness.progress import progress
 from harness.vm.machine import Machine
@@ -172,8 +171,7 @@ def _artifacts(request: pytest.FixtureRequest):
             fh.seek(start[0])
             (test_dir / "console.log").write_bytes(fh.read())
         with open(test_dir / "qmp-events.jsonl", "w") as fh:
-            for ev in shared.qmp.events[start[1]:]:
-                fh.write(json.dumps(ev) + "\n")
+            fh.writelines(json.dumps(ev) + "\n" for ev in shared.qmp.events[start[1]:])
     for m in machines:
         link = test_dir / f"machine-{m.workdir.name}"
         if not link.exists():

@@ -45,8 +45,16 @@ from harness.errors import GuestpmError
 from harness.plan import options
 from harness.plugin import units
 from harness.plugin.report import Reporter
-from harness.plugin.targets import (NOTES, RUN_DIR, WORKER_RUN_DIR, check_targets,
-                                    keeps_results, results_parent, runs_e2e, targets)
+from harness.plugin.targets import (
+    NOTES,
+    RUN_DIR,
+    WORKER_RUN_DIR,
+    check_targets,
+    keeps_results,
+    results_parent,
+    runs_e2e,
+    targets,
+)
 from harness.results import runs
 from harness.vm import cmdline
 

@@ -4,7 +4,7 @@ reports what it saw (its crashes, the VMM's refusal), and the L1 host's fixture
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from harness import profiles
+from harness.plan.targets import Target
 from harness.plugin import ktap, summary
 from harness.plugin.pool import read_splats
-from harness.plan.targets import Target
 from harness.plugin.targets import NOTES, artifacts_dir_of
 from harness.results import runs, verdicts
 from harness.results.verdicts import Header, Verdict

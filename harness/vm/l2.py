@@ -16,7 +16,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from harness.errors import GuestMisbehaved, GuestpmError
 from harness.guest.vmm import l2init

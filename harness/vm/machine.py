@@ -11,16 +11,30 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self, TypeVar
 
-from harness.errors import (AbnormalShutdown, BootError, GuestMisbehaved, SetupError,
-                            SilentMachine, WaitTimeout)
+from harness.errors import (
+    AbnormalShutdown,
+    BootError,
+    GuestMisbehaved,
+    SetupError,
+    SilentMachine,
+    WaitTimeout,
+)
 from harness.kernel.kernels import Kernel
 from harness.profiles import Profile
 from harness.vm import cmdline, process
-from harness.vm.boot import (EVERY_CPU_SLEEPS, HOSTKEY, INSMOD_FAILED, READY,
-                             RESTORED_OR_FRESH, BootInfo, Snapshot)
+from harness.vm.boot import (
+    EVERY_CPU_SLEEPS,
+    HOSTKEY,
+    INSMOD_FAILED,
+    READY,
+    RESTORED_OR_FRESH,
+    BootInfo,
+    Snapshot,
+)
 from harness.vm.console import CommandFailed, CommandResult, Console
 from harness.vm.qmp import QMP
 from harness.vm.splats import SplatLog
@@ -407,7 +421,7 @@ class Machine:
         if abnormal:
             raise AbnormalShutdown(f"{abnormal}: {self._stderr_tail()} ({self.artifacts()})")
 
-    def __enter__(self) -> "Machine":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

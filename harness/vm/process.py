@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harness.vm.qmp import QMP
 
-_LIVE: "weakref.WeakSet[subprocess.Popen]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[subprocess.Popen] = weakref.WeakSet()
 _PR_SET_PDEATHSIG = 1
 
 

@@ -21,8 +21,8 @@ import itertools
 import json
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from harness import cache
 from harness.errors import BootError, GuestpmError

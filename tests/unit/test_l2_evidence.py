@@ -13,7 +13,9 @@ import pytest
 from harness.guest.psci import floor_of
 from harness.guest.vmm import l2init
 from harness.guest.vmm.__main__ import DEFAULT_APPEND
-from harness.plugin import judging, l2_judge, report as report_mod
+from harness.plugin import judging, l2_judge
+from harness.plugin import report as report_mod
+from harness.plugin.history import vmm_refusal_broken as promise_broken
 from harness.plugin.known_defects import KNOWN, xfail_if_seen
 from harness.plugin.targets import RUN_DIR
 from harness.vm.l2 import L2Run, crash_in

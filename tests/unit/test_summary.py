@@ -95,6 +95,7 @@ class FakeMachine:
     def __init__(self, error=None):
         from harness import profiles
         from harness.vm.boot import BootInfo
+        from harness.vm.splats import SplatLog
         self.error, self.launched, self.on_silent, self.proc = error, 0, None, None
         self.splats = SplatLog()
         self.profile, self.workdir = profiles.get("arm64"), Path("/r/machines/fake-0")

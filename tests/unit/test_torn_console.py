@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from harness.vm import console as console_mod
-from harness.vm.console import Console, LineMender, mend, split_kernel_messages
 from harness.vm.boot import HOSTKEY, INSMOD_FAILED, READY, RESTORED_OR_FRESH
+from harness.vm.console import Console, LineMender, mend, split_kernel_messages
 from harness.vm.power import IDLE_LINE
 
 GOLDEN = Path(__file__).parent / "golden" / "console"

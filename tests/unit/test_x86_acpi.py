@@ -2,6 +2,7 @@
 (pm.py): bytes at offsets against ACPI 6.x's layouts, checksums, golden tables, and
 iasl's own disassembler as a second reader."""
 
+import itertools
 import shutil
 import struct
 import subprocess
@@ -26,7 +27,7 @@ RSDP = bytes.fromhex("52534420505452200747554553545002000000002400000080000e00"
 
 def test_every_table_sums_to_zero():
     t = acpi.build(2, _dsdt())
-    for addr, blob in t.blobs.items():
+    for blob in t.blobs.values():
         if blob[:4] == b"FACS":          # the one table without a checksum
             continue
         assert sum(blob) & 0xFF == 0, blob[:4]
@@ -44,7 +45,7 @@ def test_layout_in_the_bios_area():
     addrs = sorted(t.blobs)
     assert addrs[0] == t.rsdp_addr == 0xE0000 and t.end() <= 0x100000
     assert acpi.FACS_ADDR % 64 == 0 and all(a % 16 == 0 for a in addrs)
-    for a, b in zip(addrs, addrs[1:]):             # no table runs into the next
+    for a, b in itertools.pairwise(addrs):         # no table runs into the next
         assert a + len(t.blobs[a]) <= b
     xsdt = t.blobs[acpi.XSDT_ADDR]
     fadt_at, madt_at = struct.unpack_from("<QQ", xsdt, 36)

@@ -9,13 +9,13 @@ import sys
 import time
 
 import pytest
-
 import vmm_x86_stub
+from test_x86_boot import bzimage
+
 from harness.guest.kvm.vm import Exit
 from harness.guest.vmm.policy import Policy, VmmError
 from harness.guest.vmm.x86_64 import acpi, boot, pm
 from harness.guest.vmm.x86_64 import backend as xb
-from test_x86_boot import bzimage
 
 DSDT = acpi.table(b"DSDT", 2, b"\x10\x05\\_SB_")
 INITRD = b"07070100" * 64
@@ -133,7 +133,7 @@ def test_the_power_button_on_a_timer_raises_the_sci_the_guest_enabled(kvm_calls)
             time.sleep(0.01)
     script = [("out", 0x602, 2, struct.pack("<H", pm.PWRBTN_STS)), until_the_sci,
               ("in", 0x600, 4, 1), ("out", 0x604, 2, S5)]
-    core, vm, r = run(script, hooks=[lambda c: fake.append(c.vm)], power_button_s=0.2)
+    _core, vm, r = run(script, hooks=[lambda c: fake.append(c.vm)], power_button_s=0.2)
     assert r.outcome == "shutdown" and vm.irqs == [(9, True)]
     assert vm.vcpus[0].ins == [struct.pack("<I", pm.PWRBTN_STS << 16 | pm.PWRBTN_STS)]
     raised = next(e for e in r.exits if e["event"] == "raise")

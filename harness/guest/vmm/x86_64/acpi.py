@@ -51,7 +51,7 @@ class AcpiError(ValueError):
     """A table that cannot be used: the message says why, in one line."""
 
 
-def checksum(data: bytes) -> int:
+def checksum(data: bytes | bytearray) -> int:
     """The byte that makes `data` (with 0 in its checksum field) sum to 0 mod 256."""
     return -sum(data) & 0xFF
 

@@ -19,14 +19,14 @@ from pathlib import Path
 from ...kvm import x86
 from .. import l2init
 from ..bus import PIO
-from ..core import MiB, Core
+from ..core import Core, MiB
 from ..policy import Policy, VmmError
 from . import acpi, boot, i8042
 from .cmos import Cmos
 from .pm import PmRegisters
 from .uart import Uart16550
 
-__all__ = ["X86Backend", "load_kernel", "make", "APPEND"]
+__all__ = ["APPEND", "X86Backend", "load_kernel", "make"]
 
 COM1, COM1_IRQ, CMOS_PORT = 0x3F8, 4, 0x70
 # Every console byte and every port access is an exit to this Python VMM: no PCI (its

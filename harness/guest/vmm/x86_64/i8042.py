@@ -7,7 +7,7 @@ leaves it alone."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 STATUS_PORT = 0x64
 CMD_PULSE_RESET = 0xFE

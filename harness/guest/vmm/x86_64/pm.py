@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from . import acpi
 
@@ -38,7 +38,7 @@ PM_TIMER_HZ = 3_579_545          # the ACPI PM timer's fixed rate; 24 bits wide
 class PmRegisters:
     def __init__(self, irq: Callable[[bool], None],
                  on_sleep: Callable[[int], None] = lambda slp_typ: None,
-                 on_event: Callable[..., None] = lambda name, **fields: None,
+                 on_event: Callable[..., object] = lambda name, **fields: None,
                  clock: Callable[[], float] = time.monotonic):
         self.irq, self.on_sleep, self.on_event, self.clock = irq, on_sleep, on_event, clock
         self.t0 = clock()
