@@ -60,7 +60,7 @@ def use_qemu(directory: str | None) -> None:
         return
     os.environ[QEMU_DIR_ENV] = str(Path(directory).resolve())
     q = qemu_install()
-    assert q is not None, "set just above"
+    assert q is not None        # set just above
     if not any(q.bindir.glob("qemu-system-*")):
         raise SetupError(f"--qemu {directory}: no qemu-system-* binary in {q.bindir}")
     if q.module_dir():

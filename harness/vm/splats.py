@@ -185,7 +185,7 @@ class Scanner:
                 self._extend(line, m.group(2) if m else line)
             return None
         kind, title = found
-        assert m is not None, "classify() found a splat in the record's message"
+        assert m is not None        # classify() found a splat in the record's message
         if self._open is not None and self._continues(kind):
             self._extend(line, m.group(2))
             return None

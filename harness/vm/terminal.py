@@ -16,7 +16,7 @@ def attach(m: Machine) -> None:
     """Bridge the terminal to the guest console until Ctrl-] or QEMU exits."""
     stop = threading.Event()
     console = m.console
-    assert console is not None, "a launched machine has its console"
+    assert console is not None  # a launched machine has its console
     screen = console.raw_spawn()      # unmended: the prompt shows before its newline
 
     def pump() -> None:
