@@ -55,14 +55,16 @@ def _strip_cond(text: str) -> tuple[str, str]:
     return (m[1], m[2].strip()) if m else (text.strip(), "")
 
 
+def _expand_arch(path: str, srcarch: str) -> str:
+    """A `source` line's path with the arch variables the kernel's Kconfig uses."""
+    return path.replace("$(SRCARCH)", srcarch).replace("$SRCARCH", srcarch) \
+               .replace("$(HEADER_ARCH)", srcarch)
+
+
 def load_kconfig(srctree: Path, srcarch: str) -> KconfigDb:
     """Every config symbol the tree defines for SRCARCH, with its dependencies."""
     db = KconfigDb()
     seen: set[Path] = set()
-
-    def expand(p: str) -> str:
-        return p.replace("$(SRCARCH)", srcarch).replace("$SRCARCH", srcarch) \
-                .replace("$(HEADER_ARCH)", srcarch)
 
     def parse(path: Path, inherited: list[str]) -> None:
         if path in seen or not path.is_file():
@@ -100,7 +102,7 @@ def load_kconfig(srctree: Path, srcarch: str) -> KconfigDb:
                 entry = Definition(f"{rel}:{n}", "", False, deps())
                 db.defs.setdefault(entry_sym, []).append(entry)
             elif word in ("source", "rsource", "osource", "orsource"):
-                arg = expand(text.split(None, 1)[1].strip().strip('"'))
+                arg = _expand_arch(text.split(None, 1)[1].strip().strip('"'), srcarch)
                 base = path.parent if word.startswith(("rs", "ors")) else srctree
                 for p in sorted(glob.glob(str(base / arg))):
                     parse(Path(p), deps())
