@@ -32,14 +32,18 @@ class _Vcpu:
 
 
 class _Core:
-    def __init__(self, system_event_data=True):
+    """The core's side the policy uses; `others`: the other vCPUs, whose MP_STATE the
+    snapshot reads as the real core does."""
+    def __init__(self, system_event_data=True, others=()):
         self.log = ExitLog(None, 0.0)
         self.kvm = SimpleNamespace(system_event_data=system_event_data)
         self.done = threading.Event()
         self.finished = None
+        self.others = list(others)
 
     def snapshot(self, caller):
-        return [{"vcpu": caller.id, "mp_state": caller.mp_state}]
+        return [{"vcpu": v.id, "mp_state": v.mp_state}
+                for v in sorted([caller, *self.others], key=lambda v: v.id)]
 
     def finish(self, outcome, detail="", **extra):
         self.finished = (outcome, detail, extra)
@@ -100,3 +104,32 @@ def test_shutdown_ends_the_run_reading_the_off2_flag(data, event_data, off2):
     _psci(core, "honour").system_event(_Vcpu(0), _event("SHUTDOWN", data))
     assert core.finished == ("shutdown", "hibernated (PSCI_OFF2)" if off2 else "powered off",
                              {"off2": off2})
+
+
+def _stopped(vcpu_id):
+    v = _Vcpu(vcpu_id)
+    v.set_mp_state(uapi.KVM_MP_STATE_STOPPED)
+    return v
+
+
+@pytest.mark.parametrize("policy", ["honour", "hold"])
+def test_suspend_while_another_vcpu_is_on_is_denied_whatever_the_policy(policy):
+    # DEN0022D.b 5.19.2: SYSTEM_SUSPEND returns DENIED unless every other core is OFF
+    core = _Core(others=[_stopped(1), _Vcpu(2)])            # vCPU 2 RUNNABLE: on
+    p, v = _psci(core, policy), _suspend_call()
+    p.system_event(v, _event("SUSPEND"))
+    assert arm64.s64(v.regs[uapi.arm64_x(0)]) == arm64.PSCI_DENIED
+    assert v.mp_state == "RUNNABLE" and p.resume_at == {}
+    refused = core.log.records[-1]
+    assert refused["event"] == "suspend-refused" and refused["x0"] == "DENIED"
+    assert "{2: 'RUNNABLE'}" in refused["why"]
+    assert core.finished is None and not core.log.records[-1].get("restart")
+
+
+def test_suspend_with_every_other_vcpu_off_is_honoured():
+    core = _Core(others=[_stopped(1), _stopped(2)])
+    p, v = _psci(core, "honour"), _suspend_call()
+    p.system_event(v, _event("SUSPEND"))
+    assert v.mp_state == "SUSPENDED" and p.resume_at == {0: (ENTRY, CONTEXT)}
+    assert uapi.arm64_x(0) not in v.regs or v.regs[uapi.arm64_x(0)] == 0
+    assert core.log.records[-1]["event"] == "suspend-in-kvm"

@@ -4,8 +4,9 @@ SHUTDOWN (and its SYSTEM_OFF2 flag, which no public VMM reads), RESET and CRASH 
 the run.  SYSTEM_SUSPEND is "the sole responsibility of userspace" (api.rst) once
 KVM_CAP_ARM_SYSTEM_SUSPEND is on: the policy honours it in KVM (MP_STATE_SUSPENDED,
 KVM waits for an interrupt and exits WAKEUP), holds it in the VMM until the RTC alarm,
-or denies it.  Each event is logged with the caller's pc and x0..x3 and every vCPU's
-MP_STATE."""
+or denies it.  Whatever the policy, a call made while another vCPU is not OFF is
+DENIED (DEN0022D.b 5.19.2: the caller must have turned every other core off).  Each
+event is logged with the caller's pc and x0..x3 and every vCPU's MP_STATE."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ class Psci:
         elif ex.type in ("RESET", "CRASH"):
             core.finish(ex.type.lower(), f"vCPU {v.id}")
         elif ex.type == "SUSPEND":
-            self.suspend(v, regs)
+            self.suspend(v, regs, states)
         elif ex.type == "WAKEUP":
             v.set_mp_state(uapi.KVM_MP_STATE_RUNNABLE)
             entry, context = self.resume_at.pop(v.id)
@@ -59,12 +60,18 @@ class Psci:
         else:
             core.finish("error", f"vCPU {v.id}: system event {ex.type}")
 
-    def suspend(self, v, regs: dict) -> None:
+    def suspend(self, v, regs: dict, states: list[dict]) -> None:
         log = self.core.log
         entry, context = regs["x1"], regs["x2"]
+        on = {s["vcpu"]: s["mp_state"] for s in states
+              if s["vcpu"] != v.id and s["mp_state"] != "STOPPED"}
         if entry not in self.ram:
             v.set_reg(uapi.arm64_x(0), _u64(arm64.PSCI_INVALID_ADDRESS))
             log.add("suspend-refused", vcpu=v.id, x0="INVALID_ADDRESS", entry=hex(entry))
+        elif on:
+            v.set_reg(uapi.arm64_x(0), _u64(arm64.PSCI_DENIED))
+            log.add("suspend-refused", vcpu=v.id, x0="DENIED", entry=hex(entry),
+                    why=f"vCPUs not OFF: {on}")
         elif self.on_suspend == "deny":
             v.set_reg(uapi.arm64_x(0), _u64(arm64.PSCI_DENIED))
             log.add("suspend-refused", vcpu=v.id, x0="DENIED", entry=hex(entry))
