@@ -35,6 +35,7 @@ def _load(name: str):
 
 suspend = _load("test_l2_suspend")
 hibernate = _load("test_l2_hibernate")
+l2_fixtures = _load("conftest")
 
 
 # ------------------------------------------------------------------ the console level
@@ -264,6 +265,20 @@ def test_an_agent_run_splat_fails_every_test_that_reads_the_run(tmp_path):
         hooks._judge_splats(item, rep)
         verdicts.append(rep.outcome)
     assert verdicts == ["failed", "failed"]
+
+
+# ------------------------------------------------------------------ the VMM's MMIO
+
+def test_an_mmio_exit_no_device_claims_fails_the_run_and_its_relaunch():
+    ok = {"pl011": 1481, "pl031": 33}
+    l2_fixtures.all_mmio_claimed(_run("", "done", mmio_exits=ok))
+    with pytest.raises(pytest.fail.Exception, match=r"L2 run honour: 3 MMIO exits .* "
+                                                    r"expected 0 \(here: /r/l2-0\)"):
+        l2_fixtures.all_mmio_claimed(_run("", "done", mmio_exits={**ok, "unclaimed": 3}))
+    relaunched = _run("", "done", mmio_exits=ok,
+                      relaunch={"mmio_exits": {**ok, "unclaimed": 1}})
+    with pytest.raises(pytest.fail.Exception, match=r"L2 run honour \(relaunch\): 1 MMIO"):
+        l2_fixtures.all_mmio_claimed(relaunched)
 
 
 # ------------------------------------------------------------------ resume state
