@@ -70,9 +70,11 @@ def _restarted_at_the_entry_point(run: L2Run, ev: dict, why: str) -> dict:
     assert len(restarts) == 1 and restarts[0]["why"] == why, \
         f"expected one restart ({why}), got {restarts} ({run.where})"
     r = restarts[0]
-    assert (hex(r["pc"]), hex(r["x0"])) == (ev["x1"], ev["x2"]), \
-        f"restarted at pc={r['pc']:#x} x0={r['x0']:#x}, expected pc=x1={ev['x1']} " \
-        f"x0=x2={ev['x2']} ({run.where})"
+    # what KVM holds after the reset and the writes (KVM_GET_ONE_REG), against the call
+    assert (hex(r["pc"]), hex(r["x0"]), r["mp_state"]) == (ev["x1"], ev["x2"], "RUNNABLE"), \
+        f"after the restart ({why}) KVM holds pc={r['pc']:#x} x0={r['x0']:#x} " \
+        f"{r['mp_state']}; the call asked for pc=x1={ev['x1']} x0=x2={ev['x2']}, RUNNABLE " \
+        f"(the VMM wrote {r['wrote']}) ({run.where})"
     return r
 
 

@@ -1,16 +1,20 @@
 """The arm64 backend's PSCI policy on SYSTEM_EVENT exits, with a fake core and vCPUs
 (no KVM): what the VMM writes back and logs for each policy."""
 
+import ctypes
+import fcntl
 import threading
 from types import SimpleNamespace
 
 import pytest
 
 from harness.guest.kvm import arm64, uapi
+from harness.guest.kvm.vm import Vcpu
 from harness.guest.vmm.arm64 import board, psci_policy
 from harness.guest.vmm.core import ExitLog
 
 ENTRY, CONTEXT = board.RAM + 0x1000, 0xC0DE
+VCPU_INIT = arm64.vcpu_init          # the real one, for the tests of the ioctl layer
 
 
 class _Vcpu:
@@ -133,3 +137,62 @@ def test_suspend_with_every_other_vcpu_off_is_honoured():
     assert v.mp_state == "SUSPENDED" and p.resume_at == {0: (ENTRY, CONTEXT)}
     assert uapi.arm64_x(0) not in v.regs or v.regs[uapi.arm64_x(0)] == 0
     assert core.log.records[-1]["event"] == "suspend-in-kvm"
+
+
+# ------------------------------------------------------------------ the ioctl layer
+
+class _FakeKvm:
+    """/dev/kvm's side of the ioctls a restart makes, for one vCPU: KVM_ARM_VCPU_INIT
+    resets it, ONE_REG and MP_STATE read and write its state.  `loses_pc`: a KVM that
+    accepts the PC write and keeps the reset value (the defect a read-back must show)."""
+    def __init__(self, loses_pc=False):
+        self.loses_pc, self.regs, self.mp = loses_pc, {}, uapi.KVM_MP_STATE_RUNNABLE
+
+    def ioctl(self, fd, request, arg=0, *rest):
+        if request == uapi.KVM_ARM_PREFERRED_TARGET:
+            uapi.VCPU_INIT.pack_into(arg, 0, 5, *[0] * 7)
+        elif request == uapi.KVM_ARM_VCPU_INIT:
+            self.regs, self.mp = {uapi.ARM64_PC: 0}, uapi.KVM_MP_STATE_RUNNABLE
+        elif request in (uapi.KVM_GET_ONE_REG, uapi.KVM_SET_ONE_REG):
+            reg, addr = uapi.ONE_REG.unpack(arg)
+            cell = ctypes.c_uint64.from_address(addr)
+            if request == uapi.KVM_GET_ONE_REG:
+                cell.value = self.regs.get(reg, 0)
+            elif not (self.loses_pc and reg == uapi.ARM64_PC):
+                self.regs[reg] = cell.value
+        elif request == uapi.KVM_SET_MP_STATE:
+            (self.mp,) = uapi.MP_STATE.unpack(arg)
+        elif request == uapi.KVM_GET_MP_STATE:
+            uapi.MP_STATE.pack_into(arg, 0, self.mp)
+        else:
+            raise AssertionError(f"unexpected ioctl {request:#x}")
+        return 0
+
+
+def _kvm_vcpu(kvm, monkeypatch, regs):
+    """A kvm.vm.Vcpu (no mmap: a restart never touches kvm_run) over the fake KVM."""
+    monkeypatch.setattr(arm64, "vcpu_init", VCPU_INIT)
+    monkeypatch.setattr(fcntl, "ioctl", kvm.ioctl)
+    v = Vcpu.__new__(Vcpu)
+    v.vm, v.id, v.fd, v._reg = SimpleNamespace(fd=100), 0, 101, ctypes.c_uint64(0)
+    for reg, value in regs.items():
+        v.set_reg(reg, value)
+    return v
+
+
+@pytest.mark.parametrize("loses_pc", [False, True])
+def test_a_restart_reports_pc_and_x0_read_back_from_kvm(monkeypatch, loses_pc):
+    kvm = _FakeKvm(loses_pc=loses_pc)
+    v = _kvm_vcpu(kvm, monkeypatch, {uapi.ARM64_PC: board.RAM, uapi.arm64_x(1): ENTRY,
+                                     uapi.arm64_x(2): CONTEXT})
+    core = _Core()
+    p = _psci(core, "honour")
+    p.system_event(v, _event("SUSPEND"))
+    assert kvm.mp == uapi.KVM_MP_STATE_SUSPENDED
+    p.system_event(v, _event("WAKEUP"))
+    restart = core.log.records[-1]
+    assert restart["event"] == "restart" and restart["wrote"] == {"pc": ENTRY, "x0": CONTEXT}
+    # what KVM holds, as KVM_GET_ONE_REG returns it: the entry point, or the reset value
+    # of a KVM that lost the write
+    assert (restart["pc"], restart["x0"], restart["mp_state"]) == \
+        (0 if loses_pc else ENTRY, CONTEXT, "RUNNABLE")

@@ -31,12 +31,16 @@ class Psci:
 
     def restart(self, v, entry: int, context: int, why: str) -> None:
         """The state a CPU_ON target gets (DEN0022D.b 5.19.1, 6.4.3): reset by
-        KVM_ARM_VCPU_INIT, MMU off, EL1h, PC = entry point, x0 = context id."""
+        KVM_ARM_VCPU_INIT, MMU off, EL1h, PC = entry point, x0 = context id.  The log
+        has what KVM holds afterwards (KVM_GET_ONE_REG, KVM_GET_MP_STATE), not what the
+        VMM meant to write: a judge compares that with the call's x1 and x2."""
         arm64.vcpu_init(v, *self.features[v.id])
         v.set_mp_state(uapi.KVM_MP_STATE_RUNNABLE)
         v.set_reg(uapi.ARM64_PC, entry)
         v.set_reg(uapi.arm64_x(0), context)
-        self.core.log.add("restart", vcpu=v.id, why=why, pc=entry, x0=context)
+        self.core.log.add("restart", vcpu=v.id, why=why, pc=v.get_reg(uapi.ARM64_PC),
+                          x0=v.get_reg(uapi.arm64_x(0)), mp_state=v.mp_state,
+                          wrote={"pc": entry, "x0": context})
 
     def system_event(self, v, ex) -> None:
         core = self.core
