@@ -172,14 +172,16 @@ def test_l2_suspend_honoured_in_kvm_wakes_on_the_rtc_alarm(l1):
     _guest_resumed(run, "deep")
 
 
-def test_l2_suspend_held_by_the_vmm_restarts_at_the_entry_point(l1):
+def test_l2_suspend_held_by_the_vmm_exits_once_and_resumes_at_the_entry_point(l1):
+    """The VMM keeps the vCPU out of KVM_RUN until the L2 alarm is due, then restarts it
+    itself.  What KVM does here: one SUSPEND exit with the call in x1/x2 and every other
+    vCPU STOPPED, and, after KVM_ARM_VCPU_INIT and the writes, holding the entry point and
+    the context (read back) and running the guest from there: L2 resumes.  Nothing is
+    asserted about a WAKEUP exit, which cannot happen outside KVM_RUN, nor about the
+    VMM's own wait, beyond what L2 saw: its RTC moved the alarm's length and the alarm
+    was consumed (_guest_resumed)."""
     run = vmm_run(l1, "hold", *SUSPEND)
     ev = _one_suspend_exit(run)
-    assert not run.system_events("WAKEUP"), \
-        f"a WAKEUP exit although KVM never held the vCPU ({run.where})"
-    held, woke = run.events("suspend-held"), run.events("vmm-wake")
-    assert len(held) == 1 and len(woke) == 1, f"hold {held}, wake {woke} ({run.where})"
-    _woken_by_the_alarm(run, ev, woke[0]["t"])
     _restarted_at_the_entry_point(run, ev, "vmm wake")
     _guest_resumed(run, "deep")
 
