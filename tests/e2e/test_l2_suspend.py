@@ -91,6 +91,11 @@ def _woken_by_the_alarm(run: L2Run, ev: dict, wake_t: float) -> None:
     assert expected - 1.5 <= asleep <= expected + 3, \
         f"suspended {asleep:.1f} s; the alarm was due {expected:.1f} s after the SUSPEND " \
         f"exit ({run.where})"
+    # L2's own clock across `echo mem` (whole seconds) against the VMM's account
+    rtc_s = int(run.report("resumed").get("rtc_s", -1))
+    assert rtc_s >= int(asleep) - 1, \
+        f"the VMM says the vCPU slept {asleep:.1f} s; L2's RTC moved {rtc_s} s across " \
+        f"`echo mem` ({run.where})"
 
 
 def _guest_resumed(run: L2Run, mode: str) -> None:

@@ -12,6 +12,7 @@ from harness.guest.kvm import arm64, uapi
 from harness.guest.kvm.vm import Vcpu
 from harness.guest.vmm.arm64 import board, psci_policy
 from harness.guest.vmm.core import ExitLog
+from harness.guest.vmm.policy import FAULTS, Policy, VmmError
 
 ENTRY, CONTEXT = board.RAM + 0x1000, 0xC0DE
 VCPU_INIT = arm64.vcpu_init          # the real one, for the tests of the ioctl layer
@@ -196,3 +197,53 @@ def test_a_restart_reports_pc_and_x0_read_back_from_kvm(monkeypatch, loses_pc):
     # of a KVM that lost the write
     assert (restart["pc"], restart["x0"], restart["mp_state"]) == \
         (0 if loses_pc else ENTRY, CONTEXT, "RUNNABLE")
+
+
+# ------------------------------------------------------------------ the self-tests' faults
+
+def _faulty(fault, on_suspend="honour", others=()):
+    core = _Core(others=others)
+    rtc = SimpleNamespace(ris=False, fired=threading.Event())
+    return core, psci_policy.Psci(core, on_suspend, range(board.RAM, board.RAM + (256 << 20)),
+                                  {0: (uapi.KVM_ARM_VCPU_PSCI_0_2,)}, rtc, fault=fault)
+
+
+@pytest.mark.parametrize("on_suspend", ["honour", "hold"])
+def test_wake_at_once_restarts_without_waiting(on_suspend):
+    core, p = _faulty("wake-at-once", on_suspend)
+    v = _suspend_call()
+    p.system_event(v, _event("SUSPEND"))            # hold would block on the alarm
+    assert v.mp_state == "RUNNABLE" and p.resume_at == {}
+    assert [r["event"] for r in core.log.records][-1] == "restart"
+
+
+def test_wrong_pc_restarts_one_instruction_past_the_entry_point():
+    core, p = _faulty("wrong-pc")
+    v = _suspend_call()
+    p.system_event(v, _event("SUSPEND"))
+    p.system_event(v, _event("WAKEUP"))
+    assert core.log.records[-1]["pc"] == ENTRY + 4 == v.regs[uapi.ARM64_PC]
+
+
+def test_ignore_off2_reads_a_flagged_shutdown_as_a_power_off_and_logs_the_flag():
+    core, p = _faulty("ignore-off2")
+    p.system_event(_Vcpu(0), _event("SHUTDOWN", (uapi.KVM_SYSTEM_EVENT_SHUTDOWN_FLAG_PSCI_OFF2,)))
+    assert core.finished == ("shutdown", "powered off", {"off2": False})
+    assert core.log.records[0]["data"] == [uapi.KVM_SYSTEM_EVENT_SHUTDOWN_FLAG_PSCI_OFF2]
+
+
+def test_stopped_lie_reports_a_vcpu_that_is_on_as_stopped_and_honours():
+    core, p = _faulty("stopped-lie", others=[_Vcpu(1)])     # vCPU 1 RUNNABLE: on
+    v = _suspend_call()
+    p.system_event(v, _event("SUSPEND"))
+    assert core.log.records[0]["vcpus"] == [{"vcpu": 0, "mp_state": "RUNNABLE"},
+                                            {"vcpu": 1, "mp_state": "STOPPED"}]
+    assert v.mp_state == "SUSPENDED"
+
+
+def test_a_fault_is_named_or_refused():
+    assert Policy(fault="wrong-pc").fault in FAULTS
+    with pytest.raises(VmmError, match="one of wake-at-once"):
+        Policy(fault="typo")
+    with pytest.raises(VmmError, match="second vCPU"):
+        Policy(vcpus=1, vcpu_left_on=True)
