@@ -4,9 +4,9 @@ line), through the real KVM of the L1 host, and the judge of that promise must F
 with its own message, on what the run left.
 
 Opt-in (--slow --self-test): one L1 host, six L2 runs (one of them a hibernation round
-trip), about six minutes under TCG.  The default run boots nothing for it: the same
-judges are proven on reports recorded from this test (tests/unit/golden/l2/faults/,
-tests/unit/test_l2_evidence.py), which is where CI sees them FAIL."""
+trip), about six minutes under TCG.  The default run boots nothing for it: CI sees the
+same judges FAIL in tests/unit/test_l2_evidence.py, on recorded honest reports with each
+fault applied (tests/unit/golden/l2/faults/)."""
 
 from __future__ import annotations
 
