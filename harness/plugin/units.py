@@ -36,7 +36,7 @@ import re
 # from the test id.  Files not named here go to "main".
 UNITS: dict[str, dict[str, str]] = {
     "test_l2_suspend.py": {
-        "test_l2_suspend_held_by_the_vmm_restarts_at_the_entry_point": "l2-{mode}-hold",
+        "test_l2_suspend_held_by_the_vmm_exits_once_and_resumes_at_the_entry_point": "l2-{mode}-hold",
         "test_l2_suspend_denied_fails_the_write_with_eperm": "l2-{mode}-deny",
         "test_a_guest_that_never_prints_is_ended_by_the_vmm_bound": "l2-{mode}-deny",
         "*": "l2-{mode}-suspend",

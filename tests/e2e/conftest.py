@@ -20,6 +20,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("l2_mode", list(l2.MODES))
 
 
+def all_mmio_claimed(run: l2.L2Run) -> None:
+    """FAIL a run (and its relaunch) in which KVM handed the VMM an MMIO access that no
+    device of its board claims: the vGIC's distributor and redistributors are handled in
+    the kernel, and the guest knows only the board's devices, so an unclaimed exit is a
+    host KVM sending userspace what it should have handled (the VMM answers zeros, and
+    the guest may well go on)."""
+    for name, result in ((run.name, run.result),
+                         (f"{run.name} (relaunch)", run.result.get("relaunch"))):
+        counts = (result or {}).get("mmio_exits", {})
+        if counts.get("unclaimed", 0):
+            pytest.fail(f"L2 run {name}: {counts['unclaimed']} MMIO exits to addresses no "
+                        f"device of the VMM's board claims (MMIO exits {counts}), expected "
+                        f"0 ({run.where})", pytrace=False)
+
+
 @pytest.fixture
 def l1(request, target, l2_mode, guest_spec, machine_pool, kernel, profile) -> L2Host:
     """The L1 host of this test's L2 runs; its console slice goes to the test's artifacts.
@@ -49,6 +64,7 @@ def l1(request, target, l2_mode, guest_spec, machine_pool, kernel, profile) -> L
         """Every test that reads a run answers for its L2 splats and crashes; a crash is
         judged against the known defects of the kernel that crashed, the L2 guest."""
         attach_splats(request, run.splats)
+        all_mmio_claimed(run)
         l2_judge.fail_on_crash(run, lambda console, where: xfail_if_seen(
             console, "arm64", where, *KNOWN, release=host.guest.release, mode=l2_mode,
             stock=host.guest.debian is not None))

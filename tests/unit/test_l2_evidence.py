@@ -3,6 +3,7 @@ that went the wrong way go the right way (golden consoles and VMM reports, no bo
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 from pathlib import Path
@@ -36,6 +37,7 @@ def _load(name: str):
 
 suspend = _load("test_l2_suspend")
 hibernate = _load("test_l2_hibernate")
+l2_fixtures = _load("conftest")
 
 
 # ------------------------------------------------------------------ the console level
@@ -267,6 +269,20 @@ def test_an_agent_run_splat_fails_every_test_that_reads_the_run(tmp_path):
     assert verdicts == ["failed", "failed"]
 
 
+# ------------------------------------------------------------------ the VMM's MMIO
+
+def test_an_mmio_exit_no_device_claims_fails_the_run_and_its_relaunch():
+    ok = {"pl011": 1481, "pl031": 33}
+    l2_fixtures.all_mmio_claimed(_run("", "done", mmio_exits=ok))
+    with pytest.raises(pytest.fail.Exception, match=r"L2 run honour: 3 MMIO exits .* "
+                                                    r"expected 0 \(here: /r/l2-0\)"):
+        l2_fixtures.all_mmio_claimed(_run("", "done", mmio_exits={**ok, "unclaimed": 3}))
+    relaunched = _run("", "done", mmio_exits=ok,
+                      relaunch={"mmio_exits": {**ok, "unclaimed": 1}})
+    with pytest.raises(pytest.fail.Exception, match=r"L2 run honour \(relaunch\): 1 MMIO"):
+        l2_fixtures.all_mmio_claimed(relaunched)
+
+
 # ------------------------------------------------------------------ resume state
 
 def _suspend_run(killed="1 ", errors="0", online="0-1", exits_n="1", stopped=True):
@@ -294,6 +310,106 @@ def test_a_secondary_cpu_that_did_not_come_back_fails_the_resume():
         suspend._guest_resumed(_suspend_run(online="0"), "deep")
     with pytest.raises(AssertionError, match="2 'PM: suspend exit' lines"):
         suspend._guest_resumed(_suspend_run(exits_n="2"), "deep")
+
+
+# ------------------------------------------------------------------ the judges can FAIL
+
+def _recorded(name: str) -> L2Run:
+    """An L2 run recorded by tests/e2e/test_l2_faults.py (or the family run): the VMM's
+    result.json; the L2 reports are the exit log's `l2-report` records."""
+    result = json.loads((GOLDEN / "l2" / "faults" / f"{name}.json").read_text())
+    console = "".join(f"[    9.000000] guestpm-l2: {e['text']}\n" for e in result["exits"]
+                      if e["event"] == "l2-report")
+    return L2Run(name, result, console, f"golden l2/faults/{name}.json")
+
+
+def test_the_l2_judges_pass_the_recorded_honest_runs():
+    run = _recorded("honour")
+    ev = suspend._one_suspend_exit(run)
+    suspend._woken_by_the_alarm(run, ev, run.system_events("WAKEUP")[0]["t"])
+    suspend._restarted_at_the_entry_point(run, ev, "wakeup exit")
+    suspend._guest_resumed(run, "deep")
+    hold = _recorded("hold")
+    suspend._restarted_at_the_entry_point(hold, suspend._one_suspend_exit(hold), "vmm wake")
+    suspend._guest_resumed(hold, "deep")
+    off2 = json.loads((GOLDEN / "l2" / "hibernate-7.2-vhe.json").read_text())
+    hib = L2Run("hibernate", off2, "", "golden l2/hibernate-7.2-vhe.json")
+    hibernate._flagged_off2(hib, hib.system_events("SHUTDOWN")[0])
+
+
+# Each fault applied to a recorded honest run as the VMM applies it (policy.FAULTS,
+# vmm/arm64/psci_policy.py): the records the fault changes, nothing else.  What L2 said
+# afterwards is kept from the honest run, so these show the judges that read the VMM's
+# report; tests/e2e/test_l2_faults.py shows the same through KVM.
+
+def _faulted(name: str, fault: str, edit) -> L2Run:
+    run = _recorded(name)
+    result = copy.deepcopy(run.result)
+    result["fault"] = fault
+    edit(result["exits"], result)
+    console = "".join(f"[    9.000000] guestpm-l2: {e['text']}\n" for e in result["exits"]
+                      if e["event"] == "l2-report")
+    return L2Run(f"{name} + {fault}", result, console, f"golden l2/faults/{name}.json + {fault}")
+
+
+def _one(exits, event):
+    return next(e for e in exits if e["event"] == event)
+
+
+def test_woken_by_the_alarm_fails_when_the_vmm_wakes_at_once():
+    def at_once(exits, result):         # hold: the wake follows the SUSPEND exit at once
+        held, wake, restart = (_one(exits, k) for k in ("suspend-held", "vmm-wake", "restart"))
+        wake["t"] = restart["t"] = held["t"]
+        wake["by"] = "nothing (fault wake-at-once)"
+    run = _faulted("hold", "wake-at-once", at_once)
+    with pytest.raises(AssertionError, match="the wake must follow the alarm"):
+        suspend._woken_by_the_alarm(run, run.system_events("SUSPEND")[0],
+                                    run.events("vmm-wake")[0]["t"])
+
+
+def test_restarted_at_the_entry_point_fails_on_the_pc_kvm_holds():
+    def wrong_pc(exits, result):        # KVM holds what the VMM wrote, one insn off
+        restart = _one(exits, "restart")
+        restart["pc"] += 4
+        restart["wrote"]["pc"] += 4
+    run = _faulted("honour", "wrong-pc", wrong_pc)
+    ev = suspend._one_suspend_exit(run)
+    with pytest.raises(AssertionError, match="KVM holds pc=.*the call asked for pc=x1="):
+        suspend._restarted_at_the_entry_point(run, ev, "wakeup exit")
+
+
+def _left_on(exits, result, seen: str) -> None:
+    """The run of a guest booted with maxcpus=1 beside a vCPU left on: L2 has one CPU
+    and takes none down; the VMM saw vCPU 1 as `seen`."""
+    for e in exits:
+        if e["event"] == "l2-report" and e["text"].startswith("up "):
+            e["text"] = e["text"].replace("cpus=2", "cpus=1")
+        if e["event"] == "l2-report" and e["text"].startswith("offlined "):
+            e["text"] = "offlined killed={} errors=0"
+        if e["event"] == "system-event" and e["type"] == "SUSPEND":
+            e["vcpus"][1]["mp_state"] = seen
+
+
+def test_one_suspend_exit_fails_with_a_vcpu_on_whether_the_vmm_says_so_or_not():
+    def honest(exits, result):          # the VMM sees it RUNNABLE and DENIES
+        _left_on(exits, result, "RUNNABLE")
+        _one(exits, "suspend-refused")["why"] = "vCPUs not OFF: {1: 'RUNNABLE'}"
+    with pytest.raises(AssertionError, match="expected all STOPPED"):
+        suspend._one_suspend_exit(_faulted("deny", "", honest))
+    lie = _faulted("honour", "stopped-lie", lambda exits, r: _left_on(exits, r, "STOPPED"))
+    with pytest.raises(AssertionError, match=r"saw vCPUs \[1\] STOPPED .* took down CPUs \[\]"):
+        suspend._one_suspend_exit(lie)
+
+
+def test_the_off2_flag_check_fails_when_the_vmm_ignores_the_flag():
+    result = json.loads((GOLDEN / "l2" / "hibernate-7.2-vhe.json").read_text())
+    result.update(fault="ignore-off2", off2=False, detail="powered off")
+    result["relaunch"]["because"] = "forced (the VMM was not told)"
+    run = L2Run("hibernate + ignore-off2", result, "", "golden l2/hibernate-7.2-vhe.json")
+    down = run.system_events("SHUTDOWN")[0]
+    assert down["data"][0] & 1                           # KVM did flag it
+    with pytest.raises(AssertionError, match="the VMM read it as off2=False"):
+        hibernate._flagged_off2(run, down)
 
 
 # ------------------------------------------------------------------ release promises

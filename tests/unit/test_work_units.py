@@ -32,7 +32,7 @@ def test_l2_tests_that_read_one_vmm_run_share_a_unit_per_mode():
     assert honour == cap == off == "debian:7.2/arm64 l2-vhe-suspend"
     assert unit_of(L2S + "test_l2_offers_deep_only_with_the_cap[nvhe-debian:7.2/arm64]", IDS) \
         == "debian:7.2/arm64 l2-nvhe-suspend"
-    hold = unit_of(L2S + "test_l2_suspend_held_by_the_vmm_restarts_at_the_entry_point[vhe-debian:7.2/arm64]", IDS)
+    hold = unit_of(L2S + "test_l2_suspend_held_by_the_vmm_exits_once_and_resumes_at_the_entry_point[vhe-debian:7.2/arm64]", IDS)
     assert hold == "debian:7.2/arm64 l2-vhe-hold"
 
 
@@ -102,7 +102,7 @@ def test_the_replay_charges_each_worker_the_pool_machines_its_units_need(tmp_pat
     t = "debian:7.2/arm64"
     host = "debian-7.2-arm64-l2-vhe-gw0-3"
     ids = {"honour": "test_l2_boots_and_sees_the_psci_version_l1_gave_it[vhe-debian:7.2/arm64]",
-           "hold": "test_l2_suspend_held_by_the_vmm_restarts_at_the_entry_point[vhe-debian:7.2/arm64]"}
+           "hold": "test_l2_suspend_held_by_the_vmm_exits_once_and_resumes_at_the_entry_point[vhe-debian:7.2/arm64]"}
     res = _run(tmp_path, [("tests.e2e.test_l2_suspend", ids["honour"], 120, t),
                           ("tests.e2e.test_l2_suspend", ids["hold"], 60, t)],
                [{"target": t, "profile": "arm64", "machine": host, "kind": "boot",

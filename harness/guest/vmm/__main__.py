@@ -14,7 +14,7 @@ from pathlib import Path
 from ..kvm.vm import KvmBroken
 from . import l2init, relaunch
 from .core import Core, write_outdir
-from .policy import CapAbsent, Policy, Result, VmmError
+from .policy import FAULTS, CapAbsent, Policy, Result, VmmError
 
 DEFAULT_APPEND = f"console=ttyAMA0 {l2init.CMDLINE} rdinit=/init panic=-1"
 
@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
                          "round trip records that the VMM was not told)")
     ap.add_argument("--relaunch-append", default="", help="its extra command line")
     ap.add_argument("--relaunch-ram-mib", type=int, help="its RAM (default: the same)")
+    ap.add_argument("--fault", choices=sorted(FAULTS), default="",
+                    help="self-tests only: break one promise of the VMM's side of the "
+                         "contract (" + "; ".join(f"{k}: {v}" for k, v in FAULTS.items())
+                         + ")")
+    ap.add_argument("--vcpu-left-on", action="store_true",
+                    help="self-tests only: start the last vCPU in a WFI loop outside the "
+                         "guest's RAM, a core that is not OFF (give the guest maxcpus=)")
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--silent", type=float, default=120,
                     help="end a guest that has printed nothing after this long (with "
@@ -70,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         policy = Policy(system_suspend_cap=a.suspend != "off",
                         on_suspend="honour" if a.suspend == "off" else a.suspend,
                         psci_version=version, vcpus=a.vcpus, ram_mib=a.ram_mib,
-                        pmem_mib=a.pmem_mib if a.pmem else 0)
+                        pmem_mib=a.pmem_mib if a.pmem else 0, fault=a.fault,
+                        vcpu_left_on=a.vcpu_left_on)
         kernel = backend.load_kernel(a.kernel)
         if a.initrd:
             initrd = Path(a.initrd).read_bytes()

@@ -8,6 +8,18 @@ from dataclasses import asdict, dataclass, field
 
 ON_SUSPEND = ("honour", "hold", "deny")
 
+# Self-tests only (the VMM's --fault; no default run passes one): each breaks one promise
+# of the VMM's side of the contract, as a VMM bug or a KVM defect would, so that a
+# self-test shows the L2 judge of that promise FAILs.  The logs stay true to what the
+# VMM did; only the fault's own report (stopped-lie) is false.
+FAULTS = {
+    "wake-at-once": "restart a vCPU that called SYSTEM_SUSPEND at once, without waiting "
+                    "for an interrupt (honour) or the RTC alarm (hold)",
+    "wrong-pc": "restart a suspended vCPU one instruction past its entry point",
+    "ignore-off2": "read a SHUTDOWN exit flagged PSCI_OFF2 as a plain power-off",
+    "stopped-lie": "report every other vCPU STOPPED at a system event, whatever KVM says",
+}
+
 
 class VmmError(Exception):
     """Bad input or a host that cannot run the VM: one line for the user."""
@@ -27,10 +39,18 @@ class Policy:
     vcpus: int = 2
     ram_mib: int = 256
     pmem_mib: int = 0                   # a pmem region backed by `pmem` (a file)
+    fault: str = ""                     # one of FAULTS: self-tests only
+    vcpu_left_on: bool = False          # self-tests only: the last vCPU starts on, in a
+                                        # WFI loop outside the guest's RAM (a core that
+                                        # is not OFF, which the guest does not use)
 
     def __post_init__(self):
         if self.on_suspend not in ON_SUSPEND:
             raise VmmError(f"on_suspend {self.on_suspend!r}: one of {', '.join(ON_SUSPEND)}")
+        if self.fault and self.fault not in FAULTS:
+            raise VmmError(f"fault {self.fault!r}: one of {', '.join(FAULTS)}")
+        if self.vcpu_left_on and self.vcpus < 2:
+            raise VmmError("a vCPU left on needs a second vCPU")
         if not 1 <= self.vcpus <= 8:
             raise VmmError(f"{self.vcpus} vCPUs: 1..8")
 
@@ -49,6 +69,7 @@ class Result:
     psci_version: str = ""
     system_suspend_cap: bool | None = None
     relaunch: dict | None = None        # the next VM on the same pmem, when there was one
+    fault: str = ""                     # the self-test's fault (Policy.fault), if any
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -54,20 +54,25 @@ class Arm64Backend:
                                 "forward PSCI SYSTEM_SUSPEND to the VMM")
             vm.enable_cap(uapi.KVM_CAP_ARM_SYSTEM_SUSPEND)
         features: dict[int, tuple[int, ...]] = {}
+        left_on = p.vcpus - 1 if p.vcpu_left_on else None
         for n in range(p.vcpus):
             v = vm.create_vcpu(n)
-            feats = (uapi.KVM_ARM_VCPU_PSCI_0_2,) + ((uapi.KVM_ARM_VCPU_POWER_OFF,) if n else ())
+            off = n and n != left_on
+            feats = (uapi.KVM_ARM_VCPU_PSCI_0_2,) + ((uapi.KVM_ARM_VCPU_POWER_OFF,) if off else ())
             arm64.vcpu_init(v, *feats)
             features[n] = feats
         self._psci_version(vm.vcpus[0])
         gic.setup(vm)
         self._load(vm.vcpus[0])
+        if left_on is not None:
+            self._park(vm, vm.vcpus[left_on])
         self.psci = Psci(core, p.on_suspend, range(board.RAM, board.RAM + self.ram_size),
-                         features, self.rtc)
+                         features, self.rtc, fault=p.fault)
         core.log.add("setup", vcpus=p.vcpus, ram_mib=p.ram_mib, psci_version=self.psci_version,
                      system_suspend_cap=p.system_suspend_cap, host_has_cap=has_cap,
                      on_suspend=p.on_suspend, system_event_data=vm.kvm.system_event_data,
-                     pmem_mib=p.pmem_mib, pmem=self.pmem)
+                     pmem_mib=p.pmem_mib, pmem=self.pmem, fault=p.fault,
+                     vcpu_left_on=left_on)
 
     def _psci_version(self, boot) -> None:
         if self.policy.psci_version:
@@ -95,6 +100,14 @@ class Arm64Backend:
         for n in (1, 2, 3):
             boot.set_reg(uapi.arm64_x(n), 0)
 
+    def _park(self, vm, v) -> None:
+        """A self-test's core that is not OFF: RUNNABLE from the start, sleeping in a WFI
+        loop (KVM blocks it in KVM_RUN: it costs nothing) in a page the guest never sees."""
+        page = vm.add_memory(2, board.PARK, board.PARK_SIZE)
+        loop = b"".join(w.to_bytes(4, "little") for w in (arm64.WFI, arm64.b(-4)))
+        page[:len(loop)] = loop
+        v.set_reg(uapi.ARM64_PC, board.PARK)
+
     def handle_exit(self, core: Core, v, ex) -> bool:
         if ex.reason != "SYSTEM_EVENT":
             return False
@@ -106,7 +119,8 @@ class Arm64Backend:
 
     def report(self) -> dict:
         return {"psci_version": self.psci_version,
-                "system_suspend_cap": self.policy.system_suspend_cap}
+                "system_suspend_cap": self.policy.system_suspend_cap,
+                "fault": self.policy.fault}
 
 
 def make(kernel: bytes, initrd: bytes, bootargs: str, policy: Policy,
