@@ -11,12 +11,17 @@ fault applied (tests/unit/golden/l2/faults/)."""
 from __future__ import annotations
 
 import pytest
+from test_l2_hibernate import _flagged_off2, _hibernated, _psci, hibernate
+from test_l2_suspend import (
+    SUSPEND,
+    _guest_resumed,
+    _one_suspend_exit,
+    _restarted_at_the_entry_point,
+    _woken_by_the_alarm,
+)
 
 from harness.plugin.hooks import note
 from harness.vm.l2 import L2Host, L2Run
-from test_l2_hibernate import _flagged_off2, _hibernated, _psci, hibernate
-from test_l2_suspend import (SUSPEND, _guest_resumed, _one_suspend_exit,
-                             _restarted_at_the_entry_point, _woken_by_the_alarm)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("arm64"), pytest.mark.slow,
               pytest.mark.harness_selftest, pytest.mark.l2_mode_hosts("nvhe")]
