@@ -3,8 +3,8 @@ of the contract at a time (harness/guest/vmm/policy.py FAULTS, chosen on its com
 line), through the real KVM of the L1 host, and the judge of that promise must FAIL,
 with its own message, on what the run left.
 
-Opt-in (--slow --self-test): one L1 host, six L2 runs (one of them a hibernation round
-trip), about six minutes under TCG.  The default run boots nothing for it: CI sees the
+Opt-in (--slow --self-test): one L1 host, five L2 runs (one of them a hibernation round
+trip), 187 s under TCG here.  The default run boots nothing for it: CI sees the
 same judges FAIL in tests/unit/test_l2_evidence.py, on recorded honest reports with each
 fault applied (tests/unit/golden/l2/faults/)."""
 

@@ -454,3 +454,23 @@ def test_a_fresh_l2_boot_that_found_an_image_is_not_fresh():
                 "hibernating", exits=downs)
     with pytest.raises(AssertionError, match="resume from hibernation"):
         hibernate._hibernated(said)
+
+
+def test_each_l2_judge_fails_on_the_report_its_fault_left_through_kvm():
+    """The reports tests/e2e/test_l2_faults.py left on a 7.2 VHE host (recorded)."""
+    run = _recorded("wake-at-once")
+    with pytest.raises(AssertionError, match="never fired|the wake must follow the alarm"):
+        suspend._woken_by_the_alarm(run, run.system_events("SUSPEND")[0],
+                                    run.events("vmm-wake")[0]["t"])
+    run = _recorded("wrong-pc")
+    ev = suspend._one_suspend_exit(run)
+    with pytest.raises(AssertionError, match="KVM holds pc=0x424ff08c"):
+        suspend._restarted_at_the_entry_point(run, ev, "wakeup exit")
+    suspend._guest_resumed(run, "deep")         # L2 itself resumed none the wiser
+    with pytest.raises(AssertionError, match=r"were \{1: 'RUNNABLE'\}, expected all STOPPED"):
+        suspend._one_suspend_exit(_recorded("vcpu-left-on"))
+    with pytest.raises(AssertionError, match=r"saw vCPUs \[1\] STOPPED .* took down CPUs \[\]"):
+        suspend._one_suspend_exit(_recorded("stopped-lie"))
+    run = _recorded("ignore-off2")
+    with pytest.raises(AssertionError, match="the VMM read it as off2=False"):
+        hibernate._flagged_off2(run, hibernate._hibernated(run))
