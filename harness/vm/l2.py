@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from harness.errors import GuestMisbehaved, GuestpmError
+from harness.errors import BootError, GuestMisbehaved, GuestpmError
 from harness.guest.vmm import l2init
 from harness.guest.vmm.arm64 import board
 from harness.image import disks, rootfs
@@ -234,7 +234,12 @@ class L2Host:
                     f"(its bound is {timeout:g}s); {wrote}")
         self.machine.wait_until(running.done, 2 * timeout + 60, f"the reference VMM ({name})",
                                 also=self.watch, interval=1, fail=gave_up)
-        r = running.wait(10)
+        try:
+            r = running.wait(10)
+        except BootError:
+            if self.watch:               # the L1 console may know why the link went
+                self.watch()
+            raise
         self._fetch(out, art)
         found = []
         for sub in ("", "relaunch/"):    # the L2 kernel's splats fail its readers too

@@ -9,7 +9,7 @@ import pytest
 from harness.kernel import kernels
 from harness.plugin import l2_judge
 from harness.plugin.judging import attach_machine, attach_splats
-from harness.plugin.known_defects import KNOWN, L1_VCPU_HANG, xfail_if_seen
+from harness.plugin.known_defects import KNOWN, L1_HOST_DEFECTS, xfail_if_seen
 from harness.progress import progress
 from harness.vm import l2
 from harness.vm.l2 import L2Host
@@ -55,7 +55,7 @@ def l1(request, target, l2_mode, guest_spec, machine_pool, kernel, profile) -> L
     m = host.machine
     # the L1 host is the kernel that hangs: its release, mode and origin decide
     host.watch = lambda: xfail_if_seen(m.console.tail(300), "arm64",
-                                       f"L1 console {m.console_log}", L1_VCPU_HANG,
+                                       f"L1 console {m.console_log}", *L1_HOST_DEFECTS,
                                        release=m.kernel.release, mode=l2_mode,
                                        stock=m.kernel.debian is not None,
                                        accel=m.profile.accelerator)

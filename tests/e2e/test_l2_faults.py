@@ -20,7 +20,7 @@ from test_l2_suspend import (
     _woken_by_the_alarm,
 )
 
-from harness.plugin.hooks import note
+from harness.plugin.judging import note
 from harness.vm.l2 import L2Host, L2Run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("arm64"), pytest.mark.slow,

@@ -55,13 +55,14 @@ def test_auto_keeps_tcg_saying_why_and_probes_once_per_target(monkeypatch, tmp_p
 
 
 def test_tcg_only_defects_and_allowances_do_not_excuse_a_kvm_run():
-    from harness.plugin.known_defects import KNOWN, L1_VCPU_HANG
+    from harness.plugin.known_defects import KNOWN, L1_KVM_LOAD_DEBUG_BUG, L1_VCPU_HANG
     from harness.vm import splats
     text = ("watchdog: CPU0: Watchdog detected hard LOCKUP on cpu 1\n"
             "After 10 seconds, these CPUS still haven't responded to the NMI: 1\n")
     assert L1_VCPU_HANG.matches(text, "arm64", "tcg") and L1_VCPU_HANG.matches(text, "arm64")
     assert not L1_VCPU_HANG.matches(text, "arm64", "kvm")
-    assert [d.name for d in KNOWN if d.accel == "tcg"] == [L1_VCPU_HANG.name]
+    assert [d.name for d in KNOWN if d.accel == "tcg"] == [L1_VCPU_HANG.name,
+                                                           L1_KVM_LOAD_DEBUG_BUG.name]
     (nvhe,) = [a for a in splats.ALLOWED if a.accel == "tcg"]
     s = splats.Splat("warning", "WARNING: CPU: 1 PID: 9 at arch/arm64/kvm/mmu.c:1 "
                      "mark_page_dirty_in_slot+0x1/0x2", "", "console", "console.log", 1)
