@@ -48,7 +48,10 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
 
 
 def test_missing_firmware_names_the_package(tmp_path):
-    p = dataclasses.replace(profiles.get("arm64-uefi"), firmware=str(tmp_path / "QEMU_EFI.fd"))
+    # a QEMU that exists (any executable does), so that the firmware check is the one that
+    # speaks, also on a machine where set-up has not installed QEMU yet
+    p = dataclasses.replace(profiles.get("arm64-uefi"), firmware=str(tmp_path / "QEMU_EFI.fd"),
+                            qemu_binary=sys.executable)
     with pytest.raises(SetupError, match=r"QEMU_EFI.fd, which is missing: apt-get install "
                                          r"qemu-efi-aarch64"):
         Machine(p, None, tmp_path / "initrd", tmp_path / "m")
