@@ -218,8 +218,9 @@ SPINNER = ("import struct; open('/tmp/spin.img', 'wb').write(struct.pack("
 
 def test_a_guest_that_never_prints_is_ended_by_the_vmm_bound(l1):
     """An arm64 Image whose first instruction branches to itself: the guest never prints.
-    The VMM ends it at its silence bound (exit 3, one JSON line) and nothing of it stays
-    running in L1."""
+    The VMM ends it at its silence bound (exit 3, one JSON line), says where the vCPU
+    stood (at that branch: the Image's 2 MiB-aligned load address in RAM) and nothing of
+    it stays running in L1."""
     r = l1.machine.ssh.run(
         f'python3 -c "{SPINNER}" && cd /opt/guestpm && python3 -m harness.guest.vmm '
         "--kernel /tmp/spin.img --suspend off --silent 5 --timeout 60 --vcpus 1; "
@@ -229,6 +230,12 @@ def test_a_guest_that_never_prints_is_ended_by_the_vmm_bound(l1):
     result = json.loads(lines[-3])
     assert result["outcome"] == "silent" and result["elapsed_s"] < 30, result
     assert "printed nothing in 5 s" in result["detail"], result
+    stuck = [e for e in result["exits"] if e["event"] == "stuck"]
+    assert [e["vcpu"] for e in stuck] == [0], f"expected where vCPU 0 stood: {stuck}"
+    pc = int(stuck[0]["pc"], 16)
+    assert RAM <= pc < RAM + (256 << 20) and pc % (1 << 21) == 0, \
+        f"the spinning vCPU stood at {stuck[0]['pc']}, not at the Image's first " \
+        f"instruction (2 MiB aligned in RAM at {RAM:#x}): {stuck}"
 
 
 SPLAT_LAYER = "/tmp/l2-splat.cpio"

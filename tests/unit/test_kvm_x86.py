@@ -35,6 +35,8 @@ def test_uapi_matches_the_kernel_headers():
         "SIZEOF_kvm_cpuid_entry2": x86.CPUID_ENTRY.size,
         "KVM_GET_SUPPORTED_CPUID": x86.KVM_GET_SUPPORTED_CPUID, "KVM_SET_CPUID2": x86.KVM_SET_CPUID2,
         "KVM_CREATE_IRQCHIP": x86.KVM_CREATE_IRQCHIP, "KVM_CREATE_PIT2": x86.KVM_CREATE_PIT2,
+        "KVM_TRANSLATE": x86.KVM_TRANSLATE, "SIZEOF_kvm_translation": x86.TRANSLATION.size,
+        "kvm_translation_physical_address": 8, "kvm_translation_valid": 16,
     }
     assert ours == golden
     # the segment layout the two offsets above name, as x86.SEGMENT packs it
@@ -101,3 +103,28 @@ def test_loop_out_of_reach_and_real_mode_bounds_are_refused():
         c.loop("far")
     with pytest.raises(ValueError, match="first 64 KiB"):
         x86.real_mode_at(None, 0x1_0000)
+
+
+def test_a_stuck_vcpus_stack_is_read_across_pages_and_reduced_to_kernel_text():
+    """The raw trace a hung x86 L2 vCPU reports: the stack read page by page through
+    KVM_TRANSLATE (here a map), stopping at an unmapped page, and only the words that
+    point into the kernel image kept (mm.rst's kernel text mapping)."""
+    import struct
+    ram = bytearray(0x4000)
+    words = [0xFFFF_FFFF_8135_473E, 0x1234, 0xFFFF_8880_0000_1000,   # text, a number, direct map
+             0xFFFF_FFFF_814B_BB00, 0xFFFF_FFFF_C000_1000]            # text, a module
+    ram[0x2FF0:0x3000] = struct.pack("<2Q", *words[:2])               # the stack's first page
+    ram[0x1000:0x1018] = struct.pack("<3Q", *words[2:])               # ...continues on another
+    pages = {0xFFFF_C900_0000_0000: 0x2000, 0xFFFF_C900_0000_1000: 0x1000}
+    rsp = 0xFFFF_C900_0000_0FF0
+
+    def to_physical(a):
+        base = pages.get(a & ~0xFFF)
+        return None if base is None else base + (a & 0xFFF)
+
+    got = x86.read_stack(rsp, ram, to_physical, size=0x2000)
+    assert len(got) == 0x1010                    # the third page is not mapped
+    assert got[:16] == struct.pack("<2Q", *words[:2])
+    assert got[16:40] == struct.pack("<3Q", *words[2:])
+    assert x86.stack_text(got) == ["0xffffffff8135473e", "0xffffffff814bbb00"]
+    assert x86.stack_text(got, limit=1) == ["0xffffffff8135473e"]

@@ -88,3 +88,34 @@ def test_regions_that_overlap_are_refused():
     with pytest.raises(ValueError, match="overlaps com1"):
         bus.add(PIO, 0x3FC, 8, "other", _Dev())
     bus.add(MMIO, 0x3FC, 8, "elsewhere", _Dev())   # another space: no overlap
+
+
+def test_a_run_a_bound_ends_says_where_each_vcpu_stood():
+    """A guest that prints and never powers off: the bound ends it, and the exit log has
+    each vCPU's place from the backend (its RIP here), read once the vCPU is out of
+    KVM_RUN, so that a hung L2 kernel says where it hung."""
+    from harness.guest.vmm.core import Core
+    from harness.guest.vmm.policy import Policy
+    core = Core(vmm_x86_stub.X86StubBackend([("out", vmm_x86_stub.COM1, 1, b"x\n")]),
+                Policy(vcpus=1))
+    core.setup()
+    r = core.run(timeout=1, silent_s=10)
+    core.close()
+    assert (r.outcome, r.detail) == ("timeout", "no power-off within 1 s")
+    assert [e for e in r.exits if e["event"] == "stuck"] == \
+        [{"t": pytest.approx(1, abs=1), "event": "stuck", "vcpu": 0, "rip": "0xffffffff81000000"}]
+
+
+def test_a_run_the_guest_ended_reports_no_stuck_vcpu():
+    assert not [e for e in _demo_exits() if e["event"] == "stuck"]
+
+
+def _demo_exits():
+    from harness.guest.vmm.core import Core
+    from harness.guest.vmm.policy import Policy
+    core = Core(vmm_x86_stub.X86StubBackend(vmm_x86_stub.SCRIPT), Policy(vcpus=1))
+    core.setup()
+    r = core.run(timeout=10, silent_s=10)
+    core.close()
+    assert r.outcome == "shutdown"
+    return r.exits

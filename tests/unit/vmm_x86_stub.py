@@ -103,6 +103,9 @@ class X86StubBackend:
     def report(self) -> dict:
         return {}
 
+    def where(self, v) -> dict:
+        return {"rip": hex(0xFFFF_FFFF_8100_0000 + v.id)}
+
 
 SCRIPT = [("out", COM1, 1, b"h"), ("out", COM1, 1, b"i\n"),     # a rep outsb of 2
           ("in", COM1 + 5, 1, 1), ("in", 0x80, 2, 1), ("hlt",)]

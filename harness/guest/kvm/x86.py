@@ -79,6 +79,51 @@ def real_mode_at(vcpu, address: int) -> None:
     set_regs(vcpu, rip=address, rflags=0x2)
 
 
+TRANSLATION = struct.Struct("<QQBBB5x")   # linear, physical, valid, writeable, usermode
+KVM_TRANSLATE = uapi._IOC(uapi._IOC_READ | uapi._IOC_WRITE, 0x85, TRANSLATION.size)
+# Where the kernel image lies in its virtual address space (Documentation/arch/x86/
+# x86_64/mm.rst: "kernel text mapping", 512 MiB up to the modules' 1520 MiB)
+KERNEL_IMAGE = (0xFFFF_FFFF_8000_0000, 0xFFFF_FFFF_A000_0000)
+PAGE = 4096
+
+
+def translate(vcpu, linear: int) -> int | None:
+    """KVM_TRANSLATE: the guest physical address of `linear` in the vCPU's current
+    page tables, None where it is not mapped."""
+    buf = bytearray(TRANSLATION.pack(linear, 0, 0, 0, 0))
+    fcntl.ioctl(vcpu.fd, KVM_TRANSLATE, buf)
+    _, physical, valid, _, _ = TRANSLATION.unpack(buf)
+    return physical if valid else None
+
+
+def stack_text(words: bytes, limit: int = 24) -> list[str]:
+    """The words of a stack that point into the kernel image, in stack order: a raw
+    trace, as the kernel's own `?` entries are (pure)."""
+    lo, hi = KERNEL_IMAGE
+    out = []
+    for (w,) in struct.iter_unpack("<Q", words[:len(words) // 8 * 8]):
+        if lo <= w < hi:
+            out.append(hex(w))
+            if len(out) == limit:
+                break
+    return out
+
+
+def read_stack(rsp: int, ram, to_physical, size: int = 1024) -> bytes:
+    """Up to `size` bytes of the stack from `rsp`, page by page through `to_physical`
+    (KVM_TRANSLATE: `translate`), from the guest's RAM (an mmap at guest physical 0);
+    short where a page is not mapped or not in RAM (pure, given to_physical)."""
+    out = b""
+    while len(out) < size:
+        at = rsp + len(out)
+        gpa = to_physical(at)
+        n = min(size - len(out), PAGE - at % PAGE)
+        if gpa is None or gpa + n > len(ram):
+            break
+        out += bytes(ram[gpa:gpa + n])
+    return out
+
+
 def state(vcpu) -> dict:
     """rip, rax, rdx and MP_STATE: what the report of a stuck vCPU shows."""
     out: dict = {"vcpu": vcpu.id}

@@ -30,6 +30,7 @@ from .bus import MMIO, PIO, Bus
 from .policy import Policy, Result, VmmError
 
 MiB = 1 << 20
+BOUNDS = ("timeout", "silent")       # the outcomes of a run that a bound ended
 
 
 class Backend(Protocol):
@@ -46,6 +47,10 @@ class Backend(Protocol):
 
     def report(self) -> dict:
         """Fields of the Result that only the backend knows."""
+
+    def where(self, vcpu) -> dict:
+        """Where a vCPU stands (its PC or RIP, and what else locates it), read from KVM
+        once it is out of KVM_RUN: what a run that a bound ended reports."""
 
 
 class ExitLog:
@@ -128,10 +133,12 @@ class Core:
         assert r is not None, "_watch returns once finish() has set the result"
         for v in self.vm.vcpus:
             v.kick()
-        for t in threads:
+        for v, t in zip(self.vm.vcpus, threads):
             t.join(5)
             if t.is_alive():        # a vCPU that ignores kicks: report it, never hang
                 r.detail += f"; {t.name} did not stop"
+            elif r.outcome in BOUNDS:
+                self._stuck(v)
         self.backend.stop(self)
         r.elapsed_s = round(time.monotonic() - self.t0, 3)
         r.mmio_exits = dict(self.bus.counts[MMIO])
@@ -143,6 +150,14 @@ class Core:
             setattr(r, name, value)
         self.log.add("end", outcome=r.outcome, detail=r.detail)
         return r
+
+    def _stuck(self, v) -> None:
+        """Where a vCPU stood when a bound ended the run: a hung guest says where it hung
+        (harness/guest/ksyms.py names the addresses of a `nokaslr` x86 guest)."""
+        try:
+            self.log.add("stuck", vcpu=v.id, **self.backend.where(v))
+        except OSError as e:
+            self.log.add("stuck", vcpu=v.id, error=e.strerror)
 
     def _watch(self, timeout: float, silent_s: float,
                progress: Callable[[str], None] | None) -> None:

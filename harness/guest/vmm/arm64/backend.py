@@ -117,6 +117,9 @@ class Arm64Backend:
     def stop(self, core: Core) -> None:
         self.rtc.close()
 
+    def where(self, v) -> dict:
+        return {"pc": hex(v.get_reg(uapi.ARM64_PC)), "mp_state": v.mp_state}
+
     def report(self) -> dict:
         return {"psci_version": self.psci_version,
                 "system_suspend_cap": self.policy.system_suspend_cap,

@@ -179,6 +179,16 @@ class X86Backend:
     def report(self) -> dict:
         return {}
 
+    def where(self, v) -> dict:
+        """RIP and MP_STATE, and the kernel-image words on the stack (a raw trace: map
+        them with the kernel's symbols; the L2 command line has `nokaslr`)."""
+        out = {k: val for k, val in x86.state(v).items() if k != "vcpu"}
+        rsp = x86.get_regs(v)["rsp"]
+        out["rsp"] = hex(rsp)
+        out["stack"] = x86.stack_text(
+            x86.read_stack(rsp, self.ram, lambda a: x86.translate(v, a)))
+        return out
+
 
 def make(kernel: bytes, initrd: bytes, bootargs: str, policy: Policy,
          outdir: Path | None = None, kvm_path: str = "/dev/kvm",
