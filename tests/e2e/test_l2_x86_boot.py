@@ -30,6 +30,24 @@ BOUND_S = 600          # the issue's bar: an L2 that needs longer is not feasibl
 VCPUS = 2
 
 
+def _where_it_stood(m, res: dict) -> str:
+    """Each vCPU a bound stopped, named with L1's kallsyms (L2 is L1's kernel, booted
+    `nokaslr`): its RIP, then the kernel-text words on its stack, innermost first."""
+    stuck = [e for e in res["exits"] if e["event"] == "stuck"]
+    words = sorted({w for e in stuck for w in [e.get("rip", "")] + e.get("stack", []) if w})
+    if not words:
+        return ""
+    out = m.ssh.run(f"cd /opt/guestpm && python3 -m harness.guest.ksyms {' '.join(words)}",
+                    timeout=60).output
+    name = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    lines = []
+    for e in stuck:
+        rip = e.get("rip", "?")
+        lines.append(f"vCPU {e['vcpu']} ({e.get('mp_state')}) at {name.get(rip, rip)}")
+        lines += [f"    {name.get(w, w)}" for w in e.get("stack", [])]
+    return "\n".join(lines) + "\n"
+
+
 def test_l2_x86_linux_reaches_its_init_and_powers_off_through_acpi(request, machine_pool,
                                                                    kernel):
     image = disks.payload(kernel.image.read_bytes(), "l2-image")
@@ -58,7 +76,8 @@ def test_l2_x86_linux_reaches_its_init_and_powers_off_through_acpi(request, mach
     up = next((e for e in res["exits"] if e["event"] == "l2-report"
                and e["text"].startswith("up ")), None)
     assert up, f"the L2 kernel did not reach its /init: {res['outcome']} after " \
-               f"{res['elapsed_s']} s, {res['detail']}; tail:\n{res['console_tail']}\n({where})"
+               f"{res['elapsed_s']} s, {res['detail']}; tail:\n{res['console_tail']}\n" \
+               f"{_where_it_stood(m, res)}({where})"
     assert f"release={kernel.release}" in up["text"], \
         f"the L2 /init reported another kernel: {up['text']} ({where})"
     assert f"cpus={VCPUS}" in up["text"], \
