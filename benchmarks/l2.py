@@ -8,6 +8,8 @@ in L1; the L1 host's boot from boots.jsonl):
   L2 boot    VMM start -> the L2 /init's first report ("up"); `(k N)`: the L2 kernel's
              uptime at that report, the rest is the VMM's set-up and the kernel's early
              boot before its clock starts
+  pre-clock  that rest (L2 boot - k): about 9 s more on a >= 6.3 L1 host whose CPU lacks
+             FEAT_EVT (QEMU 7.2's max), where KVM traps every CTR_EL0 read (figures.md)
   scenario   "up" -> `echo disk` ("hibernating"), or -> the end of the run (suspend)
   write      "hibernating" -> the SHUTDOWN exit: the image's preallocation, creation,
              compression and write to pmem
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -81,6 +84,7 @@ def breakdown(result: dict) -> dict:
     end = _t(ex, "finish")
     out = {"ram_mib": next((e["ram_mib"] for e in ex if e["event"] == "setup"), None),
            "l2_boot": _sub(up, start), "l2_uptime": float(uptime.group(1)) if uptime else None,
+           "before_clock": _sub(_sub(up, start), float(uptime.group(1)) if uptime else None),
            "scenario": _sub(hib if hib is not None else end, up),
            "write": _sub(down, hib) if hib is not None else None,
            "relaunch": None, "read": None,
@@ -124,13 +128,25 @@ def _cell(v) -> str:
 
 def print_breakdown(rows) -> None:
     print(f"{'L1 host machine':<44} {'run':<22} {'RAM':>4} {'L1 boot':>7} {'L2 boot (k)':>13} "
-          f"{'scenario':>8} {'write':>6} {'relaunch':>8} {'read':>6} {'console':>7} {'whole':>6}")
+          f"{'pre-clock':>9} {'scenario':>8} {'write':>6} {'relaunch':>8} {'read':>6} "
+          f"{'console':>7} {'whole':>6}")
     for machine, run, b, l1 in rows:
         boot = f"{_cell(b['l2_boot'])} ({_cell(b['l2_uptime'])})"
         print(f"{machine[:44]:<44} {run[:22]:<22} {_cell(b['ram_mib']):>4} {_cell(l1):>7} "
-              f"{boot:>13} {_cell(b['scenario']):>8} {_cell(b['write']):>6} "
+              f"{boot:>13} {_cell(b['before_clock']):>9} {_cell(b['scenario']):>8} "
+              f"{_cell(b['write']):>6} "
               f"{_cell(b['relaunch']):>8} {_cell(b['read']):>6} {b['console_exits']:>7} "
               f"{_cell(b['whole']):>6}")
+
+
+def before_clock_by_host(rows) -> dict[str, tuple[float, int]]:
+    """(median pre-clock seconds, runs) per L1 host kernel, from from_results' rows (pure):
+    the L1 host, not the L2 guest, decides it (figures.md, issue 30)."""
+    by: dict[str, list[float]] = {}
+    for machine, _run, b, _l1 in rows:
+        if b["before_clock"] is not None:
+            by.setdefault(machine.split("-l2-")[0], []).append(b["before_clock"])
+    return {h: (round(statistics.median(v), 1), len(v)) for h, v in sorted(by.items())}
 
 
 def one(profile, kernel, mode: str, workdir: Path, skip: set[str]) -> dict:
@@ -159,7 +175,10 @@ def main() -> int:
     ap.add_argument("--results", type=Path, help="break down the L2 runs of a finished run")
     a = ap.parse_args()
     if a.results:
-        print_breakdown(from_results(a.results))
+        rows = from_results(a.results)
+        print_breakdown(rows)
+        for host, (med, n) in before_clock_by_host(rows).items():
+            print(f"{host}: pre-clock median {med:g} s over {n} VMM runs")
         return 0
     skip = set(filter(None, a.skip.split(",")))
     p = profiles.get("arm64")
