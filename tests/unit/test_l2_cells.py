@@ -40,3 +40,21 @@ def test_guest_kernel_options_make_a_cell_per_guest_on_every_host(tmp_path):
     assert "guest=same" not in out and "cross cells" not in out
     every = _collect(tmp_path, "--kernel", "debian:6.1", "--all-l2-modes")
     assert "test_l2_nothing_to_resume_boots_fresh[nvhe-debian:6.1/arm64]" in every
+
+
+def test_nvhe_cells_on_the_newest_stock_host_and_on_your_own_kernel(tmp_path):
+    image = tmp_path / "Image"
+    image.write_bytes(b"")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--collect-only",
+         "tests/e2e/test_l2_suspend.py", "--arch", "arm64", f"--results={tmp_path}/r",
+         "--kernel", "debian:6.12", "--kernel", "debian:7.2", "--kernel", f"path:{image}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    denied = [ln.split("[", 1)[1] for ln in proc.stdout.splitlines()
+              if "::test_l2_suspend_denied_fails_the_write_with_eperm[" in ln]
+    assert denied == ["vhe-debian:6.12/arm64]", "vhe-debian:7.2/arm64]",
+                      "nvhe-debian:7.2/arm64]", f"vhe-path:{image}/arm64]",
+                      f"nvhe-path:{image}/arm64]"], denied
+    assert "L2 nvhe cells of stock hosts other than debian:7.2 (opt-in: --all-l2-modes; " \
+           "your own kernel gets them)" in proc.stdout
