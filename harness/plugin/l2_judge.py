@@ -31,3 +31,12 @@ def refused(why: str, host_release: str | None) -> None:
     if broken:
         pytest.fail(broken, pytrace=False)
     pytest.skip(why)
+
+
+def host_lacks(feature: str, probe: str, host) -> None:
+    """The L1 host `host` (a Kernel) lacks `feature` by what its KVM gave the VMM
+    (`probe`): a SKIP below the feature's merge, a FAIL from its merge on, unless the
+    host's config turns it off.  Its KVM ran the L2 guest, so KVM is there whatever its
+    config says (history: what the kernel shows)."""
+    history.skip_or_fail(feature, host.release, probe, host.config_options() or None,
+                         {"CONFIG_KVM": True})

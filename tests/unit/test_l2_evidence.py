@@ -431,6 +431,24 @@ def test_a_host_that_promises_the_cap_fails_instead_of_skipping():
     assert "promises PSCI 1.3" in promise_broken(refused, "7.2.13+deb14-arm64")
 
 
+def test_a_host_psci_below_1_3_fails_on_a_release_that_promises_it():
+    """The L2 hibernation test on a host whose KVM gave the VMM PSCI 1.2: a SKIP on
+    6.12 (SYSTEM_OFF2 came in 6.13), a FAIL naming the merge on 7.2 (a broken build)."""
+    probe = "host PSCI version 1.2 < 1.3: SYSTEM_OFF2 absent"
+
+    def host(release, config=None):
+        return SimpleNamespace(release=release, config_options=lambda: config or {})
+    with pytest.raises(pytest.skip.Exception, match="SYSTEM_OFF2 absent"):
+        l2_judge.host_lacks("system_off2", probe, host("6.12.48+deb13-arm64"))
+    with pytest.raises(pytest.fail.Exception) as e:
+        l2_judge.host_lacks("system_off2", probe, host("7.2.0-guestpm", {"CONFIG_KVM": "y"}))
+    assert "promised by the L1 host's release 7.2.0-guestpm: merged in 6.13" in str(e.value)
+    assert probe in str(e.value) and "config read" in str(e.value)
+    # KVM ran the L2 guest: with no config to read, nothing turns it off either
+    with pytest.raises(pytest.fail.Exception, match="the kernel shows KVM"):
+        l2_judge.host_lacks("system_off2", probe, host("7.2.0-guestpm"))
+
+
 def test_the_off2_probe_reads_the_code_path_and_says_when_the_release_decided():
     def probe(said, release):
         return hibernate._off2_in_guest(_run("", f"kallsyms psci_sys_hibernate={said}"),
