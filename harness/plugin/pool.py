@@ -336,6 +336,8 @@ class Snapshots:
         p = m.profile
         if not p.probe_restores:
             return None
+        if self.probed.get(p.name, "") is None:   # a restore that failed since refuses it
+            self.probed[p.name] = snapshot.kept_refusal(p)
         if p.name not in self.probed:
             def make(tag: str) -> Machine:
                 return Machine(p, m.kernel, m.initrd, machine_dir(self.config, self.target, tag),
@@ -381,7 +383,14 @@ class Snapshots:
         except GuestpmError as e:
             if m.console is not None and m.console.fatal_index is not None:
                 raise                           # the restored guest crashed
-            self._boot_from_now_on(key, f"a restore failed ({e})")
+            why = f"a restore failed ({e})"
+            if m.profile.probe_restores:        # the probe passed: it is not evidence enough
+                why = f"{why}; no {m.profile.name} machine is restored from now on on " \
+                      f"this QEMU (kept in {snapshot.restore_probe_file(m.profile)}; " \
+                      "delete it to probe again)"
+                snapshot.refuse(m.profile, why)
+                self.probed[m.profile.name] = why
+            self._boot_from_now_on(key, why)
             m.kill()
             return False
         boot_s = self.taken[key].boot.wall_s

@@ -165,3 +165,20 @@ def test_the_restore_probe_decides_once_per_qemu_binary(tmp_path, monkeypatch, l
     assert len(log) == n                 # the cached decision: no machine started
     assert snapshot.restore_probe_file(profiles.ARM64_VIRT).name == \
         "restore-arm64-10.0.2-0123abcd.json"
+
+
+def test_a_refusal_is_kept_beside_the_probe_s_decision(tmp_path, monkeypatch):
+    from harness.vm import cmdline, snapshot
+    monkeypatch.setenv("GUESTPM_CACHE", str(tmp_path))
+    monkeypatch.setattr(cmdline, "qemu_identity", lambda p: "7.2.22-abc")
+    monkeypatch.setattr(cmdline, "qemu_version", lambda p: "7.2.22 (Debian)")
+    arm = profiles.get("arm64")
+    assert snapshot.kept_refusal(arm) is None                  # nothing measured yet
+    f = snapshot.restore_probe_file(arm)
+    f.parent.mkdir(parents=True)
+    f.write_text('{"qemu": "q", "version": "7.2.22 (Debian)", "kernel": "7.2.13+", '
+                 '"refused": null}')
+    assert snapshot.kept_refusal(arm) is None                  # the probe passed
+    snapshot.refuse(arm, "a restore failed (timed out)")
+    assert snapshot.kept_refusal(arm) == "a restore failed (timed out)"
+    assert '"kernel": "7.2.13+"' in f.read_text()              # the probe's record stays

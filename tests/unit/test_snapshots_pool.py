@@ -66,8 +66,12 @@ def probe(monkeypatch):
     def fake(profile, make, workdir, record):
         calls.append(profile.name)
         return fake.answer
-    fake.answer, fake.calls = QEMU_7_2, calls
+    fake.answer, fake.calls, fake.kept = QEMU_7_2, calls, {}
     monkeypatch.setattr(pool.snapshot, "probe_restores", fake)
+    # the decision kept on disk per QEMU binary, shared by the run's workers
+    monkeypatch.setattr(pool.snapshot, "kept_refusal", lambda p: fake.kept.get(p.name))
+    monkeypatch.setattr(pool.snapshot, "refuse", lambda p, why: fake.kept.update({p.name: why}))
+    monkeypatch.setattr(pool.snapshot, "restore_probe_file", lambda p: Path(f"/c/{p.name}.json"))
     return fake
 
 
@@ -154,3 +158,38 @@ def test_a_qemu_that_keeps_the_timers_restores_arm64(snaps, tmp_path, probe):
     assert [_ready(snaps, tmp_path, n, profile=profiles.ARM64_VIRT) for n in range(2)] == \
         [["booted"], ["restored"]]
     assert probe.calls == ["arm64"]
+
+
+def test_a_failed_arm64_restore_refuses_every_arm64_configuration_on_this_qemu(
+        snaps, tmp_path, probe):
+    """The probe passed (its rounds can all pass on QEMU 7.2, whose restores lose the EL2
+    timers about half the time), yet a restore failed: no arm64 machine of any
+    configuration is restored from then on, in this worker or another (the decision is
+    kept per QEMU binary), and the warning says where it is kept."""
+    probe.answer = None
+    arm = profiles.ARM64_VIRT
+    _ready(snaps, tmp_path, 0, profile=arm)
+    with pytest.warns(pool.GuestpmWarning, match=r"no arm64 machine is restored from now on "
+                                                 r"on this QEMU \(kept in /c/arm64.json"):
+        assert _ready(snaps, tmp_path, 1, profile=arm, restore_fails=True) == \
+            ["killed", "booted"]
+    other = FakeMachine(tmp_path, 2, profile=arm, qemu_args=("-m", "1G"))
+    assert snaps.why_boot(other).startswith("a restore failed")
+    assert _ready(snaps, tmp_path, 3, profile=arm, qemu_args=("-m", "1G")) == ["booted"]
+    assert probe.kept["arm64"].startswith("a restore failed")
+    # another worker that probed (None) before the failure reads the kept decision
+    config = type("Config", (), {"getoption": lambda self, name: "on"})()
+    elsewhere = pool.Snapshots(config, Target("debian:6.1", "arm64"))
+    elsewhere.probed["arm64"] = None
+    assert elsewhere.why_boot(FakeMachine(tmp_path, 4, profile=arm)) == probe.kept["arm64"]
+    assert probe.calls == ["arm64"]               # measured once; the failure is kept
+
+
+def test_a_failed_x86_restore_leaves_the_profile_to_its_other_configurations(
+        snaps, tmp_path, probe):
+    _ready(snaps, tmp_path, 0)
+    with pytest.warns(pool.GuestpmWarning, match="a restore failed"):
+        _ready(snaps, tmp_path, 1, restore_fails=True)
+    assert _ready(snaps, tmp_path, 2, qemu_args=("-m", "1G")) == ["booted"]   # the first
+    assert _ready(snaps, tmp_path, 3, qemu_args=("-m", "1G")) == ["restored"]
+    assert probe.kept == {}
