@@ -3,6 +3,7 @@ a configuration goes back to booting."""
 
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -183,6 +184,24 @@ def test_a_failed_arm64_restore_refuses_every_arm64_configuration_on_this_qemu(
     elsewhere.probed["arm64"] = None
     assert elsewhere.why_boot(FakeMachine(tmp_path, 4, profile=arm)) == probe.kept["arm64"]
     assert probe.calls == ["arm64"]               # measured once; the failure is kept
+
+
+def test_a_failed_arm64_restore_names_what_the_restored_guest_printed(snaps, tmp_path, probe):
+    """The lost timers can show as a hard LOCKUP before the restore's check times out:
+    the warning names it, and the boot that follows on the same machine object does not
+    count it as its own boot splat (seen on QEMU 10.0.2, stop 36)."""
+    probe.answer = None
+    arm = profiles.ARM64_VIRT
+    _ready(snaps, tmp_path, 0, profile=arm)
+    m = FakeMachine(tmp_path, 1, profile=arm, restore_fails=True)
+    lockup = SimpleNamespace(title="watchdog: CPU0: Watchdog detected hard LOCKUP on cpu 1")
+    m.splats = SimpleNamespace(left=[lockup])
+    m.splats.claim = lambda: [m.splats.left.pop()] if m.splats.left else []
+    with pytest.warns(pool.GuestpmWarning, match="the restored guest printed watchdog: CPU0: "
+                                                 "Watchdog detected hard LOCKUP on cpu 1; no "
+                                                 "arm64 machine is restored"):
+        assert snaps.ready(m).events == ["killed", "booted"]
+    assert m.splats.left == []
 
 
 def test_a_failed_x86_restore_leaves_the_profile_to_its_other_configurations(
