@@ -391,11 +391,13 @@ class Snapshots:
                 left = m.splats.claim() if getattr(m, "splats", None) is not None else []
                 printed = f"; the restored guest printed {'; '.join(s.title for s in left)}" \
                     if left else ""
-                why = f"{why}{printed}; no {m.profile.name} machine is restored from now on " \
+                why = f"{why}{printed}; no {m.profile.arch} machine is restored from now on " \
                       f"on this QEMU (kept in {snapshot.restore_probe_file(m.profile)}; " \
                       "delete it to probe again)"
-                snapshot.refuse(m.profile, why)
-                self.probed[m.profile.name] = why
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                kept = f"a restore of an {m.profile.name} machine failed in a run: {first}{printed}"
+                snapshot.refuse(m.profile, kept)
+                self.probed[m.profile.name] = kept
             self._boot_from_now_on(key, why)
             m.kill()
             return False
