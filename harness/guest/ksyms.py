@@ -45,7 +45,7 @@ class Symbols:
     def name_linked(self, address: int, link_text: int) -> str | None:
         """The same for a link-time address (a `nokaslr` kernel's): moved by this
         kernel's own offset, _text's place against its link address."""
-        if self.text is None or not self.text:       # kptr_restrict: addresses read as 0
+        if not self.text:       # None, or 0 under kptr_restrict
             return None
         return self.name(address - link_text + self.text)
 

@@ -388,7 +388,7 @@ class Snapshots:
                 # what the restored guest printed before it was killed (the lost timers'
                 # hard LOCKUP, docs/known-defects.md) is QEMU's symptom: named here, not
                 # counted against the fresh boot that follows on this machine object
-                left = m.splats.claim() if getattr(m, "splats", None) is not None else []
+                left = m.splats.claim()
                 printed = f"; the restored guest printed {'; '.join(s.title for s in left)}" \
                     if left else ""
                 why = f"{why}{printed}; no {m.profile.arch} machine is restored from now on " \
