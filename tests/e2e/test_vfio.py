@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from harness import profiles
+from harness.errors import GuestpmError
 from harness.guest import vfio
 from harness.image import fixture_modules
 from harness.image.aml import ASL_DIR, compile_asl
@@ -90,8 +91,17 @@ def hot_add_without_companion(m) -> str:
     at boot, when the port was empty, so no QEMU version can have described it."""
     before = _e1000e_bdfs(m)
     m.qmp.execute("device_add", driver=DEVICE, bus="gpm_rp1", id="gpm_vfio1")
+
+    def why() -> str:
+        # pciehp drives the port only if _OSC grants native PCIe control, which needs
+        # ExtendedConfig (MMCONFIG) among what the OS supports: the kernel says why not
+        osc = m.ssh.run("dmesg | grep '_OSC: not requesting OS control'").output.strip()
+        return ("the guest did not enumerate the e1000e hot-added behind the root port "
+                "within 60 s" + (f"; its kernel said: {osc}" if osc else "") +
+                f" (console: {m.console_log})")
     added = m.wait_until(lambda: sorted(_e1000e_bdfs(m) - before), 60,
-                         "the guest to enumerate the e1000e hot-added behind the root port")
+                         "the guest to enumerate the e1000e hot-added behind the root port",
+                         fail=why)
     return added[0]
 
 
@@ -108,6 +118,7 @@ class VfioHost(SuiteHost):
     _standin_error: str | None = None       # how loading it failed (never the stock run's)
     _standin_tried: bool = False
     _no_companion: str | None = None
+    _no_companion_failed: str | None = None  # the hot-add is tried once per machine
 
     def before_run(self) -> None:
         """Where devices have companions the stand-in module is loaded first: its raise
@@ -122,7 +133,14 @@ class VfioHost(SuiteHost):
     def no_companion(self) -> str | None:
         """Where devices have companions: a device without one, hot-added on first use."""
         if self.profile.acpi_pci_slot and self._no_companion is None:
-            self._no_companion = hot_add_without_companion(self.machine)
+            if self._no_companion_failed:       # a second device_add is only "Duplicate ID"
+                raise GuestpmError(f"the device without a companion is missing on this "
+                                   f"machine: {self._no_companion_failed}")
+            try:
+                self._no_companion = hot_add_without_companion(self.machine)
+            except GuestpmError as e:
+                self._no_companion_failed = str(e).splitlines()[0]
+                raise
         return self._no_companion
 
     def load_standin(self) -> str | None:
