@@ -26,7 +26,7 @@ class FakeMachine:
         self.snapshot, self.launches, self.events, self.proc = None, 0, [], None
         self.restore_s, self.restore_fails = restore_s, restore_fails
         self.console = type("C", (), {"fatal_index": None})()
-        self.splats = type("S", (), {"claim": staticmethod(lambda: [])})()
+        self.splats = type("S", (), {"claim": staticmethod(list)})()
 
     @property
     def restoring(self):
