@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness.plan.targets import Target, safe_name
 from harness.plugin import units as unitsmod
+from harness.results import runs, verdicts
 from harness.results.runs import latest
 
 WATERMARK = 2          # xdist loadscope: more work when at most this many tests are left
@@ -198,10 +199,11 @@ def alone(unit: list[Test], cost: dict) -> float:
 
 
 def simulate(queue: OrderedDict[str, list[Test]], workers: int, cost: dict,
-             watermark: int = WATERMARK, affinity: float = unitsmod.AFFINITY
-             ) -> tuple[float, list[list[str]]]:
+             watermark: int = WATERMARK, affinity: float = unitsmod.AFFINITY,
+             measured: dict[str, float] | None = None) -> tuple[float, list[list[str]]]:
     """The wall time of running `queue` on `workers` workers, and each worker's units
-    (pure).  Units are handed out as the plugin's scheduler does (units.pick)."""
+    (pure).  Units are handed out as the plugin's scheduler does (units.pick), with the
+    estimates it would have: `measured`, an earlier run's test seconds, or none."""
     pending = OrderedDict((u, list(ts)) for u, ts in queue.items())
     q: list[list[tuple[str, Test]]] = [[] for _ in range(workers)]
     got: list[list[str]] = [[] for _ in range(workers)]
@@ -216,7 +218,8 @@ def simulate(queue: OrderedDict[str, list[Test]], workers: int, cost: dict,
         u = unitsmod.pick(OrderedDict((k, {t.nodeid: False for t in v})
                                       for k, v in pending.items()),
                           unitsmod.target_of_unit(got[w][-1]) if got[w] else None, affinity,
-                          held_s=unitsmod.estimate([t.nodeid for _, t in q[w]]))
+                          held_s=unitsmod.estimate([t.nodeid for _, t in q[w]], measured),
+                          measured=measured)
         q[w] += [(u, t) for t in pending.pop(u)]
         got[w].append(u)
 
@@ -256,9 +259,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="units.pick's affinity (0: longest first only)")
     ap.add_argument("--without-self-tests", action="store_true",
                     help="replay only what `guestpm run` runs: no unit tests, no self-tests")
+    ap.add_argument("--estimates-from", type=Path, metavar="DIR",
+                    help="an earlier run (a results or run directory) whose test seconds "
+                         "order the units, as `guestpm run` orders them by results/latest's "
+                         "(default: none, the per-file guesses of a first run)")
     ap.add_argument("--verbose", action="store_true", help="each worker's units")
     a = ap.parse_args(argv)
     tests, cost, wall = load(a.results, self_tests=not a.without_self_tests)
+    measured = verdicts.durations(runs.resolve(a.estimates_from)) if a.estimates_from else None
     ids = sorted({t.target for t in tests if t.target})
     queue = group(tests, a.units, ids)
     total = sum(t.seconds for t in tests)
@@ -266,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{wall:.0f} s; test seconds net of pool boots {total:.0f} s; pool boots "
           f"{len(cost)}, {sum(cost.values()):.0f} s once each")
     for n in a.workers:
-        s, got = simulate(queue, n, cost, affinity=a.affinity)
+        s, got = simulate(queue, n, cost, affinity=a.affinity, measured=measured)
         print(f"{n:>2} {s:7.0f}")
         if a.verbose:
             for w, us in enumerate(got):

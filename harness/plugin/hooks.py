@@ -55,8 +55,10 @@ from harness.plugin.targets import (
     runs_e2e,
     targets,
 )
-from harness.results import runs
+from harness.results import runs, verdicts
 from harness.vm import cmdline
+
+MEASURED = pytest.StashKey[dict]()      # the last run's test seconds: node id -> s
 
 # judging first: fixtures imports it, and pytest can rewrite the asserts only of a
 # plugin module it imports itself
@@ -101,6 +103,8 @@ def pytest_configure(config: pytest.Config) -> None:
                 pytest.exit(f"guestpm: error: {e}", returncode=2)
         res = None
         if keeps_results(config):
+            # the last run's test seconds order this run's work units (units.estimate)
+            config.stash[MEASURED] = verdicts.durations(runs.latest(results_parent(config)))
             # a directory of its own: a run never deletes or mixes with another's results
             res = config.stash[RUN_DIR] = runs.new_run(results_parent(config))
             wait.record_close_calls(res / "waits.jsonl")      # the workers inherit it
@@ -124,6 +128,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
         return None
     from xdist.scheduler import LoadScopeScheduling
     ids = [t.id for t in targets(config)]
+    measured = config.stash.get(MEASURED, {})
 
     class UnitScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
@@ -137,7 +142,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             held = [n for u in mine.values() for n, done in u.items() if not done]
             unit = units.pick(self.workqueue,
                               units.target_of_unit(list(mine)[-1]) if mine else None,
-                              held_s=units.estimate(held))
+                              held_s=units.estimate(held, measured), measured=measured)
             self.workqueue.move_to_end(unit, last=False)
             super()._assign_work_unit(node)
 

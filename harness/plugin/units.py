@@ -31,6 +31,7 @@ as xdist's loadscope does.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 # file -> test function -> unit name ("*": the rest of the file); {mode} is filled
 # from the test id.  Files not named here go to "main".
@@ -110,9 +111,14 @@ def unit_of(nodeid: str, target_ids: list[str]) -> str:
     return f"{target} {name}"
 
 
-def estimate(nodeids: list[str]) -> float:
-    """A unit's rough test seconds (SECONDS_PER_TEST), to order the queue (pure)."""
-    return sum(SECONDS_PER_TEST.get(n.split("::")[0].rsplit("/", 1)[-1], DEFAULT_S)
+def estimate(nodeids: list[str], measured: Mapping[str, float] | None = None) -> float:
+    """A unit's test seconds, to order the queue (pure): what each test took in the last
+    run (`measured`, node id -> seconds: results/latest's verdict record), else the
+    rough SECONDS_PER_TEST of its file.  A per-test guess cannot tell that the tests of an
+    L2 unit share one VMM run, or that one x86 target's main unit is twice another's."""
+    m = measured or {}
+    return sum(m[n] if n in m else
+               SECONDS_PER_TEST.get(n.split("::")[0].rsplit("/", 1)[-1], DEFAULT_S)
                for n in nodeids)
 
 
@@ -122,7 +128,7 @@ def target_of_unit(unit: str) -> str | None:
 
 
 def pick(workqueue: dict, current: str | None = None, affinity: float = AFFINITY,
-         held_s: float = 0.0) -> str:
+         held_s: float = 0.0, measured: Mapping[str, float] | None = None) -> str:
     """The unit of a scheduler's queue (unit -> its tests) to hand a worker whose last
     unit was of target `current` and whose tests not yet done are estimated at
     `held_s` (pure).  xdist's worker runs a test only once it knows the next one, so a
@@ -131,8 +137,8 @@ def pick(workqueue: dict, current: str | None = None, affinity: float = AFFINITY
     other workers go idle); otherwise the longest, unless a unit of `current` is at
     least `affinity` times as long, which the worker can run on the machines it has
     booted (a unit of another target makes it boot them anew; `affinity` 0: the
-    longest, whatever the target)."""
-    est = {u: estimate(list(workqueue[u])) for u in workqueue}
+    longest, whatever the target).  `measured`: see estimate."""
+    est = {u: estimate(list(workqueue[u]), measured) for u in workqueue}
     if held_s > BUSY_S:
         return min(est, key=est.__getitem__)
     top = max(est, key=est.__getitem__)

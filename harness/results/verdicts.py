@@ -148,6 +148,19 @@ def read(run_dir: Path) -> Record:
     return rec
 
 
+def durations(run_dir: Path | None) -> dict[str, float]:
+    """Each test's seconds in a finished run (node id -> duration): what the next run's
+    scheduler orders its work units by.  {} without a readable record (no earlier run, a
+    run that judged nothing, another schema)."""
+    if run_dir is None:
+        return {}
+    try:
+        rec = read(run_dir)
+    except RecordError:
+        return {}
+    return {v.nodeid: v.duration for v in rec.verdicts if v.nodeid and v.duration > 0}
+
+
 # ------------------------------------------------------------------ in-guest checks
 
 # harness.plugin.suite.assert_case: "CASE: WHAT\n  expected E\n  actual   A\n  (doc)"

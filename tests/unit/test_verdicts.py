@@ -171,3 +171,12 @@ def test_bad_input_before_any_test_touches_nothing(tmp_path):
             "debian:woody" in proc.stdout + proc.stderr
         assert {p: (p.lstat().st_mtime_ns, p.is_symlink()) for p in res.rglob("*")} == before
         assert res.stat().st_mtime_ns == tmp_path.joinpath("results").stat().st_mtime_ns
+
+
+def test_the_last_runs_durations_for_the_scheduler(inner_run, tmp_path):
+    _, run = inner_run
+    got = verdicts.durations(run)
+    assert set(got) <= {v.nodeid for v in verdicts.read(run).verdicts}
+    assert "test_inner.py::test_pass" in got and all(s > 0 for s in got.values())
+    # no earlier run, or a directory that is not one: nothing measured, no error
+    assert verdicts.durations(None) == {} and verdicts.durations(tmp_path) == {}

@@ -151,3 +151,17 @@ def test_a_worker_still_busy_gets_the_shortest_unit():
     q = OrderedDict([("a off2", {L2H + "t[x]": False}),
                      ("a main", {"tests/e2e/test_boot.py::t[x]": False})])
     assert pick(q, held_s=110) == "a main" and pick(q, held_s=10) == "a off2"
+
+
+def test_the_last_runs_seconds_win_over_the_per_file_guess():
+    # an L2 unit's one test is guessed at 110 s; the last run measured 30 s, and a main
+    # unit the guess puts at 4 s took 90 s: with the measurements, main goes first
+    q = OrderedDict([("a main", {"tests/e2e/test_boot.py::t[x]": False,
+                                 "tests/e2e/test_boot.py::u[x]": False}),
+                     ("a off2", {L2H + "t[x]": False})])
+    assert pick(q) == "a off2"
+    measured = {L2H + "t[x]": 30.0, "tests/e2e/test_boot.py::t[x]": 90.0}
+    assert pick(q, measured=measured) == "a main"
+    # a test the last run did not have keeps its guess
+    assert estimate(list(q["a main"]), measured) == pytest.approx(
+        90.0 + SECONDS_PER_TEST["test_boot.py"])
