@@ -110,9 +110,9 @@ def flush_console(m: Machine) -> float | str | None:
     or need not (nothing acted on it since its last flush: no ssh command, QMP command
     or console output; most tests that read a shared agent run)."""
     if not m.alive() or m.console is None or m.console.fatal_index is not None \
-            or getattr(m, "_ssh", None) is None:
+            or m.ssh_commands is None:
         return None
-    if m.__dict__.get("flushed_at") == _activity(m):
+    if m.flushed_at == _activity(m):
         return None
     token = f"guestpm: console flush {secrets.token_hex(6)}"
     t0 = time.monotonic()
@@ -127,7 +127,7 @@ def flush_console(m: Machine) -> float | str | None:
     except Exception as e:
         return f"{m.workdir.name}: the console flush marker did not come back: " \
                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
-    m.__dict__["flushed_at"] = _activity(m)
+    m.flushed_at = _activity(m)
     return time.monotonic() - t0
 
 
@@ -138,4 +138,5 @@ def _activity(m: Machine) -> tuple:
             return p.stat().st_size
         except OSError:
             return -1
-    return getattr(m._ssh, "commands", None), m.console.size, size(m.qmp_log)
+    assert m.console is not None
+    return m.ssh_commands, m.console.size, size(m.qmp_log)

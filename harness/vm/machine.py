@@ -66,6 +66,7 @@ class Machine:
         self.console: Console | None = None
         self.qmp: QMP | None = None
         self._ssh: SSH | None = None
+        self.flushed_at: tuple | None = None    # judging.flush_console: activity at its last
         self.ssh_port: int | None = None
         self.host_key: str | None = None
         self.boot: BootInfo | None = None
@@ -310,6 +311,11 @@ class Machine:
                                   f"{self.console.tail()}") from None
             self._ssh = ssh
         return self._ssh
+
+    @property
+    def ssh_commands(self) -> int | None:
+        """Commands run over ssh so far; None before the first connection."""
+        return None if self._ssh is None else self._ssh.commands
 
     def _watchdog(self) -> None:
         """Raise if the guest crashed or QEMU died.  Every wait on this machine (console,

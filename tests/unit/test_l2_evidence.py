@@ -169,22 +169,22 @@ class _Machine:
     def __init__(self, tmp_path: Path, late: str):
         self.console, self.splats = _Console(), SplatLog()
         self.workdir, self.retired, self._late = tmp_path / "m0", None, late
-        self._ssh = self.ssh = self
+        self.ssh, self.flushed_at = self, None
+        self.ssh_commands: int | None = 0        # Machine's: None before the first connection
         self.last_test = None
         self.status = "running"
         self.qmp = SimpleNamespace(execute=lambda cmd, **kw: {"status": self.status})
         self.qmp_log = tmp_path / "qmp.log"
-        self.commands = 0
         self.console.size = 0
 
     def act(self) -> None:
-        self.commands += 1
+        self.ssh_commands += 1
 
     def alive(self) -> bool:
         return True
 
     def run(self, command: str, timeout: float = 60):
-        self.commands += 1
+        self.ssh_commands += 1
         for s in scan(self._late, "console", self.workdir / "console.log"):
             self.splats.add(s)
         self.console.lines.append(command.split("'")[1][3:])       # the marker's text
@@ -216,9 +216,9 @@ def test_a_machine_nothing_acted_on_since_its_last_flush_is_not_flushed_again(tm
 
 def test_a_machine_that_cannot_say_is_not_flushed(tmp_path):
     m = _Machine(tmp_path, WARN)
-    m._ssh = None                            # never reached over ssh
+    m.ssh_commands = None                    # never reached over ssh
     assert judging.flush_console(m) is None
-    m._ssh, m.console.fatal_index = m, 3     # crashed
+    m.ssh_commands, m.console.fatal_index = 0, 3     # crashed
     assert judging.flush_console(m) is None
     m.console.fatal_index, m.status = None, "suspended"
     assert judging.flush_console(m) is None
