@@ -45,10 +45,17 @@ HOST_TOOLS = {"make": "make", "gcc": "gcc", "flex": "flex", "bison": "bison", "b
               "perl": "perl-base"}
 
 
+# what unpacking a Debian kernel source (linux-source-X.Y: a .tar.xz in the .deb) execs,
+# for the trees the build tests make (harness.kernel.debian_sources); not needed to build
+# a developer's own tree, so not a HOST_TOOLS check.  A minimal trixie has no xz.
+SOURCE_TOOLS = {"xz": "xz-utils"}
+
+
 def build_packages(arch: str) -> list[str]:
     """Debian packages a build for this arch needs on this host (setup installs them)."""
     ka = KBUILD[arch]
-    pkgs = set(HOST_TOOLS.values()) | {p for _, p in ka.host_libs} | {"libssl-dev", "git"}
+    pkgs = set(HOST_TOOLS.values()) | set(SOURCE_TOOLS.values()) | \
+        {p for _, p in ka.host_libs} | {"libssl-dev", "git"}
     if profiles.host_machine() != ka.host_machine:
         pkgs.add(ka.cross_package)
     return sorted(pkgs)

@@ -7,6 +7,7 @@ developer who wants a tree matching a default kernel.
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from harness import cache
 from harness.errors import SetupError
-from harness.kernel import aptrepo
+from harness.kernel import aptrepo, build
 from harness.kernel.kernels import DEBIAN_LABELS
 
 
@@ -24,6 +25,11 @@ def source(label: str, progress: Callable[[str], None] = lambda s: None) -> Path
     dest = cache.cache_dir() / "src" / f"linux-source-{label}"
     if (dest / "Makefile").is_file():
         return dest
+    lacking = [f"{tool} ({pkg})" for tool, pkg in build.SOURCE_TOOLS.items()
+               if not shutil.which(tool)]
+    if lacking:
+        raise SetupError(f"unpacking linux-source-{label} needs {', '.join(lacking)}: "
+                         "`guestpm setup --build-tools` installs it")
     with cache.locked(dest):
         if (dest / "Makefile").is_file():
             return dest

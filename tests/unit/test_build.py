@@ -149,3 +149,18 @@ def test_cli_build_without_the_cross_compiler_names_the_package(tmp_path, monkey
     assert re.search(r"missing (\S+ \(\S+\), )*aarch64-linux-gnu-gcc \(gcc-aarch64-linux-gnu\)",
                      err), err
     assert re.search(r"apt-get install (\S+ )*gcc-aarch64-linux-gnu", err), err
+
+
+def test_a_debian_source_without_xz_names_the_package_before_downloading(monkeypatch, tmp_path):
+    """linux-source-X.Y is a .tar.xz inside the .deb: without xz (a minimal trixie) the
+    unpacking died after the download with tar's "xz: Cannot exec"."""
+    from harness.errors import SetupError
+    from harness.kernel import debian_sources
+    monkeypatch.setenv("GUESTPM_CACHE", str(tmp_path))
+    monkeypatch.setattr(debian_sources.shutil, "which",
+                        lambda t: None if t == "xz" else f"/usr/bin/{t}")
+    monkeypatch.setattr(debian_sources.aptrepo, "AptRepo",
+                        lambda *a, **k: pytest.fail("downloaded before checking for xz"))
+    with pytest.raises(SetupError, match=r"needs xz \(xz-utils\).*guestpm setup --build-tools"):
+        debian_sources.source("7.2")
+    assert "xz-utils" in build.build_packages("arm64")
