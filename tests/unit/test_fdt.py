@@ -30,8 +30,15 @@ def test_dtc_reads_the_blob_as_the_golden_source(tmp_path):
     (tmp_path / "b.dtb").write_bytes(_blob())
     out = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", str(tmp_path / "b.dtb")],
                          capture_output=True, text=True, check=True)
-    assert out.stdout == (GOLDEN / "board-2cpu.dts").read_text()
+    assert _string_lists(out.stdout) == _string_lists((GOLDEN / "board-2cpu.dts").read_text())
     assert "Warning" not in out.stderr, out.stderr
+
+
+def _string_lists(dts: str) -> str:
+    """One spelling of a string-list property: dtc 1.6 (bookworm) prints
+    `"arm,psci-1.0\\0arm,psci-0.2"`, dtc 1.7 (trixie) `"arm,psci-1.0", "arm,psci-0.2"`:
+    the same bytes in the blob."""
+    return dts.replace("\\0", '", "')
 
 
 def test_header_and_blocks_follow_the_spec():
