@@ -66,7 +66,7 @@ class Machine:
         self.console: Console | None = None
         self.qmp: QMP | None = None
         self._ssh: SSH | None = None
-        self.flushed_at: tuple | None = None    # judging.flush_console: activity at its last
+        self.flushed_at: tuple | None = None    # judging.flush_console: activity at the last flush
         self.ssh_port: int | None = None
         self.host_key: str | None = None
         self.boot: BootInfo | None = None
