@@ -38,3 +38,9 @@ class GuestMisbehaved(Exception):
     expected, what came instead, where the artifacts are).  Not a GuestpmError: the
     host and the harness are fine, the kernel under test is not; a test that meets one
     FAILs with its message (harness/vm raises these, it never judges)."""
+
+
+def first_line(e: BaseException) -> str:
+    """An error's first line, for a one-line note (its type's name if it says nothing)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import first_line
 from harness.plugin.known_defects import explains
 from harness.plugin.pool import as_test_failure, record_splats, retire_if_splatted, splats_fail
 from harness.plugin.targets import target_of
@@ -126,7 +127,7 @@ def flush_console(m: Machine) -> float | str | None:
                      "the console flush marker", interval=0.05)
     except Exception as e:
         return f"{m.workdir.name}: the console flush marker did not come back: " \
-               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+               f"{first_line(e)}"
     m.flushed_at = _activity(m)
     return time.monotonic() - t0
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness import profiles
-from harness.errors import AbnormalShutdown, BootError, GuestpmError
+from harness.errors import AbnormalShutdown, BootError, GuestpmError, first_line
 from harness.image import rootfs
 from harness.plan.targets import Target
 from harness.plugin.targets import machine_dir, results_dir
@@ -234,7 +234,7 @@ class MachinePool:
                 # never handed out: the next test boots afresh (its logs stay in its dir)
                 del self.machines[key]
                 m.close(graceful=False)
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                first = first_line(e)
                 self.failed.setdefault(key, []).append(f"{CURRENT_TEST[0] or tag}: {first}")
                 raise
             self.failed.pop(key, None)
@@ -394,7 +394,7 @@ class Snapshots:
                 why = f"{why}{printed}; no {m.profile.arch} machine is restored from now on " \
                       f"on this QEMU (kept in {snapshot.restore_probe_file(m.profile)}; " \
                       "delete it to probe again)"
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                first = first_line(e)
                 kept = f"a restore of an {m.profile.name} machine failed in a run: {first}{printed}"
                 snapshot.refuse(m.profile, kept)
                 self.probed[m.profile.name] = kept

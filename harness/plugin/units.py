@@ -117,8 +117,7 @@ def estimate(nodeids: list[str], measured: Mapping[str, float] | None = None) ->
     rough SECONDS_PER_TEST of its file.  A per-test guess cannot tell that the tests of an
     L2 unit share one VMM run, or that one x86 target's main unit is twice another's."""
     m = measured or {}
-    return sum(m[n] if n in m else
-               SECONDS_PER_TEST.get(n.split("::")[0].rsplit("/", 1)[-1], DEFAULT_S)
+    return sum(m.get(n, SECONDS_PER_TEST.get(n.split("::")[0].rsplit("/", 1)[-1], DEFAULT_S))
                for n in nodeids)
 
 

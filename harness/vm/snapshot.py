@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import cache
-from harness.errors import BootError, GuestpmError
+from harness.errors import BootError, GuestpmError, first_line
 from harness.vm import cmdline
 from harness.vm.boot import Snapshot
 from harness.vm.console import CommandFailed
@@ -171,7 +171,7 @@ def _round_trip(make, workdir: Path, record) -> tuple[str | None, str]:
                 record(b, "restore")
                 b.run(EVERY_CPU_SLEEPS_1S, timeout=30).check()
             except (GuestpmError, CommandFailed) as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                first = first_line(e)
                 return (f"QEMU {version} lost the generic timers' deadlines in a snapshot "
                         f"round trip (restore {n + 1} of {PROBE_ROUNDS}) of a "
                         f"{b.profile.name} machine whose CPUs all had their timer armed "

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from harness import profiles
-from harness.errors import GuestpmError
+from harness.errors import GuestpmError, first_line
 from harness.guest import vfio
 from harness.image import fixture_modules
 from harness.image.aml import ASL_DIR, compile_asl
@@ -142,7 +142,7 @@ class VfioHost(SuiteHost):
             try:
                 self._no_companion = hot_add_without_companion(self.machine)
             except GuestpmError as e:
-                self._no_companion_failed = str(e).splitlines()[0]
+                self._no_companion_failed = first_line(e)
                 raise
         return self._no_companion
 
