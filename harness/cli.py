@@ -75,6 +75,15 @@ def cmd_setup(args) -> int:
     return 0
 
 
+def tests_of(pytest_args: list[str], default: Path) -> list[str]:
+    """What a run collects: `default` (tests/e2e), unless the pytest arguments name
+    tests themselves (a file or directory, with or without ::id), which pytest would
+    otherwise collect beside it."""
+    named = any(not a.startswith("-") and Path(a.split("::")[0]).exists()
+                for a in pytest_args)
+    return [] if named else [str(default)]
+
+
 def cmd_run(args) -> int:
     import pytest
     if args.setup:
@@ -84,7 +93,8 @@ def cmd_run(args) -> int:
         raise SetupError(f"no tests at {tests}: guestpm run works from a source checkout")
     use_qemu(args)
     _targets(args, host=True)
-    argv = [str(tests), "-p", "no:cacheprovider", "-q", "-rfE", *options.pytest_argv(args)]
+    argv = [*tests_of(args.pytest_args, tests), "-p", "no:cacheprovider", "-q", "-rfE",
+            *options.pytest_argv(args)]
     # a target's tests are several work units (harness/plugin/units.py): one target
     # can keep several workers busy
     workers = args.jobs or os.cpu_count() or 1
@@ -246,7 +256,8 @@ def _add_run(sub) -> None:
     p.add_argument("--setup", action="store_true",
                    help="first do `guestpm setup` for exactly these targets")
     p.set_defaults(build_tools=False)
-    p.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
+    p.add_argument("pytest_args", nargs="*", help="after --: passed to pytest; test files "
+                   "or directories among them are run instead of tests/e2e")
 
 
 def _add_boot(sub) -> None:

@@ -70,3 +70,16 @@ def test_setup_and_boot_take_the_same_rows():
         helps = {s: a.help for a in sub.choices[name]._actions for s in a.option_strings}
         for f in flags:
             assert helps[f] == options.BY_FLAG[f].help, (name, f)
+
+
+@pytest.mark.parametrize("pytest_args, collected", [
+    ([], ["tests/e2e"]),
+    (["-k", "psci"], ["tests/e2e"]),                     # a -k expression is not a path
+    (["-x", "tests/e2e/test_psci.py"], []),              # pytest gets the file alone
+    (["tests/e2e/test_psci.py::test_psci_version_is_reported"], []),
+    (["no/such/file.py"], ["tests/e2e"]),                # pytest says it is not found
+])
+def test_a_run_collects_the_tests_it_is_given_instead_of_every_test(pytest_args, collected,
+                                                                    monkeypatch):
+    monkeypatch.chdir(cli.ROOT)
+    assert cli.tests_of(pytest_args, cli.Path("tests/e2e")) == collected
