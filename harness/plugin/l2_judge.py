@@ -14,7 +14,7 @@ from harness.vm.l2 import L2Run
 
 def fail_on_crash(run: L2Run, excuse: Callable[[str, str], None] = lambda console, where: None
                   ) -> None:
-    """FAIL on an L2 Oops or panic in `run` or its relaunch, quoting it, unless
+    """FAIL on an L2 Oops or panic in any VM of `run`, quoting it, unless
     `excuse(console, where)` (a known defect's XFAIL) claims it first.  A crash fails
     every test that reads the run: Debian does not set panic_on_oops, so an L2 that
     oopsed in a kworker can still report, and a panic ends the run as a mere "reset"."""

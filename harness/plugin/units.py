@@ -11,13 +11,12 @@ booted them yet; it buys parallelism where the tests that share one machine take
 longer than the machine's boot (an arm64 L1 host boots in 10-20 s; its L2 round trips take
 minutes).  The units, per target:
 
-  l2-MODE-suspend    the L2 suspend tests that read the VMM's `honour` and `off` runs (a
-                     run is cached on its L1 host machine and read by several tests)
-  l2-MODE-hold       one run each: held by the VMM; denied (with the silent-guest bound,
-  l2-MODE-deny       which needs no L2 kernel)
-  l2-MODE-off2       each L2 hibernation round trip (two L2 boots each): its own L1 host
-  l2-MODE-psci-1.2
-  l2-MODE-mismatch
+  l2-MODE-suspend    the L2 suspend tests: they read the boot that is denied, held and
+                     honoured in turn and the boot without the cap (a run is cached on
+                     its L1 host machine and read by several tests), and the silent guest
+  l2-MODE-round-trip the L2 hibernation round trip and the mismatch test, which reads
+                     the third VM of that round trip's run
+  l2-MODE-psci-1.2   the round trip at PSCI 1.2: its own L1 host
   l2-...-guest=SPEC  a host x guest cell: its own L1 host anyway
   psci-MODE          the PSCI cases of one KVM mode: the shared machine and that mode's host
   vfio               the vfio host's tests (and the shared machine)
@@ -36,17 +35,12 @@ from collections.abc import Mapping
 # file -> test function -> unit name ("*": the rest of the file); {mode} is filled
 # from the test id.  Files not named here go to "main".
 UNITS: dict[str, dict[str, str]] = {
-    "test_l2_suspend.py": {
-        "test_l2_suspend_held_by_the_vmm_exits_once_and_resumes_at_the_entry_point": "l2-{mode}-hold",
-        "test_l2_suspend_denied_fails_the_write_with_eperm": "l2-{mode}-deny",
-        "test_a_guest_that_never_prints_is_ended_by_the_vmm_bound": "l2-{mode}-deny",
-        "*": "l2-{mode}-suspend",
-    },
+    "test_l2_suspend.py": {"*": "l2-{mode}-suspend"},
     "test_l2_hibernate.py": {
-        "test_l2_hibernation_exits_shutdown_with_the_off2_flag": "l2-{mode}-off2",
+        "test_l2_hibernation_exits_shutdown_with_the_off2_flag": "l2-{mode}-round-trip",
+        "test_l2_nothing_to_resume_boots_fresh": "l2-{mode}-round-trip",
         "test_l2_hibernation_round_trip_at_psci_1_2_goes_through_system_off":
             "l2-{mode}-psci-1.2",
-        "test_l2_nothing_to_resume_boots_fresh": "l2-{mode}-mismatch",
     },
     "test_psci.py": {"*": "psci-{mode}"},
     "test_vfio.py": {
@@ -64,7 +58,7 @@ MODES = ("vhe", "nvhe")
 SECONDS_PER_TEST: dict[str, float] = {
     # means per test of a default run (where from: docs/figures.md, "Figures behind code
     # comments")
-    "test_l2_hibernate.py": 110, "test_l2_suspend.py": 28, "test_bisect.py": 290,
+    "test_l2_hibernate.py": 46, "test_l2_suspend.py": 11, "test_bisect.py": 290,
     "test_build_psci.py": 600, "test_hibernate.py": 40, "test_s2idle.py": 27,
     "test_splats.py": 60, "test_accel_fallback.py": 65, "test_snapshots.py": 19,
     "test_acpi_arm64.py": 18, "test_acpi_events.py": 13, "test_harness_faults.py": 11,

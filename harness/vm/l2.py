@@ -29,6 +29,12 @@ from harness.vm.machine import Machine
 from harness.vm.splats import Splat
 
 MODES = {"vhe": (), "nvhe": ("kvm-arm.mode=nvhe",)}
+# the VMs of a VMM run after its first: the result's key, the output subdirectory
+LATER_VMS = {"relaunch": "relaunch", "relaunch_copy": "relaunch-copy"}
+# the VMM's records that end one SYSTEM_SUSPEND call: refused, or the vCPU restarted
+CALL_ENDS = ("suspend-refused", "restart")
+ATTEMPT = "attempt"                     # the L2 /init's report that opens a suspend
+SUBDIRS = ("", *(f"{d}/" for d in LATER_VMS.values()))
 KERNEL_DISK, MODULES_DISK = "/dev/vda", "/dev/vdb"
 VMM = "cd /opt/guestpm && python3 -m harness.guest.vmm"
 
@@ -112,14 +118,52 @@ class L2Run:
     splats: list[Splat] = field(default_factory=list)
 
     def crashes(self) -> list[tuple[L2Run, str]]:
-        """(run, the crash) for this run and its relaunch, where the L2 kernel oopsed or
+        """(run, the crash) for each VM of this run where the L2 kernel oopsed or
         panicked."""
         out = []
-        for run in (r for r in (self, self.relaunch) if r is not None):
+        for run in self.vms():
             crash = crash_in(run.console())
             if crash:
                 out.append((run, crash))
         return out
+
+    def vms(self) -> list[L2Run]:
+        """This run's first VM and the VMs the VMM booted after it."""
+        return [self] + [r for r in (self._later(k) for k in LATER_VMS) if r is not None]
+
+    def only(self, *later: str) -> L2Run:
+        """This run as a test that reads only its first VM and the `later` ones (keys of
+        LATER_VMS) sees it: the other VMs' results and splats left out."""
+        drop = [k for k in LATER_VMS if k not in later]
+        dirs = {LATER_VMS[k] for k in drop}
+        return L2Run(self.name, {k: v for k, v in self.result.items() if k not in drop},
+                     self.console_text, self.where, self.art,
+                     [s for s in self.splats if Path(s.log).parent.name not in dirs])
+
+    def attempt(self, k: int) -> L2Run:
+        """The k-th suspend (from 1) of a run whose L2 /init suspended more than once
+        (guestpm.suspend=N), the VMM's policy per call: its exits (the set-up, then from
+        the end of the call before, a refusal or a restart, to the end of this one; the
+        last attempt's run to the end) and its reports (the boot's, then from its
+        `attempt` report to the next).  What a test of one call reads, as if the boot had
+        made only that call."""
+        exits = self.result["exits"]
+        ends = [i + 1 for i, e in enumerate(exits) if e["event"] in CALL_ENDS]
+        lines = self.console_text.split("\n")
+        opens = [i for i, line in enumerate(lines)
+                 if (line.split(l2init.PREFIX, 1)[1:] or [""])[0].strip().startswith(
+                     f"{ATTEMPT} ")]
+        last = k >= len(opens)
+        starts = [0] + ends
+        lo = starts[k - 1] if k - 1 < len(starts) else len(exits)
+        hi = len(exits) if last or k - 1 >= len(ends) else ends[k - 1]
+        window = [e for e in exits[:lo] if e["event"] == "setup"] + exits[lo:hi]
+        if k - 1 < len(opens):
+            text = lines[:opens[0]] + lines[opens[k - 1]:None if last else opens[k]]
+        else:
+            text = lines[:opens[0]] if opens else lines
+        return L2Run(f"{self.name} (attempt {k})", {**self.result, "exits": window},
+                     "\n".join(text), self.where, self.art, self.splats)
 
     @property
     def reports(self) -> list[str]:
@@ -158,13 +202,23 @@ class L2Run:
 
     @property
     def relaunch(self) -> L2Run | None:
-        r = self.result.get("relaunch")
+        """The next VM on the same pmem."""
+        return self._later("relaunch")
+
+    @property
+    def relaunch_copy(self) -> L2Run | None:
+        """The VM on a copy of the pmem as the first VM left it."""
+        return self._later("relaunch_copy")
+
+    def _later(self, key: str) -> L2Run | None:
+        r = self.result.get(key)
         if not r:
             return None
-        text = (self.art / "relaunch" / "console.log").read_text(errors="replace") \
-            if self.art else r["console_tail"]
-        return L2Run(f"{self.name} (relaunch)", r, text,
-                     self.where.replace("console:", "console (relaunch/):"),
+        sub = LATER_VMS[key]
+        text = (self.art / sub / "console.log").read_text(errors="replace") \
+            if self.art else r.get("console_tail", "")
+        return L2Run(f"{self.name} ({sub})", r, text,
+                     self.where.replace("console:", f"console ({sub}/):"),
                      splats=self.splats)
 
     def assert_ended(self) -> None:
@@ -196,16 +250,19 @@ class L2Host:
     on_refused: Callable[[str], None] | None = None
 
     def run(self, name: str, *args: str, append: tuple[str, ...] = (),
-            timeout: float = 300, silent: float = 180) -> L2Run:
+            timeout: float = 300, silent: float = 180,
+            reads: tuple[str, ...] | None = None) -> L2Run:
         """The reference VMM in L1, once per (name, args, append) on this host machine.
         Exit 4 from the VMM (the host KVM lacks what the policy asks) goes to
-        `on_refused`, else raises VmmRefused; another failure of the VMM is VmmFailed."""
+        `on_refused`, else raises VmmRefused; another failure of the VMM is VmmFailed.
+        `reads`: the VMs after the first that the caller reads (L2Run.only), if not all."""
         key = (name, args, append)
         if key not in self.runs:
             self.runs[key] = self._run(name, args, append, timeout, silent, len(self.runs))
+        run = self.runs[key] if reads is None else self.runs[key].only(*reads)
         if self.on_read:
-            self.on_read(self.runs[key])
-        return self.runs[key]
+            self.on_read(run)
+        return run
 
     def _run(self, name: str, args: tuple[str, ...], append: tuple[str, ...],
              timeout: float, silent: float, n: int) -> L2Run:
@@ -215,7 +272,8 @@ class L2Host:
                f"{' '.join(shlex.quote(a) for a in args)} "
                f"--append {shlex.quote(' '.join(append))}")
         art = self.machine.workdir / f"l2-{self.mode}-{n}-{name}"
-        (art / "relaunch").mkdir(parents=True, exist_ok=True)
+        for sub in LATER_VMS.values():
+            (art / sub).mkdir(parents=True, exist_ok=True)
         (art / "command.txt").write_text(cmd + "\n")
         running = self.machine.ssh.start(cmd)
 
@@ -242,7 +300,7 @@ class L2Host:
             raise
         self._fetch(out, art)
         found = []
-        for sub in ("", "relaunch/"):    # the L2 kernel's splats fail its readers too
+        for sub in SUBDIRS:             # the L2 kernel's splats fail its readers too
             log = art / sub / "console.log"
             for s in splat_scan.scan(log.read_text(errors="replace"), "L2 console", log, FATAL):
                 s.own = False
@@ -264,8 +322,8 @@ class L2Host:
         return L2Run(name, result, console, where, art, found)
 
     def _fetch(self, out: str, art: Path) -> None:
-        """The VMM's exit log and the L2 console (of the run and of its relaunch)."""
-        for sub in ("", "relaunch/"):
+        """The VMM's exit log and the L2 console (of each VM of the run)."""
+        for sub in SUBDIRS:
             for f in ("exits.jsonl", "console.log"):
                 got = self.machine.ssh.run(f"cat {out}/{sub}{f} 2>/dev/null", timeout=60)
                 (art / sub / f).write_text(got.output)

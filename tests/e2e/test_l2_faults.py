@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.arch("arm64"), pytest.mark.slow,
 
 # the guest brings up one CPU; the VMM's second vCPU is the one it leaves on
 LEFT_ON = ("--vcpu-left-on",)
+ONCE = ("guestpm.suspend=1", *SUSPEND)      # one suspend per fault's boot
 ONE_CPU = ("maxcpus=1",)
 
 
@@ -55,7 +56,7 @@ def test_each_l2_judge_fails_under_the_vmm_fault_that_breaks_its_promise(request
 
     # hold, woken at once: the wake does not follow the alarm
     run = l1.run("fault-wake-at-once", "--suspend", "hold", "--fault", "wake-at-once",
-                 append=SUSPEND)
+                 append=ONCE)
     ev = run.system_events("SUSPEND")[0]
     woke = run.events("vmm-wake")
     say("wake-at-once: " + _fails(_woken_by_the_alarm,
@@ -65,7 +66,7 @@ def test_each_l2_judge_fails_under_the_vmm_fault_that_breaks_its_promise(request
 
     # honour, restarted one instruction past the entry point: KVM holds that PC
     run = l1.run("fault-wrong-pc", "--suspend", "honour", "--fault", "wrong-pc",
-                 append=SUSPEND)
+                 append=ONCE)
     ev = _one_suspend_exit(run)
     say("wrong-pc: " + _fails(_restarted_at_the_entry_point, "KVM holds pc=",
                               run, ev, "wakeup exit"))
@@ -73,7 +74,7 @@ def test_each_l2_judge_fails_under_the_vmm_fault_that_breaks_its_promise(request
 
     # a vCPU left on: the honest VMM denies (DEN0022 5.19.2), and the judge sees it on
     run = l1.run("vcpu-left-on", "--suspend", "honour", *LEFT_ON,
-                 append=SUSPEND + ONE_CPU)
+                 append=ONCE + ONE_CPU)
     refused = run.events("suspend-refused")
     assert [r["x0"] for r in refused] == ["DENIED"] and "not OFF" in refused[0]["why"], \
         f"a SUSPEND with vCPU 1 on was not DENIED: {refused} ({run.where})"
@@ -84,7 +85,7 @@ def test_each_l2_judge_fails_under_the_vmm_fault_that_breaks_its_promise(request
 
     # the same, the VMM reporting that vCPU STOPPED: only L2's evidence contradicts it
     run = l1.run("fault-stopped-lie", "--suspend", "honour", "--fault", "stopped-lie",
-                 *LEFT_ON, append=SUSPEND + ONE_CPU)
+                 *LEFT_ON, append=ONCE + ONE_CPU)
     say("stopped-lie: " + _fails(_one_suspend_exit, "took down CPUs", run))
 
     # hibernation read as a power-off: the OFF2 flag check

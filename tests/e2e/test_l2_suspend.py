@@ -3,9 +3,11 @@ real KVM: the kernel under test boots as the L1 host (QEMU virt with EL2, VHE an
 nVHE) and, inside it, as an L2 guest of guestpm's reference VMM
 (harness/guest/vmm), which does the VMM's side of the call as api.rst asks.
 
-Each L2 boot runs one scenario (its /init reports `guestpm-l2: ...` lines over the
-console) under one VMM policy; every test asserts both sides: the VMM's exit log and
-what the L2 kernel said.  The L2 kernel is the L1 kernel unless --guest-kernel names
+An L2 boot runs one scenario (its /init reports `guestpm-l2: ...` lines over the
+console); with the cap, one boot suspends three times, the VMM denying, holding and
+honouring in turn (an L2 boot costs 20-40 s here: docs/figures.md), and each test reads
+its own call.  Every test asserts both sides: the VMM's exit log and what the L2
+kernel said.  The L2 kernel is the L1 kernel unless --guest-kernel names
 another."""
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from harness.progress import progress
 from harness.vm.l2 import L2Host, L2Run
 
 # nVHE cells on the newest default host and on your own kernel; on the older stock hosts
-# they are opt-in (--all-l2-modes): CI time, 8 L2 boots and 2 L1 hosts
+# they are opt-in (--all-l2-modes): CI time, 4 L2 boots and 2 L1 hosts
 pytestmark = [pytest.mark.e2e, pytest.mark.arch("arm64"),
               pytest.mark.l2_mode_hosts("nvhe", "debian:7.2")]
 
@@ -37,11 +39,27 @@ RAM = 0x4000_0000
 FIXTURE = ROOT / "tests" / "fixtures" / "splat"
 
 
-def vmm_run(host: L2Host, policy: str, *append: str) -> L2Run:
-    return host.run(policy, "--suspend", policy, append=append)
+SUSPEND = ("guestpm.mem_sleep=deep", f"guestpm.alarm={ALARM_S}")
+# the VMM's policy for each suspend of the boot with the cap, in order
+CALLS = ("deny", "hold", "honour")
 
 
-SUSPEND = ("guestpm.suspend=1", "guestpm.mem_sleep=deep", f"guestpm.alarm={ALARM_S}")
+def suspended(host: L2Host) -> L2Run:
+    """The L2 boot with KVM_CAP_ARM_SYSTEM_SUSPEND that suspends once per policy of
+    CALLS, in that order."""
+    return host.run("suspend", "--suspend", ",".join(CALLS),
+                    append=(f"guestpm.suspend={len(CALLS)}", *SUSPEND))
+
+
+def call(host: L2Host, policy: str) -> L2Run:
+    """The suspend made under `policy`: its exits and reports, as if the boot had made
+    only that call."""
+    return suspended(host).attempt(CALLS.index(policy) + 1)
+
+
+def without_the_cap(host: L2Host) -> L2Run:
+    return host.run("off", "--suspend", "off",
+                    append=("guestpm.suspend=1", f"guestpm.alarm={ALARM_S}"))
 
 
 def _one_suspend_exit(run: L2Run) -> dict:
@@ -62,7 +80,7 @@ def _one_suspend_exit(run: L2Run) -> dict:
         f"the VMM saw vCPUs {sorted(others)} STOPPED at the SUSPEND exit; the L2 kernel " \
         f"says it took down CPUs {sorted(killed)} with {said.get('errors')} errors: {said} " \
         f"({run.where})"
-    ram = run.result["exits"][0]["ram_mib"] << 20
+    ram = run.events("setup")[0]["ram_mib"] << 20
     assert RAM <= int(ev["x1"], 16) < RAM + ram, \
         f"x1 = {ev['x1']} is outside the guest's RAM [{RAM:#x}, {RAM + ram:#x}) ({run.where})"
     return ev
@@ -126,7 +144,7 @@ def _guest_resumed(run: L2Run, mode: str) -> None:
 
 
 def test_l2_boots_and_sees_the_psci_version_l1_gave_it(request, l1):
-    run = vmm_run(l1, "honour", *SUSPEND)
+    run = suspended(l1)
     assert run.report("up").get("cpus") == "2", f"L2 brought up {run.reports[:1]} ({run.where})"
     version = run.result["psci_version"]
     said = next((r for r in run.reports if r.startswith("psci")), "")
@@ -154,12 +172,12 @@ def _psci(version: str) -> tuple[int, int]:
 
 
 def test_l2_offers_deep_only_with_the_cap(l1):
-    honour = vmm_run(l1, "honour", *SUSPEND)
-    with_cap = honour.report("mem_sleep")["mem_sleep"].split()
+    cap = suspended(l1)
+    with_cap = cap.report("mem_sleep")["mem_sleep"].split()
     assert "deep" in with_cap or "[deep]" in with_cap, \
         f"with KVM_CAP_ARM_SYSTEM_SUSPEND, L2's mem_sleep is {with_cap}: no deep " \
-        f"({honour.where})"
-    off = vmm_run(l1, "off", "guestpm.suspend=1", f"guestpm.alarm={ALARM_S}")
+        f"({cap.where})"
+    off = without_the_cap(l1)
     without = off.report("mem_sleep")["mem_sleep"].split()
     assert not {"deep", "[deep]"} & set(without), \
         f"without the cap L2 offers {without}: PSCI_FEATURES(SYSTEM_SUSPEND) must fail " \
@@ -167,7 +185,7 @@ def test_l2_offers_deep_only_with_the_cap(l1):
 
 
 def test_l2_suspend_honoured_in_kvm_wakes_on_the_rtc_alarm(l1):
-    run = vmm_run(l1, "honour", *SUSPEND)
+    run = call(l1, "honour")
     ev = _one_suspend_exit(run)
     assert [e["event"] for e in run.events("suspend-in-kvm")] == ["suspend-in-kvm"] and \
         run.events("suspend-in-kvm")[0]["mp_state"] == "SUSPENDED", \
@@ -188,14 +206,14 @@ def test_l2_suspend_held_by_the_vmm_exits_once_and_resumes_at_the_entry_point(l1
     asserted about a WAKEUP exit, which cannot happen outside KVM_RUN, nor about the
     VMM's own wait, beyond what L2 saw: its RTC moved the alarm's length and the alarm
     was consumed (_guest_resumed)."""
-    run = vmm_run(l1, "hold", *SUSPEND)
+    run = call(l1, "hold")
     ev = _one_suspend_exit(run)
     _restarted_at_the_entry_point(run, ev, "vmm wake")
     _guest_resumed(run, "deep")
 
 
 def test_l2_suspend_denied_fails_the_write_with_eperm(l1):
-    run = vmm_run(l1, "deny", *SUSPEND)
+    run = call(l1, "deny")
     _one_suspend_exit(run)
     refused = run.events("suspend-refused")
     assert [r["x0"] for r in refused] == ["DENIED"], f"{refused} ({run.where})"
@@ -208,7 +226,7 @@ def test_l2_suspend_denied_fails_the_write_with_eperm(l1):
 
 
 def test_l2_without_the_cap_takes_s2idle_and_no_suspend_exit(l1):
-    run = vmm_run(l1, "off", "guestpm.suspend=1", f"guestpm.alarm={ALARM_S}")
+    run = without_the_cap(l1)
     assert not run.system_events("SUSPEND") and not run.system_events("WAKEUP"), \
         f"without the cap KVM must not exit for SUSPEND:\n{run.log()} ({run.where})"
     _guest_resumed(run, "s2idle")

@@ -492,3 +492,74 @@ def test_each_l2_judge_fails_on_the_report_its_fault_left_through_kvm():
     run = _recorded("ignore-off2")
     with pytest.raises(AssertionError, match="the VMM read it as off2=False"):
         hibernate._flagged_off2(run, hibernate._hibernated(run))
+
+
+# ------------------------------------------------------------------ one boot, three calls
+
+THREE_CALLS = [
+    {"t": 0.1, "event": "setup", "ram_mib": 256},
+    {"t": 20.0, "event": "rtc-alarm-set", "in_s": 10},
+    {"t": 21.0, "event": "system-event", "type": "SUSPEND", "vcpu": 0},
+    {"t": 21.0, "event": "suspend-refused", "call": 1, "x0": "DENIED"},
+    {"t": 23.0, "event": "rtc-alarm-set", "in_s": 0},
+    {"t": 23.1, "event": "rtc-alarm-set", "in_s": 10},
+    {"t": 24.0, "event": "system-event", "type": "SUSPEND", "vcpu": 0},
+    {"t": 24.0, "event": "suspend-held", "call": 2},
+    {"t": 33.1, "event": "vmm-wake", "vcpu": 0},
+    {"t": 33.1, "event": "restart", "why": "vmm wake"},
+    {"t": 36.0, "event": "rtc-alarm-set", "in_s": 10},
+    {"t": 37.0, "event": "system-event", "type": "SUSPEND", "vcpu": 0},
+    {"t": 37.0, "event": "suspend-in-kvm", "call": 3},
+    {"t": 46.0, "event": "system-event", "type": "WAKEUP", "vcpu": 0},
+    {"t": 46.0, "event": "restart", "why": "wakeup exit"},
+    {"t": 50.0, "event": "system-event", "type": "SHUTDOWN", "vcpu": 0},
+]
+
+
+def _three_calls() -> L2Run:
+    reports = ["up cpus=2", "psci PSCIv1.1 detected in firmware", "mem_sleep={s2idle [deep]}"]
+    for n, rc in ((1, "1"), (2, "0"), (3, "0")):
+        reports += [f"attempt n={n}", "suspending alarm=+10", f"resumed rc={rc}",
+                    f"pm entry={{PM: suspend entry (deep)}} exits=1 mark=n{n}"]
+    return _run("[   1.000000] Booting Linux\n", *reports, "done", exits=THREE_CALLS)
+
+
+@pytest.mark.parametrize("k, events, rc", [
+    (1, ["setup", "rtc-alarm-set", "system-event", "suspend-refused"], "1"),
+    (2, ["setup", "rtc-alarm-set", "rtc-alarm-set", "system-event", "suspend-held", "vmm-wake",
+         "restart"], "0"),
+    (3, ["setup", "rtc-alarm-set", "system-event", "suspend-in-kvm", "system-event", "restart",
+         "system-event"], "0"),
+])
+def test_each_suspend_of_one_boot_reads_as_a_run_of_its_own(k, events, rc):
+    one = _three_calls().attempt(k)
+    assert [e["event"] for e in one.result["exits"]] == events
+    assert one.report("up") == {"cpus": "2"} and one.report("resumed") == {"rc": rc}
+    assert one.report("pm")["mark"] == f"n{k}" and one.report("attempt") == {"n": str(k)}
+    assert not any(r.startswith("attempt") and r != f"attempt n={k}" for r in one.reports)
+    assert one.has("done") is (k == 3) and one.name == f"honour (attempt {k})"
+
+
+def test_an_attempt_the_boot_never_reached_has_no_exits_and_no_reports():
+    run = _three_calls()
+    run.console_text = run.console_text.split("guestpm-l2: attempt n=2")[0]
+    run.result["exits"] = THREE_CALLS[:4]
+    two = run.attempt(2)
+    assert [e["event"] for e in two.result["exits"]] == ["setup"]
+    assert not two.has("resumed") and two.has("up")
+
+
+def test_a_test_that_reads_some_vms_of_a_run_answers_for_those_only(tmp_path):
+    """The mismatch test reads the round trip's first and third VMs: a restore (the
+    second) that oopsed or splatted is the round-trip test's to answer for."""
+    restore_log = tmp_path / "relaunch" / "console.log"
+    splats = scan(WARN, "L2 console", restore_log)
+    run = L2Run("hibernate", {"outcome": "shutdown", "detail": "", "exits": [],
+                              "relaunch": {"console_tail": OOPS},
+                              "relaunch_copy": {"console_tail": "guestpm-l2: done\n"}},
+                "guestpm-l2: up\n", "here", None, splats)
+    assert [vm.name for vm, _ in run.crashes()] == ["hibernate (relaunch)"] and run.splats
+    third = run.only("relaunch_copy")
+    assert [vm.name for vm in third.vms()] == ["hibernate", "hibernate (relaunch-copy)"]
+    assert third.crashes() == [] and third.splats == [] and third.relaunch is None
+    assert third.relaunch_copy.has("done")

@@ -93,7 +93,7 @@ class FakeL1:
             status=self.status, stderr=self.stderr, output=json.dumps(result) + "\n"))
 
     def run(self, cmd: str, timeout: float = 60):
-        plain = cmd.endswith("/console.log 2>/dev/null") and "relaunch/" not in cmd
+        plain = cmd.endswith("/console.log 2>/dev/null") and "relaunch" not in cmd
         return SimpleNamespace(output=self.console if plain else "")
 
     def wait_until(self, predicate, timeout, what, also=None, interval=0.5, fail=None):

@@ -60,7 +60,8 @@ def _event(typ, data=(0,)):
 
 
 def _psci(core, on_suspend):
-    return psci_policy.Psci(core, on_suspend, range(board.RAM, board.RAM + (256 << 20)),
+    """`on_suspend` as the VMM's --suspend takes it: POLICY[,POLICY...]."""
+    return psci_policy.Psci(core, tuple(on_suspend.split(",")), range(board.RAM, board.RAM + (256 << 20)),
                             {0: (uapi.KVM_ARM_VCPU_PSCI_0_2,)}, rtc=None)
 
 
@@ -97,6 +98,27 @@ def test_a_refused_suspend_returns_the_psci_error_in_x0(policy, entry, x0):
     _psci(core, policy).system_event(v, _event("SUSPEND"))
     assert arm64.s64(v.regs[uapi.arm64_x(0)]) == x0
     assert v.mp_state == "RUNNABLE" and core.log.records[-1]["event"] == "suspend-refused"
+
+
+def test_each_suspend_call_takes_the_next_policy_and_the_last_one_stays():
+    core = _Core()
+    p, v = _psci(core, "deny,honour"), _suspend_call()
+    p.system_event(v, _event("SUSPEND"))
+    assert arm64.s64(v.regs[uapi.arm64_x(0)]) == arm64.PSCI_DENIED
+    p.system_event(v, _event("SUSPEND"))
+    assert v.mp_state == "SUSPENDED"
+    p.system_event(v, _event("WAKEUP"))
+    v.regs.update(_suspend_call().regs)                 # the guest calls again
+    p.system_event(v, _event("SUSPEND"))                # a third call: honour again
+    assert v.mp_state == "SUSPENDED"
+    calls = [(r["event"], r["call"]) for r in core.log.records if "call" in r]
+    assert calls == [("suspend-refused", 1), ("suspend-in-kvm", 2), ("suspend-in-kvm", 3)]
+
+
+@pytest.mark.parametrize("on_suspend", [(), ("honour", "sleep")])
+def test_a_policy_list_names_known_policies(on_suspend):
+    with pytest.raises(VmmError, match="honour, hold, deny"):
+        Policy(on_suspend=on_suspend)
 
 
 @pytest.mark.parametrize("data, event_data, off2", [
@@ -204,7 +226,7 @@ def test_a_restart_reports_pc_and_x0_read_back_from_kvm(monkeypatch, loses_pc):
 def _faulty(fault, on_suspend="honour", others=()):
     core = _Core(others=others)
     rtc = SimpleNamespace(ris=False, fired=threading.Event())
-    return core, psci_policy.Psci(core, on_suspend, range(board.RAM, board.RAM + (256 << 20)),
+    return core, psci_policy.Psci(core, (on_suspend,), range(board.RAM, board.RAM + (256 << 20)),
                                   {0: (uapi.KVM_ARM_VCPU_PSCI_0_2,)}, rtc, fault=fault)
 
 

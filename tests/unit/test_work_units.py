@@ -32,17 +32,23 @@ def test_l2_tests_that_read_one_vmm_run_share_a_unit_per_mode():
     assert honour == cap == off == "debian:7.2/arm64 l2-vhe-suspend"
     assert unit_of(L2S + "test_l2_offers_deep_only_with_the_cap[nvhe-debian:7.2/arm64]", IDS) \
         == "debian:7.2/arm64 l2-nvhe-suspend"
+    # one boot is denied, held and honoured in turn: its tests share the unit
     hold = unit_of(L2S + "test_l2_suspend_held_by_the_vmm_exits_once_and_resumes_at_the_entry_point[vhe-debian:7.2/arm64]", IDS)
-    assert hold == "debian:7.2/arm64 l2-vhe-hold"
+    deny = unit_of(L2S + "test_l2_suspend_denied_fails_the_write_with_eperm[vhe-debian:7.2/arm64]", IDS)
+    assert hold == deny == "debian:7.2/arm64 l2-vhe-suspend"
 
 
 def test_each_l2_round_trip_is_a_unit_and_a_cross_cell_names_its_guest():
     off2 = L2H + "test_l2_hibernation_exits_shutdown_with_the_off2_flag"
-    assert unit_of(off2 + "[vhe-debian:7.2/arm64-guest=same]", IDS) == "debian:7.2/arm64 l2-vhe-off2"
+    assert unit_of(off2 + "[vhe-debian:7.2/arm64-guest=same]", IDS) == \
+        "debian:7.2/arm64 l2-vhe-round-trip"
     assert unit_of(off2 + "[vhe-debian:7.2/arm64-guest=debian:6.12]", IDS) == \
-        "debian:7.2/arm64 l2-vhe-off2-guest=debian:6.12"
+        "debian:7.2/arm64 l2-vhe-round-trip-guest=debian:6.12"
+    # the mismatch test reads the round trip's third VM
     assert unit_of(L2H + "test_l2_nothing_to_resume_boots_fresh[nvhe-debian:6.12/arm64]", IDS) \
-        == "debian:6.12/arm64 l2-nvhe-mismatch"
+        == "debian:6.12/arm64 l2-nvhe-round-trip"
+    assert unit_of(L2H + "test_l2_hibernation_round_trip_at_psci_1_2_goes_through_system_off"
+                   "[nvhe-debian:6.12/arm64]", IDS) == "debian:6.12/arm64 l2-nvhe-psci-1.2"
 
 
 def test_psci_splits_by_mode_and_the_rest_of_a_target_is_main():
@@ -101,24 +107,26 @@ def test_the_replay_charges_each_worker_the_pool_machines_its_units_need(tmp_pat
     s = _schedule()
     t = "debian:7.2/arm64"
     host = "debian-7.2-arm64-l2-vhe-gw0-3"
-    ids = {"honour": "test_l2_boots_and_sees_the_psci_version_l1_gave_it[vhe-debian:7.2/arm64]",
-           "hold": "test_l2_suspend_held_by_the_vmm_exits_once_and_resumes_at_the_entry_point[vhe-debian:7.2/arm64]"}
-    res = _run(tmp_path, [("tests.e2e.test_l2_suspend", ids["honour"], 120, t),
-                          ("tests.e2e.test_l2_suspend", ids["hold"], 60, t)],
+    ids = {"tests/e2e/test_l2_suspend.py":
+           "test_l2_boots_and_sees_the_psci_version_l1_gave_it[vhe-debian:7.2/arm64]",
+           "tests/e2e/test_l2_hibernate.py":
+           "test_l2_hibernation_round_trip_at_psci_1_2_goes_through_system_off[vhe-debian:7.2/arm64]"}
+    res = _run(tmp_path, [(f.replace("/", ".").removesuffix(".py"), v, secs, t)
+                          for (f, v), secs in zip(ids.items(), (120, 60))],
                [{"target": t, "profile": "arm64", "machine": host, "kind": "boot",
-                 "wall_s": 20.0, "test": "tests/e2e/test_l2_suspend.py::" + ids["honour"]}],
-               {s.artifacts_name("tests/e2e/test_l2_suspend.py::" + v, t): [host]
-                for v in ids.values()})
+                 "wall_s": 20.0, "test": "tests/e2e/test_l2_suspend.py::"
+                 + ids["tests/e2e/test_l2_suspend.py"]}],
+               {s.artifacts_name(f"{f}::{v}", t): [host] for f, v in ids.items()})
     tests, cost, wall = s.load(res)
     assert wall == 500 and cost == {(t, "l2-vhe"): 20.0}
     assert [x.seconds for x in tests] == [100, 60]
     assert all(x.needs == {(t, "l2-vhe")} for x in tests)
     units = s.group(tests, "units", [t])
-    assert list(units) == [f"{t} l2-vhe-suspend", f"{t} l2-vhe-hold"]
+    assert list(units) == [f"{t} l2-vhe-suspend", f"{t} l2-vhe-psci-1.2"]
     one, _ = s.simulate(units, 1, cost)
     two, got = s.simulate(units, 2, cost)
     assert one == 180 and two == 120
-    assert got == [[f"{t} l2-vhe-suspend"], [f"{t} l2-vhe-hold"]]
+    assert sorted(got) == [[f"{t} l2-vhe-psci-1.2"], [f"{t} l2-vhe-suspend"]]
     whole = s.group(tests, "target", [t])
     assert list(whole) == [t] and s.simulate(whole, 2, cost)[0] == 180
 

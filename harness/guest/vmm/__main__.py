@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -29,8 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--power-button", type=float, metavar="S", help="x86_64, with --dsdt: "
                     "press the power button (ACPI fixed event) S seconds after set-up")
     ap.add_argument("--initrd", help="initramfs (default: busybox + the guestpm scenario)")
-    ap.add_argument("--suspend", default="honour", choices=("honour", "hold", "deny", "off"),
-                    help="SYSTEM_SUSPEND policy; off: no KVM_CAP_ARM_SYSTEM_SUSPEND")
+    ap.add_argument("--suspend", default="honour", metavar="POLICY[,POLICY...]|off",
+                    help="SYSTEM_SUSPEND policy, one per call in order, the last for every "
+                         "later call: honour, hold or deny (e.g. deny,hold,honour); off: no "
+                         "KVM_CAP_ARM_SYSTEM_SUSPEND")
     ap.add_argument("--psci-version", help="MAJOR.MINOR for KVM_REG_ARM_PSCI_VERSION")
     ap.add_argument("--vcpus", type=int, default=2)
     ap.add_argument("--ram-mib", type=int, default=256)
@@ -46,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
                          "round trip records that the VMM was not told)")
     ap.add_argument("--relaunch-append", default="", help="its extra command line")
     ap.add_argument("--relaunch-ram-mib", type=int, help="its RAM (default: the same)")
+    ap.add_argument("--relaunch-copy-ram-mib", type=int, metavar="MIB",
+                    help="with --relaunch: then one more VM with MIB of RAM, on a copy of the "
+                         "pmem as the first VM left it (made before the relaunch restores "
+                         "from it): an image for another memory size, which must be refused")
     ap.add_argument("--fault", choices=sorted(FAULTS), default="",
                     help="self-tests only: break one promise of the VMM's side of the "
                          "contract (" + "; ".join(f"{k}: {v}" for k, v in FAULTS.items())
@@ -75,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         major, _, minor = (a.psci_version or "").partition(".")
         version = (int(major), int(minor)) if a.psci_version else None
         policy = Policy(system_suspend_cap=a.suspend != "off",
-                        on_suspend="honour" if a.suspend == "off" else a.suspend,
+                        on_suspend=("honour",) if a.suspend == "off"
+                        else tuple(a.suspend.split(",")),
                         psci_version=version, vcpus=a.vcpus, ram_mib=a.ram_mib,
                         pmem_mib=a.pmem_mib if a.pmem else 0, fault=a.fault,
                         vcpu_left_on=a.vcpu_left_on)
@@ -101,7 +109,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result = _run(vmm, a)
     if relaunch.wanted(result, a.relaunch):
-        status = _relaunch(backend, kernel, initrd, policy, result, a)
+        copy = None
+        if a.relaunch_copy_ram_mib and a.pmem:      # before the relaunch consumes the image
+            copy = f"{a.pmem}.copy"
+            relaunch.copy_sparse(a.pmem, copy)
+        status = _relaunch(backend, kernel, initrd, policy, result, a, "relaunch",
+                           a.relaunch_ram_mib or a.ram_mib, a.pmem, relaunch.attach)
+        if copy:
+            if status is None:
+                status = _relaunch(backend, kernel, initrd, policy, result, a, "relaunch-copy",
+                                   a.relaunch_copy_ram_mib, copy, relaunch.attach_copy)
+            os.unlink(copy)
         if status is not None:
             return status
     print(result.to_json(), flush=True)
@@ -126,23 +144,24 @@ def _backend_extra(a) -> dict:
     return extra
 
 
-def _relaunch(backend, kernel: bytes, initrd: bytes, policy: Policy, result: Result,
-              a) -> int | None:
-    """The next VM on the same pmem; an exit status when it decides the run's."""
-    again = Policy(**{**policy.__dict__, "ram_mib": a.relaunch_ram_mib or a.ram_mib})
-    out = a.out / "relaunch" if a.out else None
+def _relaunch(backend, kernel: bytes, initrd: bytes, policy: Policy, result: Result, a,
+              sub: str, ram_mib: int, pmem: str, attach) -> int | None:
+    """The next VM on `pmem` (its output in the subdirectory `sub`), attached to the
+    result; an exit status when it decides the run's."""
+    again = Policy(**{**policy.__dict__, "ram_mib": ram_mib})
+    out = a.out / sub if a.out else None
     try:
         if out:
             write_outdir(out)
         vmm2 = backend.make(kernel, initrd,
                             f"{_append(backend)} {a.relaunch_append}".strip(),
-                            again, out, kvm_path=a.kvm, pmem=a.pmem, **a.extra)
+                            again, out, kvm_path=a.kvm, pmem=pmem, **a.extra)
         vmm2.setup()
     except (VmmError, KvmBroken, OSError, ValueError) as e:
-        print(f"vmm: relaunch: {e}", file=sys.stderr)
+        print(f"vmm: {sub}: {e}", file=sys.stderr)
         return 2
     second = _run(vmm2, a)
-    relaunch.attach(result, second)
+    attach(result, second)
     if second.outcome in ("timeout", "silent"):
         print(result.to_json(), flush=True)
         return 3

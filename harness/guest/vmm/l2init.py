@@ -5,7 +5,8 @@ level that `quiet` still prints, so each report is one console line:
     guestpm-l2: WORD key=value key={value with spaces} ...
 
 Scenario parameters (kernel command line): guestpm.mem_sleep=deep|s2idle,
-guestpm.suspend=1 (echo mem > /sys/power/state after arming the RTC alarm),
+guestpm.suspend=N (N times: echo mem > /sys/power/state after arming the RTC alarm;
+each attempt's reports follow its `attempt n=K` report),
 guestpm.alarm=N (seconds), guestpm.off=poweroff|none, guestpm.resume=DEV (set the
 resume device once the modules in /etc/guestpm/modules are loaded: a restore happens
 there), guestpm.hibernate=1 (swap on DEV, then echo disk > /sys/power/state),
@@ -95,8 +96,14 @@ say "mem_sleep={$(cat /sys/power/mem_sleep)} state={$(cat /sys/power/state)}"
 if [ -n "$MS" ]; then
   echo "$MS" > /sys/power/mem_sleep 2>/tmp/mserr; say "set mem_sleep=$MS rc=$? now={$(cat /sys/power/mem_sleep)} err={$(cat /tmp/mserr)}"
 fi
-if [ "$SUSPEND" = 1 ]; then
-  MARK=l2-$$-$(cut -d' ' -f1 /proc/uptime); echo "$MARK" > /tmp/marker
+# guestpm.suspend=N: N suspends in turn (the VMM's policy may differ per call), each
+# opened by an `attempt` report; what dmesg says is counted from the attempt's start
+since() { dmesg | tail -n +$((D0 + 1)); }
+i=0
+while [ "$i" -lt "$SUSPEND" ]; do
+  i=$((i + 1)); D0=$(dmesg | wc -l)
+  say "attempt n=$i"
+  MARK=l2-$$-$i-$(cut -d' ' -f1 /proc/uptime); echo "$MARK" > /tmp/marker
   sleep 100000 & SLEEPER=$!
   echo 0 > /sys/class/rtc/rtc0/wakealarm
   echo "+$ALARM" > /sys/class/rtc/rtc0/wakealarm
@@ -106,12 +113,13 @@ if [ "$SUSPEND" = 1 ]; then
   T1=$(cat /sys/class/rtc/rtc0/since_epoch)
   KEPT=lost; [ "$(cat /tmp/marker)" = "$MARK" ] && KEPT=kept
   ALIVE=gone; kill -0 $SLEEPER 2>/dev/null && ALIVE=running
+  kill $SLEEPER 2>/dev/null
   say "resumed rc=$RC err={$(cat /tmp/err)} rtc_s=$((T1 - T0)) alarm_left={$(cat /sys/class/rtc/rtc0/wakealarm)} marker=$KEPT sleeper=$ALIVE"
-  say "pm entry={$(dmesg | grep -o 'PM: suspend entry ([a-z0-9]*)' | tail -1)} exits=$(dmesg | grep -c 'PM: suspend exit') cpus_online=$(cat /sys/devices/system/cpu/online)"
+  say "pm entry={$(since | grep -o 'PM: suspend entry ([a-z0-9]*)' | tail -1)} exits=$(since | grep -c 'PM: suspend exit') cpus_online=$(cat /sys/devices/system/cpu/online)"
   # the CPUs this kernel took down before SYSTEM_SUSPEND (psci's "CPU%d killed"), and
   # those it failed to take down or bring back
-  say "offlined killed={$(dmesg | sed -n 's/.*CPU\([0-9][0-9]*\) killed.*/\1/p' | tr '\n' ' ')} errors=$(dmesg | grep -cE 'Error taking CPU[0-9]+ down|may not have shut down cleanly|didn.t die|CPU[0-9]+: failed to come online|Error bringing up CPU|Non-boot CPUs are not disabled')"
-fi
+  say "offlined killed={$(since | sed -n 's/.*CPU\([0-9][0-9]*\) killed.*/\1/p' | tr '\n' ' ')} errors=$(since | grep -cE 'Error taking CPU[0-9]+ down|may not have shut down cleanly|didn.t die|CPU[0-9]+: failed to come online|Error bringing up CPU|Non-boot CPUs are not disabled')"
+done
 if [ "$HIB" = 1 ]; then
   wait $KALLSYMS; say "kallsyms psci_sys_hibernate=$(cat /tmp/kallsyms)"
   mkswap "/dev/$RES" >/tmp/mkswap 2>&1 && swapon "/dev/$RES" 2>>/tmp/mkswap
@@ -119,12 +127,14 @@ if [ "$HIB" = 1 ]; then
   MARK=l2-$$-$(cut -d' ' -f1 /proc/uptime); echo "$MARK" > /tmp/marker
   sleep 100000 & SLEEPER=$!
   say "hibernating"
-  dmesg -n 7
+  H0=$(dmesg | wc -l)
   echo disk > /sys/power/state 2>/tmp/err; RC=$?
   KEPT=lost; [ "$(cat /tmp/marker)" = "$MARK" ] && KEPT=kept
   ALIVE=gone; kill -0 $SLEEPER 2>/dev/null && ALIVE=running
-  dmesg -n $LVL
   say "thawed rc=$RC err={$(cat /tmp/err)} marker=$KEPT sleeper=$ALIVE"
+  # a hibernation that failed: what the kernel said about it since `echo disk` (its
+  # level-6 lines are not printed as they come: about 9 s of L2 console a round trip)
+  [ "$RC" = 0 ] || dmesg | tail -n +$((H0 + 1)) | tail -n 40 > /dev/console
 fi
 if [ -n "$SPLAT" ]; then
   mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null

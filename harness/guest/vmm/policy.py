@@ -32,9 +32,10 @@ class CapAbsent(VmmError):
 @dataclass(frozen=True)
 class Policy:
     system_suspend_cap: bool = True
-    on_suspend: str = "honour"          # honour: MP_STATE_SUSPENDED, KVM waits for an
-                                        # interrupt (WAKEUP exit); hold: the VMM waits for
-                                        # its RTC alarm; deny: x0 = DENIED
+    # per SYSTEM_SUSPEND call, in order; the last holds for every later call.  honour:
+    # MP_STATE_SUSPENDED, KVM waits for an interrupt (WAKEUP exit); hold: the VMM waits
+    # for its RTC alarm; deny: x0 = DENIED
+    on_suspend: tuple[str, ...] = ("honour",)
     psci_version: tuple[int, int] | None = None     # None: KVM's default
     vcpus: int = 2
     ram_mib: int = 256
@@ -45,8 +46,10 @@ class Policy:
                                         # is not OFF, which the guest does not use)
 
     def __post_init__(self):
-        if self.on_suspend not in ON_SUSPEND:
-            raise VmmError(f"on_suspend {self.on_suspend!r}: one of {', '.join(ON_SUSPEND)}")
+        wrong = [p for p in self.on_suspend if p not in ON_SUSPEND]
+        if wrong or not self.on_suspend:
+            raise VmmError(f"on_suspend {','.join(self.on_suspend)!r}: one or more of "
+                           f"{', '.join(ON_SUSPEND)}, comma-separated")
         if self.fault and self.fault not in FAULTS:
             raise VmmError(f"fault {self.fault!r}: one of {', '.join(FAULTS)}")
         if self.vcpu_left_on and self.vcpus < 2:
@@ -69,6 +72,7 @@ class Result:
     psci_version: str = ""
     system_suspend_cap: bool | None = None
     relaunch: dict | None = None        # the next VM on the same pmem, when there was one
+    relaunch_copy: dict | None = None   # a VM on a copy of the pmem as the first VM left it
     fault: str = ""                     # the self-test's fault (Policy.fault), if any
 
     def to_json(self) -> str:

@@ -4,7 +4,8 @@ SHUTDOWN (and its SYSTEM_OFF2 flag, which no public VMM reads), RESET and CRASH 
 the run.  SYSTEM_SUSPEND is "the sole responsibility of userspace" (api.rst) once
 KVM_CAP_ARM_SYSTEM_SUSPEND is on: the policy honours it in KVM (MP_STATE_SUSPENDED,
 KVM waits for an interrupt and exits WAKEUP), holds it in the VMM until the RTC alarm,
-or denies it.  Whatever the policy, a call made while another vCPU is not OFF is
+or denies it; a policy per call, so that one boot can be denied, held and honoured in
+turn (each logged with its `call`, from 1).  Whatever the policy, a call made while another vCPU is not OFF is
 DENIED (DEN0022D.b 5.19.2: the caller must have turned every other core off).  Each
 event is logged with the caller's pc and x0..x3 and every vCPU's MP_STATE.
 
@@ -20,11 +21,17 @@ def _u64(v: int) -> int:
 
 
 class Psci:
-    def __init__(self, core, on_suspend: str, ram: range, features: dict[int, tuple[int, ...]],
-                 rtc, fault: str = ""):
+    def __init__(self, core, on_suspend: tuple[str, ...], ram: range,
+                 features: dict[int, tuple[int, ...]], rtc, fault: str = ""):
         self.core, self.on_suspend, self.ram, self.features, self.rtc, self.fault = \
             core, on_suspend, ram, features, rtc, fault
         self.resume_at: dict[int, tuple[int, int]] = {}
+        self.calls = 0                  # SYSTEM_SUSPEND calls so far
+
+    def policy(self) -> str:
+        """The policy of the next SYSTEM_SUSPEND call (each call takes one)."""
+        self.calls += 1
+        return self.on_suspend[min(self.calls, len(self.on_suspend)) - 1]
 
     @staticmethod
     def regs(v) -> dict:
@@ -73,28 +80,31 @@ class Psci:
 
     def suspend(self, v, regs: dict, states: list[dict]) -> None:
         log = self.core.log
+        policy, call = self.policy(), self.calls
         entry, context = regs["x1"], regs["x2"]
         on = {s["vcpu"]: s["mp_state"] for s in states
               if s["vcpu"] != v.id and s["mp_state"] != "STOPPED"}
         if entry not in self.ram:
             v.set_reg(uapi.arm64_x(0), _u64(arm64.PSCI_INVALID_ADDRESS))
-            log.add("suspend-refused", vcpu=v.id, x0="INVALID_ADDRESS", entry=hex(entry))
+            log.add("suspend-refused", vcpu=v.id, call=call, x0="INVALID_ADDRESS",
+                    entry=hex(entry))
         elif on:
             v.set_reg(uapi.arm64_x(0), _u64(arm64.PSCI_DENIED))
-            log.add("suspend-refused", vcpu=v.id, x0="DENIED", entry=hex(entry),
+            log.add("suspend-refused", vcpu=v.id, call=call, x0="DENIED", entry=hex(entry),
                     why=f"vCPUs not OFF: {on}")
-        elif self.on_suspend == "deny":
+        elif policy == "deny":
             v.set_reg(uapi.arm64_x(0), _u64(arm64.PSCI_DENIED))
-            log.add("suspend-refused", vcpu=v.id, x0="DENIED", entry=hex(entry))
-        elif self.fault == "wake-at-once" and self.on_suspend == "honour":
+            log.add("suspend-refused", vcpu=v.id, call=call, x0="DENIED", entry=hex(entry))
+        elif self.fault == "wake-at-once" and policy == "honour":
             self.restart(v, entry, context, "at once")
-        elif self.on_suspend == "honour":
+        elif policy == "honour":
             self.resume_at[v.id] = (entry, context)
             v.set_mp_state(uapi.KVM_MP_STATE_SUSPENDED)
-            log.add("suspend-in-kvm", vcpu=v.id, entry=hex(entry), context=hex(context),
-                    mp_state=v.mp_state)
+            log.add("suspend-in-kvm", vcpu=v.id, call=call, entry=hex(entry),
+                    context=hex(context), mp_state=v.mp_state)
         else:
-            log.add("suspend-held", vcpu=v.id, entry=hex(entry), context=hex(context))
+            log.add("suspend-held", vcpu=v.id, call=call, entry=hex(entry),
+                    context=hex(context))
             if self.fault == "wake-at-once":
                 log.add("vmm-wake", vcpu=v.id, by="nothing (fault wake-at-once)")
                 self.restart(v, entry, context, "vmm wake")
