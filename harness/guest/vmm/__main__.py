@@ -7,6 +7,7 @@ capability the policy asks for (KVM_CAP_ARM_SYSTEM_SUSPEND), 3 when a bound ende
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -112,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         copy = None
         if a.relaunch_copy_ram_mib and a.pmem:      # before the relaunch consumes the image
             copy = f"{a.pmem}.copy"
-            relaunch.copy_sparse(a.pmem, copy)
+            try:
+                relaunch.copy_sparse(a.pmem, copy)
+            except OSError as e:
+                print(f"vmm: relaunch-copy: copying {a.pmem}: {e}", file=sys.stderr)
+                with contextlib.suppress(OSError):
+                    os.unlink(copy)
+                return 2
         status = _relaunch(backend, kernel, initrd, policy, result, a, "relaunch",
                            a.relaunch_ram_mib or a.ram_mib, a.pmem, relaunch.attach)
         if copy:
