@@ -20,6 +20,9 @@ minutes).  The units, per target:
   l2-...-guest=SPEC  a host x guest cell: its own L1 host anyway
   psci-MODE          the PSCI cases of one KVM mode: the shared machine and that mode's host
   vfio               the vfio host's tests (and the shared machine)
+  power              S3, s2idle and hibernation: machines of their own configurations
+                     (a chipset, s2idle's devices, a swap disk), so no pool machine; the
+                     x86 main unit was the run's critical path before they left it
   main               everything else (the shared machine, tests' own machines restored
                      from its snapshots on x86, the splat sequence that must stay in order)
 
@@ -43,6 +46,9 @@ UNITS: dict[str, dict[str, str]] = {
             "l2-{mode}-psci-1.2",
     },
     "test_psci.py": {"*": "psci-{mode}"},
+    "test_s2idle.py": {"*": "power"},
+    "test_s3.py": {"*": "power"},
+    "test_hibernate.py": {"*": "power"},
     "test_vfio.py": {
         "test_a_device_without_an_iommu_group_skips_naming_why": "main",
         "test_a_missing_vfio_pci_driver_skips_naming_it": "main",

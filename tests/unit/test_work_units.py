@@ -65,6 +65,16 @@ def test_psci_splits_by_mode_and_the_rest_of_a_target_is_main():
     assert unit_of("tests/unit/test_fdt.py::test_a", IDS) == "tests/unit/test_fdt.py"
 
 
+def test_the_power_transitions_are_a_unit_of_their_own():
+    for t in ("test_s3.py::test_s3_on_q35_wakes_by[debian:7.2/x86_64-key]",
+              "test_s2idle.py::test_s2idle_lps0_calls_reach_host_wake_by[debian:7.2/x86_64-rtc]",
+              "test_hibernate.py::test_fresh_boot_with_empty_swap_does_not_resume"
+              "[debian:7.2/x86_64]"):
+        assert unit_of("tests/e2e/" + t, IDS) == "debian:7.2/x86_64 power", t
+    assert unit_of("tests/e2e/test_acpi_events.py::test_power_button_reaches_the_guest_button_"
+                   "driver[debian:7.2/x86_64-q35]", IDS) == "debian:7.2/x86_64 main"
+
+
 def test_the_longest_estimate_is_handed_out_first():
     q = OrderedDict([("a main", {"tests/e2e/test_boot.py::t[x]": False}),
                      ("a off2", {L2H + "t[x]": False}),
