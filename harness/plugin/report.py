@@ -125,7 +125,9 @@ class Reporter:
                 family=props.get("family") or "unit",
                 kind=kind, reason=reason, splats=tuple(splats.get(nodeid, ())),
                 artifacts=str(art.relative_to(self.run_dir)) if art.exists() else None,
-                duration=round(self.durations.get(nodeid, 0.0), 3),
+                # microseconds: a test that took under half a millisecond is still a
+                # measured duration (> 0) for the scheduler, not an unmeasured one
+                duration=round(self.durations.get(nodeid, 0.0), 6),
                 info=tuple(v for k, v in self.props.get(nodeid, []) if k == "info")))
         return out
 
