@@ -22,11 +22,29 @@ INITRD = b"07070100" * 64
 S5 = struct.pack("<H", acpi.SLP_TYP_S5 << 10 | pm.SLP_EN)
 
 
+class Halt:
+    """A script step: the vCPU halts until `woken()` (a VMM kick meanwhile brings it
+    out of KVM_RUN with nothing to do, as KVM's would)."""
+
+    def __init__(self, woken):
+        self.woken = woken
+
+
 class HookVcpu(vmm_x86_stub.FakeVcpu):
     """A scripted vCPU whose script may also hold calls (the VMM acting between two
-    exits) and ready-made exits."""
+    exits), Halt steps and ready-made exits; HALTED while it halts or has nothing left."""
+
+    @property
+    def mp_state(self):
+        return "RUNNABLE" if self.script and not isinstance(self.script[0], Halt) \
+            else "HALTED"
 
     def run_in_thread(self):
+        if self.script and isinstance(self.script[0], Halt):
+            if not self.script[0].woken():
+                time.sleep(0.01)
+                return None
+            self.script.pop(0)
         while self.script and callable(self.script[0]):
             self.script.pop(0)()
         if self.script and isinstance(self.script[0], Exit):
@@ -59,7 +77,7 @@ def kvm_calls(monkeypatch):
     for name in ("set_tss_addr", "create_irqchip", "long_mode", "set_regs"):
         monkeypatch.setattr(xb.x86, name, lambda *a, _n=name, **k: calls.append((_n, a, k)))
     monkeypatch.setattr(xb.x86, "supported_cpuid", lambda kvm: b"cpuid")
-    monkeypatch.setattr(xb.x86, "cpuid_for_vcpu", lambda c, apic: f"{c.decode()}/{apic}")
+    monkeypatch.setattr(xb.x86, "cpuid_for_vcpu", lambda c, apic, hide=0: f"{c.decode()}/{apic}")
     monkeypatch.setattr(xb.x86, "set_cpuid", lambda v, c: calls.append(("set_cpuid", v.id, c)))
     monkeypatch.setattr(xb.x86, "state", lambda v: {"vcpu": v.id, "rip": "0x0"})
     return calls
@@ -140,6 +158,85 @@ def test_the_power_button_on_a_timer_raises_the_sci_the_guest_enabled(kvm_calls)
     assert raised["what"] == "power-button" and raised["sci"] and raised["t"] >= 0.2
 
 
+def lps0(fn):
+    return ("out", acpi.LPS0_PORT, 1, bytes([fn]))
+
+
+def test_s2idle_the_lps0_calls_the_idle_check_then_the_wake_gpe(kvm_calls):
+    """The guest's LPS0 entry calls, each an exit logged with its vCPU; the wake
+    (wake_s after call 5) reads every vCPU's MP_STATE first, then sets GPE 0, whose
+    SCI the guest enabled for wake; then the exit calls, HYPE0001's MMIO store, S5."""
+    fake = []
+    gpe_en = acpi.GPE0_BLK + acpi.GPE0_BLK_LEN // 2
+    until_the_sci = Halt(lambda: bool(fake[0].irqs))
+    vpmc = Exit(code=6, reason="MMIO", phys_addr=acpi.VPMC_ADDR, is_write=True, len=4,
+                value=3)
+    script = [("out", gpe_en, 1, b"\x01"), lps0(3), lps0(7), vpmc, lps0(5), until_the_sci,
+              lps0(6), lps0(8), lps0(4), ("out", 0x604, 2, S5)]
+    core, vm, r = run(script, hooks=[lambda c: fake.append(c.vm)], s2idle_wake_s=0.2)
+    assert r.outcome == "shutdown" and vm.irqs == [(9, True)]
+    ev = [e for e in r.exits if e["event"] in ("lps0", "vpmc", "idle-check", "raise")]
+    assert [(e["event"], e.get("fn")) for e in ev] == [
+        ("lps0", 3), ("lps0", 7), ("vpmc", None), ("lps0", 5), ("idle-check", None),
+        ("raise", None), ("lps0", 6), ("lps0", 8), ("lps0", 4)]
+    assert [e["phase"] for e in ev if e["event"] == "lps0"] == ["entry"] * 3 + ["exit"] * 3
+    assert all(e["vcpu"] == 0 for e in ev if e["event"] in ("lps0", "vpmc"))
+    assert (ev[2]["offset"], ev[2]["value"], ev[2]["size"]) == (0, 3, 4)
+    # the idle check kicked both vCPUs out of KVM_RUN and found both halted: vCPU 0
+    # waiting for the SCI, vCPU 1 with nothing to run
+    assert ev[4]["states"] == [{"vcpu": 0, "mp_state": "HALTED"},
+                               {"vcpu": 1, "mp_state": "HALTED"}]
+    assert ev[5]["what"] == "gpe0" and ev[5]["sci"] and ev[5]["t"] - ev[3]["t"] >= 0.2
+    assert core.bus.counts["pio"]["lps0"] == 6 and core.bus.counts["mmio"] == {"vpmc": 1}
+
+
+@pytest.mark.parametrize("fault, seen", [
+    ("", [3, 7, "vpmc 3", 5, "idle-check", 6, 8, 4]),
+    ("lose-lps0-call", [3, "vpmc 3", 5, "idle-check", 6, 8, 4]),
+    ("misread-notify", [3, 7, "vpmc 4", 5, "idle-check", 6, 8, 4]),
+    ("early-wake", [3, "idle-check", 7, "vpmc 3", 5, "idle-check", 6, 8, 4]),
+])
+def test_the_s2idle_self_test_faults_break_what_they_name(kvm_calls, fault, seen):
+    fake = []
+    gpe_sts = acpi.GPE0_BLK
+    vpmc = Exit(code=6, reason="MMIO", phys_addr=acpi.VPMC_ADDR, is_write=True, len=4,
+                value=3)
+    early = fault == "early-wake"
+    # the guest halts until the SCI; after an early wake its ACPI clears GPE 0 and goes on
+    woken_early = [Halt(lambda: len(fake[0].irqs) >= 1),
+                   ("out", gpe_sts, 1, b"\x01")] if early else []
+    script = [("out", gpe_sts + 2, 1, b"\x01"), lps0(3), *woken_early, lps0(7), vpmc,
+              lps0(5), Halt(lambda: len(fake[0].irqs) >= (3 if early else 1)),
+              lps0(6), lps0(8), lps0(4), ("out", 0x604, 2, S5)]
+    core = xb.make(bzimage(), INITRD, xb.APPEND, Policy(vcpus=1, ram_mib=64, fault=fault),
+                   dsdt=DSDT, s2idle_wake_s=0.1)
+    fvm = FakeVm(script)
+    core.open_vm = lambda: (setattr(core, "vm", fvm), fvm)[1]
+    core.setup()
+    fake.append(fvm)
+    r = core.run(timeout=10, silent_s=10)
+    core.close()
+    got = [e["fn"] if e["event"] == "lps0" else f"vpmc {e['value']}"
+           if e["event"] == "vpmc" else e["event"]
+           for e in r.exits if e["event"] in ("lps0", "vpmc", "idle-check")]
+    assert r.outcome == "shutdown" and got == seen, (r.detail, got)
+
+
+def test_a_pit_tick_hides_the_tsc_deadline_timer_and_turns_the_lapic_timer_off(kvm_calls,
+                                                                              monkeypatch):
+    hidden = []
+    monkeypatch.setattr(xb.x86, "cpuid_for_vcpu",
+                        lambda c, apic, hide=0: hidden.append(hide) or f"cpuid/{apic}")
+    _, vm, r = run([("out", 0x604, 2, S5)], tick="pit")
+    cmdline = bytes(vm.mem[boot.CMDLINE_ADDR:boot.CMDLINE_ADDR + 400]).split(b"\0")[0]
+    assert cmdline.endswith(b" nolapic_timer") and hidden == [1 << 24] * 2
+    assert next(e for e in r.exits if e["event"] == "setup")["tick"] == "pit"
+    hidden.clear()
+    _, vm, _ = run([("out", 0x604, 2, S5)])
+    assert b"nolapic_timer" not in bytes(vm.mem[boot.CMDLINE_ADDR:boot.CMDLINE_ADDR + 400])
+    assert hidden == [0, 0]
+
+
 def test_without_a_dsdt_acpi_is_off_and_the_halt_line_ends_the_run(kvm_calls):
     halt = [("out", 0x3F8, 1, bytes([c])) for c in b"reboot: System halted\n"]
     core, vm, r = run(halt, dsdt=None, vcpus=1)
@@ -178,6 +275,8 @@ def test_an_unknown_exit_ends_the_run_in_error(kvm_calls):
     ({"policy": Policy(ram_mib=64, psci_version=(1, 0))}, "PSCI version is arm64's"),
     ({"initrd": bytes(40 << 20)}, "does not fit"),
     ({"dsdt": None, "power_button_s": 1.0}, "power-button press needs ACPI"),
+    ({"dsdt": None, "s2idle_wake_s": 1.0}, "s2idle wake needs ACPI"),
+    ({"tick": "hpet"}, "tick 'hpet': one of lapic, pit"),
 ])
 def test_bad_input_is_refused_before_any_kvm_call(kw, why):
     args = {"kernel": bzimage(), "initrd": INITRD, "bootargs": xb.APPEND,

@@ -122,3 +122,7 @@ def test_cpuid_carries_the_vcpus_apic_id():
     assert got[0] == entries[0]
     assert got[1][4] == 0x0303_0800                    # leaf 1 EBX[31:24]
     assert [g[6] for g in got[2:]] == [3, 3]           # x2APIC ID in every 0xB sub-leaf
+    entries[1] = (1, 0, 0, 0x806F8, 0x0103_0800, 0x81F8_3203, 0)   # TSC-deadline on
+    buf = struct.pack("<II", len(entries), 0) + b"".join(x86.CPUID_ENTRY.pack(*e) for e in entries)
+    out = x86.cpuid_for_vcpu(buf, 0, x86.TSC_DEADLINE_TIMER)
+    assert x86.CPUID_ENTRY.unpack_from(out, 8 + 40)[5] == 0x80F8_3203   # leaf 1 ECX bit 24

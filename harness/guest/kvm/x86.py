@@ -226,9 +226,13 @@ def supported_cpuid(kvm) -> bytes:
     return bytes(buf[:8 + n * CPUID_ENTRY.size])
 
 
-def cpuid_for_vcpu(cpuid2: bytes, apic_id: int) -> bytes:
+TSC_DEADLINE_TIMER = 1 << 24          # CPUID leaf 1 ECX: the local APIC's TSC-deadline mode
+
+
+def cpuid_for_vcpu(cpuid2: bytes, apic_id: int, hide_leaf1_ecx: int = 0) -> bytes:
     """KVM's supported CPUID with this vCPU's APIC ID where CPUID reports one: leaf 1
-    EBX[31:24] and the x2APIC ID of leaves 0xB and 0x1F (EDX)."""
+    EBX[31:24] and the x2APIC ID of leaves 0xB and 0x1F (EDX); the leaf 1 ECX bits of
+    `hide_leaf1_ecx` cleared."""
     buf = bytearray(cpuid2)
     (n,) = struct.unpack_from("<I", buf, 0)
     for i in range(n):
@@ -236,6 +240,7 @@ def cpuid_for_vcpu(cpuid2: bytes, apic_id: int) -> bytes:
         fn, index, flags, eax, ebx, ecx, edx = CPUID_ENTRY.unpack_from(buf, off)
         if fn == 1:
             ebx = (ebx & 0x00FF_FFFF) | (apic_id << 24)
+            ecx &= ~hide_leaf1_ecx
         elif fn in (0xB, 0x1F):
             edx = apic_id
         CPUID_ENTRY.pack_into(buf, off, fn, index, flags, eax, ebx, ecx, edx)

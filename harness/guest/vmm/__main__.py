@@ -30,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
                     "on); ACPI tables are built around it (without it: acpi=off)")
     ap.add_argument("--power-button", type=float, metavar="S", help="x86_64, with --dsdt: "
                     "press the power button (ACPI fixed event) S seconds after set-up")
+    ap.add_argument("--s2idle-wake", type=float, metavar="S", help="x86_64, with --dsdt: "
+                    "S seconds after the guest's last LPS0 entry call, read every vCPU's "
+                    "MP_STATE and set the wake GPE (GPE 0)")
+    ap.add_argument("--tick", choices=("lapic", "pit"), help="x86_64: the guest's tick "
+                    "from the local APIC timer (the default) or from the PIT (nolapic_timer, "
+                    "and no TSC-deadline timer in CPUID)")
     ap.add_argument("--initrd", help="initramfs (default: busybox + the guestpm scenario)")
     ap.add_argument("--suspend", default="honour", metavar="POLICY[,POLICY...]|off",
                     help="SYSTEM_SUSPEND policy, one per call in order, the last for every "
@@ -140,11 +146,13 @@ def _append(backend) -> str:
 
 def _backend_extra(a) -> dict:
     """Arguments only some backends take: given only when asked for."""
-    if not a.dsdt and a.power_button is None:
+    if not a.dsdt and a.power_button is None and a.s2idle_wake is None and not a.tick:
         return {}
     if a.arch != "x86_64":
-        raise VmmError(f"--dsdt, --power-button: ACPI is the x86_64 backend's, not {a.arch}'s")
-    extra: dict = {"power_button_s": a.power_button}
+        raise VmmError(f"--dsdt, --power-button, --s2idle-wake, --tick: the x86_64 "
+                       f"backend's, not {a.arch}'s")
+    extra: dict = {"power_button_s": a.power_button, "s2idle_wake_s": a.s2idle_wake,
+                   "tick": a.tick or "lapic"}
     if a.dsdt:
         with open(a.dsdt, "rb") as fh:
             extra["dsdt"] = fh.read()

@@ -1,11 +1,14 @@
 """The VMM's one device bus: MMIO and port-I/O regions, and the dispatch of the exits
 KVM hands userspace for them.  A device is anything with read(offset) -> int and
 write(offset, value); the bus counts the exits per device, and per space the ones no
-device claimed."""
+device claimed.  A Trap is a device that wants to know which vCPU wrote what: each
+write is handed over with the vCPU's id and the access's size (a guest's call into
+firmware the VMM answers, timed by the caller's log)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,6 +19,20 @@ class Device(Protocol):
     def read(self, offset: int) -> int: ...
 
     def write(self, offset: int, value: int) -> None: ...
+
+
+class Trap:
+    """A write-only device that is told who wrote: on_write(vcpu_id, offset, value,
+    size).  Reads return `fill`."""
+
+    def __init__(self, on_write: Callable[[int, int, int, int], None], fill: int = 0):
+        self.on_write, self.fill = on_write, fill
+
+    def read(self, offset: int) -> int:
+        return self.fill
+
+    def write(self, offset: int, value: int) -> None:    # a write without a vCPU: a test's
+        self.on_write(-1, offset, value, 0)
 
 
 @dataclass(frozen=True)
@@ -57,7 +74,9 @@ class Bus:
         r = self.find(MMIO, ex.phys_addr)
         self._count(MMIO, r)
         if ex.is_write:
-            if r:
+            if r and isinstance(r.device, Trap):
+                r.device.on_write(vcpu.id, ex.phys_addr - r.base, ex.value, ex.len)
+            elif r:
                 r.device.write(ex.phys_addr - r.base, ex.value)
         else:
             vcpu.complete_mmio_read(r.device.read(ex.phys_addr - r.base) if r else 0, ex.len)
@@ -74,8 +93,11 @@ class Bus:
             data = vcpu.io_data(ex)
             if r:
                 for i in range(ex.count):
-                    r.device.write(ex.port - r.base,
-                                   int.from_bytes(data[i * size:(i + 1) * size], "little"))
+                    value = int.from_bytes(data[i * size:(i + 1) * size], "little")
+                    if isinstance(r.device, Trap):
+                        r.device.on_write(vcpu.id, ex.port - r.base, value, size)
+                    else:
+                        r.device.write(ex.port - r.base, value)
         else:
             vcpu.complete_io_in(ex, b"".join(
                 ((r.device.read(ex.port - r.base) if r else mask) & mask).to_bytes(size, "little")

@@ -18,6 +18,11 @@ FAULTS = {
     "wrong-pc": "restart a suspended vCPU one instruction past its entry point",
     "ignore-off2": "read a SHUTDOWN exit flagged PSCI_OFF2 as a plain power-off",
     "stopped-lie": "report every other vCPU STOPPED at a system event, whatever KVM says",
+    # x86 s2idle (x86_64/s2idle.py)
+    "lose-lps0-call": "drop the guest's LPS0 entry call 7 as a lost exit would: not logged",
+    "misread-notify": "log the HYPE0001 notify's value one higher, as a misdecoded MMIO "
+                      "exit would",
+    "early-wake": "wake the guest at its first LPS0 entry call, before it can idle",
 }
 
 

@@ -31,6 +31,10 @@ PM_TMR, PM_TMR_LEN = PM_BASE + 0x08, 4
 GPE0_BLK, GPE0_BLK_LEN = PM_BASE + 0x20, 4  # status (2 bytes), enable (2): GPEs 0..15
 PM_SIZE = 0x40
 SLP_TYP_S5 = 5                             # \_S5 in the DSDT says the same
+WAKE_GPE = 0                               # \_SB.PWRB's _PRW in the DSDT: GPE 0, S0..S3
+LPS0_PORT = 0x660                          # the DSDT's LPS0 _DSM writes its function here
+VPMC_ADDR, VPMC_SIZE = 0xD000_0000, 0x10   # HYPE0001's _DSM region: above RAM (3 GiB
+                                           # at most), below the IO-APIC
 
 LAPIC_ADDR, IOAPIC_ADDR, IOAPIC_ID = 0xFEE0_0000, 0xFEC0_0000, 0  # where KVM's irqchip is
 IAPC_LEGACY_DEVICES, IAPC_VGA_NOT_PRESENT = 1 << 0, 1 << 2  # no 8042: reboot=k only

@@ -71,7 +71,7 @@ class PmRegisters:
         if width is None:
             return
         value &= (1 << (8 * width)) - 1
-        sleep = None
+        sleep = changed = None
         with self.lock:
             if offset == STS:
                 self.pm1_sts &= ~value
@@ -85,8 +85,13 @@ class PmRegisters:
                 self.gpe_sts &= ~(value << (8 * (offset - GPE_STS)))
             elif GPE_EN <= offset < GPE_EN + GPE_BYTES:
                 shift = 8 * (offset - GPE_EN)
+                was = self.gpe_en
                 self.gpe_en = (self.gpe_en & ~(0xFF << shift)) | (value << shift)
+                if self.gpe_en != was:
+                    changed = self.gpe_en
             self._update()
+        if changed is not None:          # a few times a boot and a suspend: which GPEs
+            self.on_event("gpe-enable", mask=hex(changed))   # the guest has enabled
         if sleep is not None:
             self.on_event("sleep-request", slp_typ=sleep)
             self.on_sleep(sleep)
