@@ -11,7 +11,12 @@ guestpm.alarm=N (seconds), guestpm.off=poweroff|none, guestpm.resume=DEV (set th
 resume device once the modules in /etc/guestpm/modules are loaded: a restore happens
 there), guestpm.hibernate=1 (swap on DEV, then echo disk > /sys/power/state),
 guestpm.splat=KIND (a self-test: the splat fixture, loaded from an extra layer's
-/etc/guestpm/modules.extra, fires KIND just before the end).
+/etc/guestpm/modules.extra, fires KIND just before the end).  x86 only:
+guestpm.hid=HID[,HID...] (whether the ACPI device is there, and the driver bound to
+it), guestpm.wake=NAME (enable the ACPI device NAME as a wake source through
+/proc/acpi/wakeup before the suspends: the VMM's wake GPE is its), guestpm.irqs=1 (the
+interrupt counts of the timer, RTC, SCI and local timer lines before and after a
+`sleep 1`: whether L2's timers tick).
 
 The kernel log is evidence: /init sets the console loglevel so that every record of
 levels 0..4 (EMERG..WARNING) and of the kernel's default level (KERN_DEFAULT) is
@@ -49,13 +54,14 @@ say() { echo "<2>guestpm-l2: $*" > /dev/kmsg; }
 # records below the console loglevel are printed: 0..4, and KERN_DEFAULT's level
 set -- $(cat /proc/sys/kernel/printk); LVL=5; [ "${2:-4}" -ge 5 ] && LVL=$(($2 + 1))
 dmesg -n $LVL
-ALARM=3; SUSPEND=0; MS=; OFF=poweroff; HIB=0; RES=; SPLAT=
+ALARM=3; SUSPEND=0; MS=; OFF=poweroff; HIB=0; RES=; SPLAT=; WAKE=; IRQS=; HID=
 for a in $(cat /proc/cmdline); do
   case "$a" in
     guestpm.alarm=*) ALARM=${a#*=};; guestpm.suspend=*) SUSPEND=${a#*=};;
     guestpm.mem_sleep=*) MS=${a#*=};; guestpm.off=*) OFF=${a#*=};;
     guestpm.hibernate=*) HIB=${a#*=};; guestpm.resume=*) RES=${a#*=};;
-    guestpm.splat=*) SPLAT=${a#*=};;
+    guestpm.splat=*) SPLAT=${a#*=};; guestpm.wake=*) WAKE=${a#*=};;
+    guestpm.irqs=*) IRQS=${a#*=};; guestpm.hid=*) HID=${a#*=};;
   esac
 done
 say "up uptime=$(cut -d' ' -f1 /proc/uptime) cpus=$(grep -c ^processor /proc/cpuinfo) release=$(uname -r) loglevel=$LVL default_level=${2:-?}"
@@ -95,6 +101,17 @@ say "psci $(dmesg | grep -o 'PSCIv[0-9.]* detected in firmware' | head -1)"
 say "mem_sleep={$(cat /sys/power/mem_sleep)} state={$(cat /sys/power/state)}"
 if [ -n "$MS" ]; then
   echo "$MS" > /sys/power/mem_sleep 2>/tmp/mserr; say "set mem_sleep=$MS rc=$? now={$(cat /sys/power/mem_sleep)} err={$(cat /tmp/mserr)}"
+fi
+irqs() { say "irqs $1 {$(grep -E '^ *(0|8|9|LOC|SPU):' /proc/interrupts | tr -s ' ' | tr '\n' ';')}"; }
+if [ -n "$IRQS" ]; then irqs before-sleep; sleep 1; irqs after-sleep; fi
+for h in $(echo "$HID" | tr , ' '); do
+  d=/sys/bus/acpi/devices/$h:00
+  drv=$(readlink $d/physical_node/driver 2>/dev/null); [ -n "$drv" ] || drv=$(readlink $d/driver 2>/dev/null)
+  say "hid $h present=$([ -e $d ] && echo yes || echo no) driver={${drv##*/}}"
+done
+if [ -n "$WAKE" ]; then
+  grep -q "^$WAKE[[:space:]].*[*]enabled" /proc/acpi/wakeup 2>/dev/null || echo "$WAKE" > /proc/acpi/wakeup 2>/tmp/wkerr
+  say "wake device=$WAKE rc=$? err={$(cat /tmp/wkerr 2>/dev/null)} now={$(grep "^$WAKE" /proc/acpi/wakeup 2>/dev/null | tr -s ' \t' ' ')}"
 fi
 # guestpm.suspend=N: N suspends in turn (the VMM's policy may differ per call), each
 # opened by an `attempt` report; what dmesg says is counted from the attempt's start
