@@ -40,3 +40,57 @@ def host_lacks(feature: str, probe: str, host) -> None:
     config says (history: what the kernel shows)."""
     history.skip_or_fail(feature, host.release, probe, host.config_options() or None,
                          {"CONFIG_KVM": True})
+
+
+# ---------------------------------------------------------------- x86 L2 s2idle (pure)
+# What the x86 backend logs (harness/guest/vmm/x86_64/s2idle.py): "lps0" per LPS0 _DSM
+# call (vcpu, fn, phase), "vpmc" per HYPE0001 notify store (vcpu, offset, value), then
+# at the wake "idle-check" (every vCPU's MP_STATE) and "raise" (the wake GPE, sci).
+
+def _events(exits: list[dict], name: str) -> list[dict]:
+    return [e for e in exits if e["event"] == name]
+
+
+def lps0_around_the_wake(exits: list[dict], vcpus: int, entry: tuple[int, ...],
+                         exit_: tuple[int, ...], wake_gpe: int, where: str) -> None:
+    """AssertionError unless the LPS0 entry calls (`entry`, in order) came before the
+    VMM's idle check, which found every vCPU HALTED, the wake GPE raised its SCI, and the
+    exit calls (`exit_`, in order) came only after it, each call on one of the vCPUs."""
+    calls = _events(exits, "lps0")
+    checks = _events(exits, "idle-check")
+    wakes = [e for e in _events(exits, "raise") if e["what"] == f"gpe{wake_gpe}"]
+    assert checks and wakes, f"the VMM never woke the guest (no idle check, no GPE " \
+                             f"{wake_gpe}): LPS0 calls {[e['fn'] for e in calls]} ({where})"
+    check, wake = checks[0], wakes[0]
+    before = [e["fn"] for e in calls if e["t"] <= check["t"]]
+    after = [e["fn"] for e in calls if e["t"] >= wake["t"]]
+    assert before == list(entry), \
+        f"LPS0 calls before the idle: {before}, expected {list(entry)} ({where})"
+    assert after == list(exit_), \
+        f"LPS0 calls after the VMM's wake: {after}, expected {list(exit_)} ({where})"
+    stray = [e for e in calls if not 0 <= e["vcpu"] < vcpus]
+    assert not stray, f"LPS0 calls from no vCPU of the {vcpus}: {stray} ({where})"
+    states = {s["vcpu"]: s["mp_state"] for s in check["states"]}
+    assert states == {n: "HALTED" for n in range(vcpus)}, \
+        f"at the wake, {check['t'] - max(e['t'] for e in calls if e['t'] <= check['t']):.1f}" \
+        f" s after the last entry call, the vCPUs were {states}, expected all HALTED: the " \
+        f"guest did not idle ({where})"
+    assert wake["sci"], f"GPE {wake_gpe} was set but raised no SCI: the guest had not " \
+                        f"enabled it ({where})"
+
+
+def notify_between(exits: list[dict], last_entry: int, value: int, where: str) -> None:
+    """AssertionError unless exactly one HYPE0001 notify store (`value` at the region's
+    start) came after the LPS0 entry call `last_entry` and before the VMM's wake."""
+    notes = _events(exits, "vpmc")
+    assert len(notes) == 1, f"HYPE0001 notify: {len(notes)} MMIO exits, expected 1: " \
+                            f"{notes} ({where})"
+    n = notes[0]
+    assert (n["offset"], n["value"]) == (0, value), \
+        f"the notify stored {n['value']} at offset {n['offset']}, expected {value} at 0 " \
+        f"({where})"
+    last = next((e for e in _events(exits, "lps0") if e["fn"] == last_entry), None)
+    check = next(iter(_events(exits, "idle-check")), None)
+    assert last and check and last["t"] < n["t"] < check["t"], \
+        f"the notify at {n['t']} s is not between the last LPS0 entry call " \
+        f"({last and last['t']} s) and the VMM's wake ({check and check['t']} s) ({where})"

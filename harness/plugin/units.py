@@ -18,6 +18,7 @@ minutes).  The units, per target:
                      the third VM of that round trip's run
   l2-MODE-psci-1.2   the round trip at PSCI 1.2: its own L1 host
   l2-...-guest=SPEC  a host x guest cell: its own L1 host anyway
+  l2-x86             the x86 L2 tests (opt-in): one x86 L1 host
   psci-MODE          the PSCI cases of one KVM mode: the shared machine and that mode's host
   vfio               the vfio host's tests (and the shared machine)
   power              S3, s2idle and hibernation: machines of their own configurations
@@ -46,6 +47,8 @@ UNITS: dict[str, dict[str, str]] = {
             "l2-{mode}-psci-1.2",
     },
     "test_psci.py": {"*": "psci-{mode}"},
+    "test_l2_x86_boot.py": {"*": "l2-x86"},       # one x86 L1 host for both files
+    "test_l2_x86_s2idle.py": {"*": "l2-x86"},
     "test_s2idle.py": {"*": "power"},
     "test_s3.py": {"*": "power"},
     "test_hibernate.py": {"*": "power"},
@@ -68,7 +71,8 @@ SECONDS_PER_TEST: dict[str, float] = {
     "test_build_psci.py": 600, "test_hibernate.py": 40, "test_s2idle.py": 27,
     "test_splats.py": 60, "test_accel_fallback.py": 65, "test_snapshots.py": 19,
     "test_acpi_arm64.py": 18, "test_acpi_events.py": 13, "test_harness_faults.py": 11,
-    "test_s3.py": 7, "test_vfio.py": 3.5, "test_boot.py": 2, "test_psci.py": 1.1,
+    "test_s3.py": 7, "test_vfio.py": 3.5, "test_l2_x86_boot.py": 60,
+    "test_l2_x86_s2idle.py": 25, "test_boot.py": 2, "test_psci.py": 1.1,
 }
 DEFAULT_S = 2.0
 # a worker keeps to its target's units unless another's is 1/AFFINITY times longer (pick)

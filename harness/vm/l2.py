@@ -10,6 +10,7 @@ under TCG; a disk is read in about a second."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import re
 import shlex
@@ -19,9 +20,10 @@ from pathlib import Path
 from typing import Protocol
 
 from harness.errors import BootError, GuestMisbehaved, GuestpmError
+from harness.guest.cpio import CpioWriter
 from harness.guest.vmm import l2init
 from harness.guest.vmm.arm64 import board
-from harness.image import disks, rootfs
+from harness.image import aml, disks, rootfs
 from harness.kernel.kernels import Kernel
 from harness.vm import splats as splat_scan
 from harness.vm.console import CONTEXT_LINES, FATAL
@@ -35,7 +37,13 @@ LATER_VMS = {"relaunch": "relaunch", "relaunch_copy": "relaunch-copy"}
 CALL_ENDS = ("suspend-refused", "restart")
 ATTEMPT = "attempt"                     # the L2 /init's report that opens a suspend
 SUBDIRS = ("", *(f"{d}/" for d in LATER_VMS.values()))
-KERNEL_DISK, MODULES_DISK = "/dev/vda", "/dev/vdb"
+KERNEL_DISK, MODULES_DISK, DSDT_DISK = "/dev/vda", "/dev/vdb", "/dev/vdc"
+# x86: the backend, and the DSDT its ACPI tables are built around (third disk)
+X86_VMM_ARGS = ("--arch", "x86_64", "--dsdt", DSDT_DISK)
+# x86 L2 modules: the ACPI button driver, which arms the wake GPE of the DSDT's
+# control-method power button (\_SB.PWRB) for s2idle; without a driver the ACPI core
+# leaves it disabled in suspend
+X86_MODULES = ("button",)
 VMM = "cd /opt/guestpm && python3 -m harness.guest.vmm"
 
 
@@ -48,6 +56,20 @@ def modules_cpio(kernel: Kernel, names: tuple[str, ...]) -> tuple[bytes, str | N
         return rootfs.modules_layer(kernel, names, directories=True), why
     except GuestpmError as e:
         return rootfs.modules_layer(kernel, (), directories=True), str(e)
+
+
+def fixture_layer(name: str, ko: bytes, params: str = "") -> bytes:
+    """An initramfs layer for the L2 guest with one fixture module (tests/fixtures/),
+    which its /init loads after the board's modules (/etc/guestpm/modules.extra), with
+    `params`."""
+    buf = io.BytesIO()
+    w = CpioWriter(buf)
+    for d in ("lib", "lib/modules", "lib/modules/guestpm", "etc", "etc/guestpm"):
+        w.directory(d)
+    w.file(f"lib/modules/guestpm/{name}.ko", ko)
+    w.file("etc/guestpm/modules.extra", f"{name} {params}".strip().encode() + b"\n")
+    w.close()
+    return buf.getvalue()
 
 
 class VmmRefused(Exception):
@@ -87,6 +109,43 @@ def guest_disks(kernel: Kernel) -> GuestDisks:
     layer = disks.payload(mods, "l2-modules")
     return GuestDisks(disks.virtio_disk_args(image, node="l2k", fmt="raw", readonly=True)
                       + disks.virtio_disk_args(layer, node="l2m", fmt="raw", readonly=True),
+                      why)
+
+
+def where_it_stood(m: Machine, result: dict) -> str:
+    """Each vCPU a bound stopped, named with L1's kallsyms (an x86 L2 is L1's own kernel,
+    booted `nokaslr`): its RIP, then the kernel-text words on its stack, innermost first,
+    one vCPU a block:
+
+        vCPU 0 (RUNNABLE) at native_queued_spin_lock_slowpath+0x6a
+            _raw_spin_lock+0x29
+    """
+    stuck = [e for e in result["exits"] if e["event"] == "stuck"]
+    words = sorted({w for e in stuck for w in [e.get("rip", "")] + e.get("stack", []) if w})
+    if not words:
+        return ""
+    out = m.ssh.run(f"cd /opt/guestpm && python3 -m harness.guest.ksyms {' '.join(words)}",
+                    timeout=60).output
+    name = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    lines = []
+    for e in stuck:
+        rip = e.get("rip", "?")
+        lines.append(f"vCPU {e['vcpu']} ({e.get('mp_state')}) at {name.get(rip, rip)}")
+        lines += [f"    {name.get(w, w)}" for w in e.get("stack", [])]
+    return "\n".join(lines) + "\n"
+
+
+def x86_guest_disks(kernel: Kernel) -> GuestDisks:
+    """x86: the bzImage as it is (the VMM's loader reads its boot protocol), the L2
+    modules layer (X86_MODULES) and the L2 DSDT, compiled here by iasl."""
+    mods, why = modules_cpio(kernel, X86_MODULES)
+    image = disks.payload(kernel.image.read_bytes(), "l2-image")
+    layer = disks.payload(mods, "l2-modules")
+    dsdt = disks.payload(aml.compile_asl(aml.ASL_DIR / "l2_x86_dsdt.asl").read_bytes(),
+                         "l2-dsdt")
+    return GuestDisks(disks.virtio_disk_args(image, node="l2k", fmt="raw", readonly=True)
+                      + disks.virtio_disk_args(layer, node="l2m", fmt="raw", readonly=True)
+                      + disks.virtio_disk_args(dsdt, node="l2dsdt", fmt="raw", readonly=True),
                       why)
 
 
@@ -346,3 +405,20 @@ def host(pool: HostPool, mode: str, guest: Kernel, same: bool = True) -> L2Host:
     tag = f"l2-{mode}" if same else f"l2-{mode}-guest-{guest.release}"
     m = pool.get(MODES[mode], tag=tag, qemu_args=d.qemu_args)
     return L2Host(mode, m, guest, d, pool.l2_runs(m))
+
+
+def x86_vmm_args(m: Machine) -> tuple[str, ...]:
+    """The x86 backend's arguments for an L2 guest of L1 host `m`: the DSDT disk and,
+    under TCG, the guest's tick from the PIT.  With nested SVM emulated, L2 can take an
+    interrupt inside its own interrupt handler and hang (docs/known-defects.md, "x86_64
+    L1 host under TCG"): on the local APIC timer 4 L2 boots of 9 did, on the PIT 1 of 4;
+    too few to call it a fix."""
+    return (*X86_VMM_ARGS, *(("--tick", "pit") if m.profile.accelerator == "tcg" else ()))
+
+
+def x86_host(pool: HostPool, guest: Kernel) -> L2Host:
+    """The x86_64 L1 host machine of the x86 L2 tests (nested SVM), with `guest` (the
+    kernel under test) on its disks; its VMM runs take X86_VMM_ARGS."""
+    d = x86_guest_disks(guest)
+    m = pool.get((), tag="l2-x86", qemu_args=d.qemu_args)
+    return L2Host("x86", m, guest, d, pool.l2_runs(m))

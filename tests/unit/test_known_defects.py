@@ -82,6 +82,20 @@ def _e2e(name: str):
      [("virtnet_restore+", "virtnet_probe+"),
       ("supervisor write access", "supervisor read access"),
       ("RIP: 0010:memset_erms", "RIP: 0010:virtqueue_add")]),
+    # debian:7.2 x86_64 as an L2 guest of the reference VMM, 2 vCPUs, `nolapic_timer`
+    # (stop 40): where each vCPU stood when the VMM's bound ended the run, named with the
+    # L1 host's kallsyms; the tick's frames twice on vCPU 0's stack
+    ("X86_L2_IRQ_IN_IRQ", "x86-l2-irq-in-irq-7.2-amd64.txt",
+     [("update_wall_time+0x17\n    tick_periodic+0x71\n    tick_handle_periodic+0x2b\n"
+       "    init_thread_union+0x3da8\n    __sysvec_apic_timer_interrupt+0x58",
+       "update_wall_time+0x17\n    other+0x71\n    other+0x2b\n"
+       "    init_thread_union+0x3da8\n    other+0x58"),
+      ("vCPU 0 (HALTED) at", "vCPU 0 (HALTED) was at")]),
+    # the same, 1 vCPU on the PIT tick (`--tick pit`): the PIT's edge IRQ inside itself;
+    # handle_edge_irq+0x0 is a function pointer on the stack, not a second frame
+    ("X86_L2_IRQ_IN_IRQ", "x86-l2-irq-in-irq-pit-7.2-amd64.txt",
+     [("    handle_edge_irq+0xb8\n    handle_edge_irq+0x0\n    __common_interrupt+0x50\n",
+       "    other+0xb8\n    handle_edge_irq+0x0\n    other+0x50\n")]),
 ])
 def test_a_symptom_matches_its_recorded_oops_and_no_near_miss(defect, record, near_misses):
     symptom = getattr(known_defects, defect).symptom
@@ -90,7 +104,8 @@ def test_a_symptom_matches_its_recorded_oops_and_no_near_miss(defect, record, ne
     for change in near_misses:
         assert not symptom.search(text.replace(*change)), change
     own = {"VIRTIO_NET_FROZEN_XMIT": "virtio-net-s3-", "VIRTIO_NET_RESTORE_SLAB":
-           "virtio-net-restore-", "TRANS_PGD_RESTORE": "trans_pgd-"}[defect]
+           "virtio-net-restore-", "TRANS_PGD_RESTORE": "trans_pgd-",
+           "X86_L2_IRQ_IN_IRQ": "x86-l2-irq-in-irq-"}[defect]
     for other in GOLDEN.glob("*.txt"):      # and no other defect's record
         assert other.name.startswith(own) or not symptom.search(other.read_text()), other
 

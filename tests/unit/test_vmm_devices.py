@@ -131,3 +131,13 @@ def test_a_missing_l2_report_says_how_the_run_ended_and_what_the_guest_printed()
            "300 s) after 300.2 s" in said
     assert '{"event": "mmio", "addr": 9}' in said and "setup" not in said
     assert "rcu_sched self-detected stall" in said and "(here: /r/l2-0)" in said
+
+
+def test_a_fixture_layer_holds_the_module_and_the_line_that_loads_it():
+    from harness.guest.cpio import read_names
+    from harness.vm.l2 import fixture_layer
+    layer = fixture_layer("guestpm_splat", b"\x7fELF ko", "at_load=warn")
+    assert {"lib/modules/guestpm/guestpm_splat.ko", "etc/guestpm/modules.extra",
+            "etc/guestpm"} <= set(read_names(layer))
+    assert b"guestpm_splat at_load=warn\n" in layer
+    assert b"guestpm_vpmc_standin\n" in fixture_layer("guestpm_vpmc_standin", b"ko")

@@ -75,6 +75,14 @@ def test_the_power_transitions_are_a_unit_of_their_own():
                    "driver[debian:7.2/x86_64-q35]", IDS) == "debian:7.2/x86_64 main"
 
 
+def test_the_x86_l2_files_share_one_unit_their_l1_host():
+    for t in ("test_l2_x86_boot.py::test_l2_x86_linux_reaches_its_init_and_powers_off_"
+              "through_acpi[debian:7.2/x86_64]",
+              "test_l2_x86_s2idle.py::test_l2_x86_s2idle_the_guest_suspends_and_resumes"
+              "[debian:7.2/x86_64]"):
+        assert unit_of("tests/e2e/" + t, IDS) == "debian:7.2/x86_64 l2-x86", t
+
+
 def test_the_longest_estimate_is_handed_out_first():
     q = OrderedDict([("a main", {"tests/e2e/test_boot.py::t[x]": False}),
                      ("a off2", {L2H + "t[x]": False}),
