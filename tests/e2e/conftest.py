@@ -1,6 +1,6 @@
 """Fixtures shared by the L2 test files (test_l2_*.py): the L1 host machine that runs
 the reference VMM, one per KVM mode and guest kernel, shared by every L2 test of the
-target that names the same pair."""
+target that names the same pair; on x86, one per target (x86_l1)."""
 
 from __future__ import annotations
 
@@ -71,4 +71,18 @@ def l1(request, target, l2_mode, guest_spec, machine_pool, kernel, profile) -> L
     # the host KVM refused what the VMM asked: a SKIP, or a FAIL where its release
     # promises it
     host.on_refused = lambda why: l2_judge.refused(why, m.kernel.release)
+    return host
+
+
+@pytest.fixture
+def x86_l1(request, machine_pool, kernel) -> L2Host:
+    """The x86_64 L1 host of the x86 L2 tests (test_l2_x86_*.py), shared by them on the
+    target's pool; every test that reads a run answers for its L2 splats and crashes."""
+    host = machine_pool.reuse(("l2-x86",), lambda: l2.x86_host(machine_pool, kernel))
+    attach_machine(request, host.machine)
+
+    def read(run: l2.L2Run) -> None:
+        attach_splats(request, run.splats)
+        l2_judge.fail_on_crash(run)
+    host.on_read = read
     return host

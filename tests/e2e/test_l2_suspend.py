@@ -12,19 +12,18 @@ another."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
 
 from harness.guest import psci
-from harness.guest.cpio import CpioWriter
 from harness.image import fixture_modules
 from harness.kernel.kernels import release_version
 from harness.plugin import history
 from harness.plugin.judging import note
 from harness.plugin.targets import ROOT
 from harness.progress import progress
+from harness.vm import l2
 from harness.vm.l2 import L2Host, L2Run
 
 # nVHE cells on the newest default host and on your own kernel; on the older stock hosts
@@ -276,14 +275,8 @@ def test_l2_splats_reach_the_harness_even_from_a_hung_guest(l1, profile):
         ko = fixture_modules.build(FIXTURE, l1.guest, profile.deb_arch, progress)
     except fixture_modules.Unbuildable as e:
         pytest.skip(f"the splat fixture module cannot be built: {e}")
-    buf = io.BytesIO()
-    w = CpioWriter(buf)
-    for d in ("lib", "lib/modules", "lib/modules/guestpm", "etc", "etc/guestpm"):
-        w.directory(d)
-    w.file("lib/modules/guestpm/guestpm_splat.ko", ko.read_bytes())
-    w.file("etc/guestpm/modules.extra", b"guestpm_splat at_load=warn\n")
-    w.close()
-    l1.machine.ssh.put(buf.getvalue(), SPLAT_LAYER)
+    l1.machine.ssh.put(l2.fixture_layer("guestpm_splat", ko.read_bytes(), "at_load=warn"),
+                       SPLAT_LAYER)
     reads: list[L2Run] = []
     l1.on_read = reads.append           # this test judges the run itself
     run = l1.run("splat", "--suspend", "off", "--initrd-extra", SPLAT_LAYER,
