@@ -9,9 +9,10 @@
  *   \_SB.COM1  the 16550 on port 0x3F8, ISA IRQ 4 (x86_64/uart.py).
  *   \_SB.LPS0  PNP0D80, the Low Power S0 Idle device.  Its Microsoft _DSM
  *              (UUID 11e00d56-ce64-47ce-837b-1f898f9aa461), which the kernel's
- *              drivers/acpi/x86/s2idle.c calls around the s2idle wait (entry 3, 7, 5;
- *              exit 6, 8, 4), writes the function number to I/O port 0x660: each call
- *              is one KVM_EXIT_IO in the VMM (x86_64/s2idle.py), timed there.
+ *              drivers/acpi/x86/s2idle.c calls around the s2idle wait (entry 3, 5, 7;
+ *              exit 4, 6, 8; in an order that differs between releases), writes
+ *              the function number to I/O port 0x660: each call is one
+ *              KVM_EXIT_IO in the VMM (x86_64/s2idle.py), timed there.
  *   \_SB.VPMC  HYPE0001, the "virtual PMC" of the unmerged s2idle-notification
  *              series (_DSM UUID 9ea49ba3-434a-49a6-be30-37cc55c4d397, function 1:
  *              the hypervisor notify).  Function 1 stores 3 into a 16-byte

@@ -12,8 +12,8 @@ the guest idles.  Then it sets GPE 0's status and the SCI wakes the guest.  Debi
 `button` module rides in L2's initramfs: its driver arms the GPE for wake.
 
 Expected, on every kernel with ACPI s2idle and the LPS0 device (4.15 and later, so every
-default kernel): the entry calls 3, 7, 5 before the idle, the exit calls 6, 8, 4 only
-after the wake, "PM: suspend entry (s2idle)" and one resume in the guest's log.  The
+default kernel): the entry calls 3, 5 and 7 before the idle, the exit calls 4, 6 and 8
+only after the wake, "PM: suspend entry (s2idle)" and one resume in the guest's log.  The
 HYPE0001 notify: no stock kernel has a driver for it (SKIP, naming the driver), so the
 stand-in fixture module proves the VMM's half on its own row.
 
@@ -33,6 +33,7 @@ import pytest
 from harness.guest.vmm.x86_64 import acpi, s2idle
 from harness.image import fixture_modules
 from harness.plugin import l2_judge
+from harness.plugin.judging import note
 from harness.plugin.known_defects import X86_L2_IRQ_IN_IRQ, xfail_if_seen
 from harness.progress import progress
 from harness.vm import l2
@@ -68,12 +69,14 @@ def _kernel_run(host: L2Host) -> L2Run:
     return _run(host, "s2idle")
 
 
-def test_l2_x86_s2idle_lps0_entry_before_the_idle_exit_after_the_wake(x86_l1):
-    """Each LPS0 call is a KVM exit on a vCPU, at a time: 3, 7, 5 before every vCPU is
-    HALTED, the wake after, then 6, 8, 4."""
+def test_l2_x86_s2idle_lps0_entry_before_the_idle_exit_after_the_wake(request, x86_l1):
+    """Each LPS0 call is a KVM exit on a vCPU, at a time: 3, 5 and 7 before every vCPU is
+    HALTED, the wake after, then 4, 6 and 8.  In which order within each phase is the
+    kernel's (6.1: 3 5 7, 8 6 4; 6.12 and 7.2: 3 7 5, 6 8 4): shown as information."""
     run = _kernel_run(x86_l1)
-    l2_judge.lps0_around_the_wake(run.result["exits"], VCPUS, s2idle.ENTRY, s2idle.EXIT,
-                                  acpi.WAKE_GPE, run.where)
+    _assert_order(run)
+    note(request, f"x86 L2 {x86_l1.guest.release}: LPS0 _DSM calls in the order made: "
+                  f"{l2_judge.lps0_order(run.result['exits'])}")
 
 
 def test_l2_x86_s2idle_the_guest_suspends_and_resumes(x86_l1):
@@ -111,23 +114,55 @@ def test_l2_x86_hype0001_notify_with_the_standin_fixture(x86_l1, profile):
     initramfs, evaluates the HYPE0001 _DSM from the LPS0 prepare hook.  Its notify must
     reach the VMM as one MMIO exit (value 3 at the region's start) after the last LPS0
     entry call and before the wake."""
-    guest = x86_l1.guest
+    run = _standin_run(x86_l1, profile, "s2idle-standin")
+    _assert_notify(run)
+
+
+def _standin_run(host: L2Host, profile, name: str, *extra: str) -> L2Run:
+    """A run with the HYPE0001 stand-in in L2's initramfs; SKIP where it cannot be built
+    or loaded, FAIL where it loads and does not bind."""
+    guest = host.guest
     try:
         ko = fixture_modules.build(STANDIN, guest, profile.deb_arch, progress)
     except fixture_modules.Unbuildable as e:
         pytest.skip(f"the HYPE0001 stand-in cannot be built: {e}")
-    x86_l1.machine.ssh.put(l2.fixture_layer("guestpm_vpmc_standin", ko.read_bytes()),
-                           STANDIN_LAYER)
-    run = _run(x86_l1, "s2idle-standin", "--initrd-extra", STANDIN_LAYER)
+    host.machine.ssh.put(l2.fixture_layer("guestpm_vpmc_standin", ko.read_bytes()),
+                         STANDIN_LAYER)
+    run = _run(host, name, "--initrd-extra", STANDIN_LAYER, *extra)
     hid = run.report("hid")
     if hid.get("driver") != "guestpm_vpmc_standin":
-        if "insmod-failed guestpm_vpmc_standin" in " ".join(run.reports):
-            pytest.skip(f"the stand-in does not load in {guest.release}: "
-                        f"{next(r for r in run.reports if r.startswith('insmod-failed'))}")
+        failed = [r for r in run.reports if r.startswith("insmod-failed guestpm_vpmc_standin")]
+        if failed:
+            pytest.skip(f"the stand-in does not load in {guest.release}: {failed[0]}")
         pytest.fail(f"the stand-in loaded but HYPE0001 shows driver {hid.get('driver')!r} "
                     f"({run.where})", pytrace=False)
-    _assert_notify(run)
+    return run
+
+
+@pytest.mark.harness_selftest
+def test_each_x86_s2idle_judge_fails_under_the_vmm_fault_that_breaks_its_promise(x86_l1,
+                                                                                profile):
+    """The VMM breaks one promise per L2 boot (harness/guest/vmm/policy.py FAULTS): it
+    loses the LPS0 entry call 7, wakes the guest at its first entry call, or misreads
+    the notify's value.  The judge of that promise must FAIL each, naming it."""
+    lost = _run(x86_l1, "fault-lose-lps0-call", "--fault", "lose-lps0-call")
+    with pytest.raises(AssertionError, match=r"before the idle: \[3, 5\], expected each"):
+        _assert_order(lost)
+    early = _run(x86_l1, "fault-early-wake", "--fault", "early-wake")
+    with pytest.raises(AssertionError, match=r"before the idle: \[3\], expected each"):
+        _assert_order(early)
+    misread = _standin_run(x86_l1, profile, "fault-misread-notify", "--fault",
+                           "misread-notify")
+    with pytest.raises(AssertionError, match="stored 4 at offset 0, expected 3"):
+        _assert_notify(misread)
+    for run in (lost, early, misread):       # the rest of each run kept its promises
+        assert run.result["fault"] and run.report("resumed").get("rc") == "0", run.ending()
+
+
+def _assert_order(run: L2Run) -> None:
+    l2_judge.lps0_around_the_wake(run.result["exits"], VCPUS, s2idle.ENTRY, s2idle.EXIT,
+                                  acpi.WAKE_GPE, run.where)
 
 
 def _assert_notify(run: L2Run) -> None:
-    l2_judge.notify_between(run.result["exits"], s2idle.LAST_ENTRY, NOTIFY_VALUE, run.where)
+    l2_judge.notify_between(run.result["exits"], s2idle.ENTRY, NOTIFY_VALUE, run.where)

@@ -190,6 +190,17 @@ def test_s2idle_the_lps0_calls_the_idle_check_then_the_wake_gpe(kvm_calls):
     assert core.bus.counts["pio"]["lps0"] == 6 and core.bus.counts["mmio"] == {"vpmc": 1}
 
 
+def test_the_wake_waits_for_all_three_entry_calls_in_6_1s_order_too(kvm_calls):
+    """6.1 calls 3, 5, 7 (not 3, 7, 5): the wake is armed by the last of the three."""
+    fake = []
+    script = [("out", acpi.GPE0_BLK + 2, 1, b"\x01"), lps0(3), lps0(5), lps0(7),
+              Halt(lambda: bool(fake[0].irqs)), lps0(8), lps0(6), lps0(4),
+              ("out", 0x604, 2, S5)]
+    _, _, r = run(script, vcpus=1, hooks=[lambda c: fake.append(c.vm)], s2idle_wake_s=0.1)
+    got = [e.get("fn", e["event"]) for e in r.exits if e["event"] in ("lps0", "idle-check")]
+    assert r.outcome == "shutdown" and got == [3, 5, 7, "idle-check", 8, 6, 4]
+
+
 @pytest.mark.parametrize("fault, seen", [
     ("", [3, 7, "vpmc 3", 5, "idle-check", 6, 8, 4]),
     ("lose-lps0-call", [3, "vpmc 3", 5, "idle-check", 6, 8, 4]),

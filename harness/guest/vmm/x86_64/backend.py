@@ -202,7 +202,7 @@ class X86Backend:
             self.s2idle.stop()
 
     def report(self) -> dict:
-        return {}
+        return {"fault": self.policy.fault}
 
     def where(self, v) -> dict:
         """RIP and MP_STATE, and the kernel-image words on the stack (a raw trace: map

@@ -7,7 +7,8 @@ its vCPU and the VMM's time:
     {"event": "lps0", "vcpu": 0, "fn": 5, "phase": "entry"}
     {"event": "vpmc", "vcpu": 1, "offset": 0, "value": 3, "size": 4}
 
-With `wake_s`, the VMM wakes the guest that long after the last LPS0 entry call (5):
+With `wake_s`, the VMM wakes the guest that long after the last of the three LPS0 entry
+calls (3, 5 and 7, in the kernel's order):
 first every vCPU's MP_STATE, each kicked out of KVM_RUN ("idle-check": all HALTED when
 the guest idles), then the wake GPE's status (GPE 0, \\_SB.PWRB's _PRW), which raises
 the SCI once the guest has enabled it (the L2 `button` driver enables it at run time
@@ -19,8 +20,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-ENTRY, EXIT = (3, 7, 5), (6, 8, 4)        # drivers/acpi/x86/s2idle.c, in the order called
-LAST_ENTRY = ENTRY[-1]
+# drivers/acpi/x86/s2idle.c's calls as 6.12 and 7.2 make them (6.1: 3 5 7, then 8 6 4)
+ENTRY, EXIT = (3, 7, 5), (6, 8, 4)
 
 
 def phase(fn: int) -> str:
@@ -34,6 +35,7 @@ class S2idle:
         self.log, self.snapshot, self.raise_wake, self.wake_s = \
             log, snapshot, raise_wake, wake_s
         self.fault = fault              # self-tests only (policy.FAULTS)
+        self.entered: set[int] = set()  # the entry calls seen (logged or not)
         self.timer: threading.Timer | None = None
         self.lock = threading.Lock()
 
@@ -42,7 +44,9 @@ class S2idle:
             self.log("lps0", vcpu=vcpu, fn=value, phase=phase(value))
         if self.fault == "early-wake" and value == ENTRY[0]:
             threading.Thread(target=self.wake, daemon=True).start()    # and again later
-        if value == LAST_ENTRY and self.wake_s is not None:
+        if value in ENTRY:
+            self.entered.add(value)
+        if self.entered >= set(ENTRY) and self.wake_s is not None:
             with self.lock:
                 if self.timer is None:
                     self.timer = threading.Timer(self.wake_s, self.wake)
