@@ -193,7 +193,8 @@ X86_L2_IRQ_IN_IRQ = KnownDefect(
                        rf"\+0x(?!0\n)[0-9a-f]+\n(?:    .*\n)*?    (?P=f)\+0x(?!0\n)"),
     summary="the x86 L2 guest took an interrupt inside its own interrupt handler and hung "
             "(nested SVM under TCG: seen under QEMU 7.2 and 10.0 since stop 35; at stop 40 "
-            "4 of 9 quiet one-vCPU L2 boots on the local APIC timer, 1 of 4 on the PIT)",
+            "4 of 9 one-vCPU L2 boots of 7.2 on the local APIC timer, 4 of 21 L2 boots of "
+            "6.1, 6.12 and 7.2 on the PIT)",
     arch="x86_64", accel="tcg")
 
 
