@@ -418,7 +418,7 @@ def x86_vmm_args(m: Machine) -> tuple[str, ...]:
 
 def x86_host(pool: HostPool, guest: Kernel) -> L2Host:
     """The x86_64 L1 host machine of the x86 L2 tests (nested SVM), with `guest` (the
-    kernel under test) on its disks; its VMM runs take X86_VMM_ARGS."""
+    kernel under test) on its disks; its VMM runs take x86_vmm_args(machine)."""
     d = x86_guest_disks(guest)
     m = pool.get((), tag="l2-x86", qemu_args=d.qemu_args)
     return L2Host("x86", m, guest, d, pool.l2_runs(m))
