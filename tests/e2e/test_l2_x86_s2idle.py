@@ -55,7 +55,8 @@ STANDIN_LAYER = "/tmp/l2-vpmc-standin.cpio"
 def _run(host: L2Host, name: str, *extra: str) -> L2Run:
     """One L2 boot that suspends once; a hang before the scenario's end is judged against
     the known TCG defect first, by where each vCPU stood."""
-    run = host.run(name, *l2.x86_vmm_args(host.machine), *S2IDLE_ARGS, *extra, append=APPEND, timeout=240, silent=180)
+    run = host.run(name, *l2.x86_vmm_args(host.machine), *S2IDLE_ARGS, *extra,
+                   append=APPEND, timeout=240, silent=180)
     if run.result["outcome"] in ("timeout", "silent"):
         where = l2.where_it_stood(host.machine, run.result)
         xfail_if_seen(where, "x86_64", run.where, X86_L2_IRQ_IN_IRQ,
